@@ -1,0 +1,291 @@
+"""The HTTP API: routes as methods of one object that holds its collaborators.
+
+Every answer is JSON (``application/json``); errors are
+``{"error": code, "message": text}``.  Klein's defaults (HTML error pages,
+empty 200 for dicts) never reach a client.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import UTC, datetime
+from typing import Any
+
+from klein import Klein
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.iweb import IRequest
+from twisted.web.server import NOT_DONE_YET
+from werkzeug.exceptions import MethodNotAllowed, NotFound
+
+from bridge import __version__
+from bridge.config import Config
+from bridge.errors import BodyError, BridgeError, UpstreamReplyError
+from bridge.events import EventHub
+from bridge.framing import Lines, parse_body
+from bridge.pool import UpstreamPool
+
+JSON = b"application/json"
+
+
+def _iso(timestamp: float | None) -> str | None:
+    if timestamp is None:
+        return None
+    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="milliseconds")
+
+
+def respond(
+    request: IRequest, status: int, document: dict[str, Any], retry_after: int | None = None
+) -> bytes:
+    """Set status and headers for a JSON answer and return its body."""
+    body = json.dumps(document).encode("utf-8")
+    request.setResponseCode(status)
+    request.setHeader(b"Content-Type", JSON)
+    request.setHeader(b"Content-Length", b"%d" % len(body))
+    if retry_after is not None:
+        request.setHeader(b"Retry-After", b"%d" % retry_after)
+    return body
+
+
+def respond_error(request: IRequest, error: BridgeError) -> bytes:
+    document: dict[str, Any] = {"error": error.code, "message": error.message}
+    replies = getattr(error, "replies", None)
+    if replies is not None:
+        document["replies"] = [reply.decode("utf-8", "replace") for reply in replies]
+    document.update(error.extra())
+    return respond(request, error.status, document, error.retry_after())
+
+
+class BridgeAPI:
+    """The routes.  Holds the pool, the event hub, the config and the clock."""
+
+    app = Klein()
+    log = Logger()
+
+    def __init__(
+        self,
+        config: Config,
+        pool: UpstreamPool,
+        events: EventHub,
+        clock: IReactorTime,
+        http_counts: dict[str, int] | None = None,
+    ) -> None:
+        self.config = config
+        self.pool = pool
+        self.events = events
+        self.clock = clock
+        self.started_at = clock.seconds()
+        self.http_counts = http_counts if http_counts is not None else {"requests": 0}
+        self._error_pattern = (
+            re.compile(config.reply_error_pattern.encode("utf-8"))
+            if config.reply_error_pattern
+            else None
+        )
+
+    def resource(self) -> Any:
+        return self.app.resource()
+
+    # -- helpers ------------------------------------------------------------
+
+    def _lines(self, request: IRequest) -> Lines:
+        assert request.content is not None
+        body = request.content.read()
+        return parse_body(
+            body,
+            request.getHeader(b"Content-Type"),
+            self.config.max_line_bytes,
+            self.config.delimiter_bytes,
+        )
+
+    def _timeout(self, request: IRequest) -> float:
+        values = request.args.get(b"timeout") if request.args else None
+        if not values:
+            return self.config.reply_timeout
+        text = values[0].decode("ascii", "replace")
+        try:
+            timeout = float(text)
+        except ValueError:
+            raise BodyError(400, "invalid_timeout", f"timeout {text!r} is not a number") from None
+        if not timeout > 0:
+            raise BodyError(400, "invalid_timeout", f"timeout must be positive, got {text!r}")
+        if timeout > self.config.max_reply_timeout:
+            raise BodyError(
+                400,
+                "invalid_timeout",
+                f"timeout {text} is above max_reply_timeout ({self.config.max_reply_timeout:g})",
+            )
+        return timeout
+
+    # -- lines out ------------------------------------------------------------
+
+    @app.route("/send", methods=["POST"])
+    def send(self, request: IRequest) -> bytes:
+        try:
+            lines = self._lines(request)
+            self.pool.send(lines)
+        except BridgeError as error:
+            return respond_error(request, error)
+        return respond(request, 202, {"sent": lines.count})
+
+    @app.route("/request", methods=["POST"])
+    def request(self, request: IRequest) -> bytes | Deferred[bytes]:
+        try:
+            timeout = self._timeout(request)
+            lines = self._lines(request)
+            replies = self.pool.request(lines, timeout)
+        except BridgeError as error:
+            return respond_error(request, error)
+        return replies.addCallbacks(
+            self._replied, self._failed, callbackArgs=(request,), errbackArgs=(request,)
+        )
+
+    def _replied(self, replies: list[bytes], request: IRequest) -> bytes:
+        pattern = self._error_pattern
+        if pattern is not None and any(pattern.search(reply) for reply in replies):
+            return respond_error(
+                request,
+                UpstreamReplyError("a reply matched reply_error_pattern", replies),
+            )
+        accept = request.getHeader(b"Accept") or b""
+        if b"text/plain" in accept and b"application/json" not in accept:
+            request.setResponseCode(200)
+            request.setHeader(b"Content-Type", b"text/plain; charset=utf-8")
+            body = b"\n".join(replies) + b"\n"
+            request.setHeader(b"Content-Length", b"%d" % len(body))
+            return body
+        return respond(
+            request, 200, {"replies": [reply.decode("utf-8", "replace") for reply in replies]}
+        )
+
+    def _failed(self, failure: Failure, request: IRequest) -> Any:
+        if failure.check(CancelledError):
+            return None  # the client is gone; nobody to answer
+        if failure.check(BridgeError):
+            error = failure.value
+            assert isinstance(error, BridgeError)
+            return respond_error(request, error)
+        return failure
+
+    # -- probes and status ------------------------------------------------------
+
+    @app.route("/healthz", methods=["GET", "HEAD"])
+    def healthz(self, request: IRequest) -> bytes:
+        return respond(request, 200, {"status": "ok"})
+
+    @app.route("/readyz", methods=["GET", "HEAD"])
+    def readyz(self, request: IRequest) -> bytes:
+        pool = self.pool
+        if pool.ready():
+            return respond(
+                request,
+                200,
+                {"ready": True, "state": "connected", "connected": pool.connected_count(),
+                 "pool_size": len(pool.members)},
+            )
+        retry_in = pool.retry_in()
+        return respond(
+            request,
+            503,
+            {
+                "ready": False,
+                "state": pool.state(),
+                "retry_in": None if retry_in is None else round(retry_in, 3),
+                "connected": pool.connected_count(),
+                "pool_size": len(pool.members),
+            },
+        )
+
+    @app.route("/status", methods=["GET", "HEAD"])
+    def status(self, request: IRequest) -> bytes:
+        return respond(request, 200, self.status_document())
+
+    def status_document(self) -> dict[str, Any]:
+        pool = self.pool
+        now = self.clock.seconds()
+        members = [member.status() for member in pool.members]
+        for document in members:
+            document["connected_since"] = _iso(document["connected_since"])  # type: ignore[arg-type]
+        connected = [m.connected_since for m in pool.members if m.connected_since is not None]
+        delays = [m.current_delay for m in pool.members if m.current_delay is not None]
+        errors = [m.last_error for m in pool.members if m.last_error]
+        retry_in = pool.retry_in()
+        totals = pool.totals()
+        return {
+            "version": __version__,
+            "uptime": round(now - self.started_at, 3),
+            "upstream": self.config.upstream,
+            "state": pool.state(),
+            "ready": pool.ready(),
+            "connected_since": _iso(min(connected)) if connected else None,
+            "attempts_since_success": min(m.attempts_since_success for m in pool.members),
+            "retry_delay": round(min(delays), 3) if delays else None,
+            "retry_in": None if retry_in is None else round(retry_in, 3),
+            "last_error": errors[0] if errors else None,
+            "pending": pool.pending(),
+            "counters": {
+                "http_requests": self.http_counts["requests"],
+                "lines_sent": totals.lines_sent,
+                "bytes_sent": totals.bytes_sent,
+                "lines_received": totals.lines_received,
+                "unsolicited": totals.unsolicited,
+                "late_replies": totals.late_replies,
+                "lines_too_long": totals.lines_too_long,
+                "connection_attempts": totals.attempts,
+                "connects": totals.connects,
+                "disconnects": totals.disconnects,
+                "handshake_failures": totals.handshake_failures,
+                "heartbeat_failures": totals.heartbeat_failures,
+                "desyncs": totals.desyncs,
+            },
+            "events": {"subscribers": self.events.subscribers,
+                       "published": self.events.published, "dropped": self.events.dropped},
+            "members": members,
+        }
+
+    # -- unsolicited lines --------------------------------------------------------
+
+    @app.route("/events", methods=["GET"])
+    def events_stream(self, request: IRequest) -> Any:
+        request.setResponseCode(200)
+        request.setHeader(b"Content-Type", b"text/event-stream; charset=utf-8")
+        request.setHeader(b"Cache-Control", b"no-cache")
+        request.setHeader(b"X-Accel-Buffering", b"no")
+        request.write(b": connected\n\n")
+        subscriber = self.events.subscribe(request)
+        finished: Deferred[None] = request.notifyFinish()  # type: ignore[attr-defined]
+        finished.addBoth(lambda _: self.events.remove(subscriber))
+        return NOT_DONE_YET
+
+    # -- errors -------------------------------------------------------------------
+
+    @app.handle_errors(NotFound)
+    def not_found(self, request: IRequest, failure: Failure) -> bytes:
+        path = request.path.decode("latin-1")
+        return respond(request, 404, {"error": "not_found", "message": f"no route {path}"})
+
+    @app.handle_errors(MethodNotAllowed)
+    def method_not_allowed(self, request: IRequest, failure: Failure) -> bytes:
+        error = failure.value
+        assert isinstance(error, MethodNotAllowed)
+        allowed = sorted(set(error.valid_methods or ()))
+        request.setHeader(b"Allow", ", ".join(allowed).encode("ascii"))
+        method = request.method.decode("latin-1")
+        return respond(
+            request,
+            405,
+            {"error": "method_not_allowed",
+             "message": f"{method} is not allowed here; use {', '.join(allowed)}"},
+        )
+
+    @app.handle_errors(Exception)
+    def internal_error(self, request: IRequest, failure: Failure) -> bytes | None:
+        if failure.check(CancelledError):
+            return None
+        self.log.failure("unhandled error answering {path}", failure,
+                         path=request.path)
+        return respond(
+            request, 500, {"error": "internal_error", "message": "internal error; see the log"}
+        )

@@ -1,0 +1,143 @@
+"""The ``bridge`` command: parse settings, start the service tree, run.
+
+``bridge [OPTIONS]`` runs the daemon; ``bridge healthcheck`` probes one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Any, Mapping, Sequence
+
+from bridge import __version__
+from bridge.config import SETTINGS, Config, ConfigError, Setting, load
+
+EXIT_CONFIG = 2
+
+
+def _help_for(setting: Setting) -> str:
+    default = setting.default
+    if default in (None, "", ()):
+        shown = "none"
+    elif isinstance(default, bool):
+        shown = "true" if default else "false"
+    else:
+        shown = str(default)
+    text = setting.help.replace("%", "%%")
+    return f"{text} (default: {shown}; env {setting.env})"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="bridge",
+        description="HTTP-to-TCP line bridge: POST lines over HTTP to a line-oriented TCP "
+        "server through a persistent, self-healing connection.",
+        epilog="Settings come from (highest first) these flags, BRIDGE_* environment "
+        "variables, the TOML file given by --config (env BRIDGE_CONFIG), then defaults. "
+        "Subcommand: 'bridge healthcheck --help' probes a running bridge.",
+        argument_default=argparse.SUPPRESS,
+    )
+    parser.add_argument("--version", action="version", version=f"bridge {__version__}")
+    parser.add_argument("--config", metavar="PATH",
+                        help="TOML settings file (env BRIDGE_CONFIG)")
+    parser.add_argument("--demo", action="store_true",
+                        help="also start a demo upstream line server on a loopback port and "
+                        "connect to it (answers every line with 'OK <line>')")
+    for setting in SETTINGS:
+        if setting.flag_kind == "switch" or isinstance(setting.default, bool):
+            parser.add_argument(setting.flag, dest=setting.name,
+                                action=argparse.BooleanOptionalAction, help=_help_for(setting))
+        elif setting.flag_kind == "append":
+            parser.add_argument(setting.flag, dest=setting.name, action="append",
+                                metavar=setting.metavar, help=_help_for(setting))
+        else:
+            parser.add_argument(setting.flag, dest=setting.name, metavar=setting.metavar,
+                                help=_help_for(setting))
+    return parser
+
+
+def parse_config(argv: Sequence[str], environ: Mapping[str, str]) -> tuple[Config, bool]:
+    """Return the validated config and whether --demo was given."""
+    namespace = vars(build_parser().parse_args(list(argv)))
+    config_path = namespace.pop("config", None) or environ.get("BRIDGE_CONFIG") or None
+    demo = bool(namespace.pop("demo", False))
+    return load(namespace, environ, config_path), demo
+
+
+def fail(message: str, status: int = EXIT_CONFIG) -> int:
+    print(f"bridge: error: {message}", file=sys.stderr)
+    return status
+
+
+def run(config: Config, demo: bool) -> int:
+    """Start the reactor with the service tree; return the exit status."""
+    from twisted.internet import reactor as _reactor
+    from twisted.logger import globalLogBeginner
+
+    from bridge.logs import make_observer
+    from bridge.service import BridgeService
+
+    reactor: Any = _reactor
+    globalLogBeginner.beginLoggingTo(
+        [make_observer(sys.stdout, config.log_level, config.log_format)],
+        redirectStandardIO=False,
+    )
+    from twisted.logger import Logger
+
+    log = Logger(namespace="bridge")
+    if demo:
+        from bridge.demo import listen_demo
+
+        port = listen_demo(reactor)
+        address = f"127.0.0.1:{port.getHost().port}"  # type: ignore[attr-defined]
+        log.info("demo upstream listening on {address}", address=address)
+        config = config.with_values(upstream=address)
+
+    exit_status = [0]
+
+    def fatal(message: str, status: int) -> None:
+        log.error("{message}", message=message)
+        print(f"bridge: error: {message}", file=sys.stderr)
+        exit_status[0] = status
+        if reactor.running:
+            reactor.stop()
+
+    service = BridgeService(config, reactor, on_fatal=fatal)
+    log.info("bridge {version} starting: upstream {upstream}, listen {listen}",
+             version=__version__, upstream=config.upstream, listen=config.listen)
+    reactor.callWhenRunning(service.startService)
+    reactor.addSystemEventTrigger(
+        "before", "shutdown", service.stopService
+    )
+    reactor.run()
+    log.info("bridge stopped")
+    return exit_status[0]
+
+
+def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    env = os.environ if environ is None else environ
+    if args[:1] == ["healthcheck"]:
+        from bridge.healthcheck import main as healthcheck
+
+        return healthcheck(args[1:])
+    try:
+        config, demo = parse_config(args, env)
+    except ConfigError as error:
+        return fail(str(error))
+    return run(config, demo)
+
+
+def service_from_environment(environ: Mapping[str, str] | None = None) -> Any:
+    """The service tree configured from BRIDGE_* and BRIDGE_CONFIG (for .tac files)."""
+    from twisted.internet import reactor
+
+    from bridge.service import BridgeService
+
+    env = os.environ if environ is None else environ
+    try:
+        config = load({}, env, env.get("BRIDGE_CONFIG") or None)
+    except ConfigError as error:
+        raise SystemExit(fail(str(error))) from None
+    return BridgeService(config, reactor)

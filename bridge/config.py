@@ -1,0 +1,397 @@
+"""Settings: one table, four sources, validated once at the edge.
+
+Precedence, highest first: command-line flag, environment variable
+``BRIDGE_<NAME>``, TOML file (``--config``), built-in default.  Everything
+past this module receives a frozen :class:`Config` of plain typed values.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, Callable, Mapping, Sequence
+
+from bridge import endpoints
+
+MiB = 1024 * 1024
+KiB = 1024
+
+
+class ConfigError(Exception):
+    """A setting has a bad value.  ``str()`` is the one line users see."""
+
+    def __init__(self, setting: str, problem: str) -> None:
+        super().__init__(f"setting {setting!r}: {problem}")
+        self.setting = setting
+        self.problem = problem
+
+
+# -- value converters: each accepts a string (flag, env) or a TOML value ------
+
+
+def _text(value: object) -> str:
+    if isinstance(value, (bool, int, float)) and not isinstance(value, str):
+        return str(value)
+    if not isinstance(value, str):
+        raise ValueError(f"expected a string, got {value!r}")
+    return value
+
+
+def _number(value: object) -> float:
+    if isinstance(value, bool):
+        raise ValueError(f"expected a number, got {value!r}")
+    if isinstance(value, (int, float)):
+        number = float(value)
+    else:
+        try:
+            number = float(_text(value).strip())
+        except ValueError:
+            raise ValueError(f"expected a number, got {value!r}") from None
+    if math.isnan(number) or math.isinf(number):
+        raise ValueError(f"expected a finite number, got {value!r}")
+    return number
+
+
+def seconds(value: object) -> float:
+    """A positive duration in seconds."""
+    number = _number(value)
+    if number <= 0:
+        raise ValueError(f"must be a positive number of seconds, got {value!r}")
+    return number
+
+
+def seconds_or_zero(value: object) -> float:
+    """A duration in seconds that may be 0."""
+    number = _number(value)
+    if number < 0:
+        raise ValueError(f"must be zero or a positive number of seconds, got {value!r}")
+    return number
+
+
+def optional_seconds(value: object) -> float | None:
+    """A positive duration, or empty/0 for "off"."""
+    if value is None or value == "" or value == 0 or value == "0":
+        return None
+    return seconds(value)
+
+
+def _integer(value: object) -> int:
+    if isinstance(value, bool):
+        raise ValueError(f"expected a whole number, got {value!r}")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    try:
+        return int(_text(value).strip())
+    except ValueError:
+        raise ValueError(f"expected a whole number, got {value!r}") from None
+
+
+def positive_int(value: object) -> int:
+    number = _integer(value)
+    if number < 1:
+        raise ValueError(f"must be at least 1, got {value!r}")
+    return number
+
+
+def non_negative_int(value: object) -> int:
+    number = _integer(value)
+    if number < 0:
+        raise ValueError(f"must be 0 or more, got {value!r}")
+    return number
+
+
+def factor(value: object) -> float:
+    number = _number(value)
+    if number < 1:
+        raise ValueError(f"must be 1 or more, got {value!r}")
+    return number
+
+
+def boolean(value: object) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = _text(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"expected true or false, got {value!r}")
+
+
+def choice(*options: str) -> Callable[[object], str]:
+    def convert(value: object) -> str:
+        text = _text(value).strip().lower()
+        if text not in options:
+            raise ValueError(f"must be one of {', '.join(options)}; got {value!r}")
+        return text
+
+    return convert
+
+
+def regex(value: object) -> str | None:
+    text = _text(value)
+    if text == "":
+        return None
+    try:
+        re.compile(text.encode("utf-8"))
+    except re.error as error:
+        raise ValueError(f"is not a valid regular expression: {error}") from None
+    return text
+
+
+def optional_text(value: object) -> str | None:
+    text = _text(value)
+    return text or None
+
+
+def line_list(value: object) -> tuple[str, ...]:
+    """Lines to send: a TOML array, or newline-separated text."""
+    if isinstance(value, (list, tuple)):
+        items = [_text(item) for item in value]
+    else:
+        text = _text(value)
+        items = text.split("\n") if text else []
+    for item in items:
+        if "\r" in item or "\n" in item:
+            raise ValueError("a line may not contain CR or LF")
+    return tuple(items)
+
+
+def listen_address(value: object) -> str:
+    text = _text(value).strip()
+    try:
+        endpoints.validate_server(text)
+    except endpoints.AddressError as error:
+        raise ValueError(str(error)) from None
+    return text
+
+
+def upstream_address(value: object) -> str:
+    text = _text(value).strip()
+    try:
+        return endpoints.validate_client(text)
+    except endpoints.AddressError as error:
+        raise ValueError(str(error)) from None
+
+
+# -- the settings table -------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One configurable value: its name everywhere, default, and meaning."""
+
+    name: str
+    default: Any
+    convert: Callable[[object], Any]
+    help: str
+    metavar: str = "VALUE"
+    flag_kind: str = "value"  # "value", "switch" (store_true) or "append"
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    @property
+    def env(self) -> str:
+        return "BRIDGE_" + self.name.upper()
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("listen", "127.0.0.1:8080", listen_address,
+            "HTTP address: HOST:PORT or a server endpoint string (tcp:, unix:, ssl:)",
+            "ADDR"),
+    Setting("upstream", "localhost:65432", upstream_address,
+            "upstream line server: HOST:PORT or a client endpoint string (tcp:, tls:, unix:)",
+            "ADDR"),
+    Setting("delimiter", "crlf", choice("crlf", "lf"),
+            "line ending written to the upstream (crlf or lf); both are accepted when reading",
+            "crlf|lf"),
+    Setting("backoff_initial", 1.0, seconds, "first reconnect delay, seconds", "SECONDS"),
+    Setting("backoff_factor", 2.0, factor, "reconnect delay multiplier per failed attempt",
+            "FACTOR"),
+    Setting("backoff_max", 30.0, seconds, "longest reconnect delay, seconds", "SECONDS"),
+    Setting("connect_timeout", 5.0, seconds, "time allowed for one connection attempt, seconds",
+            "SECONDS"),
+    Setting("max_line_bytes", 64 * KiB, positive_int,
+            "longest line accepted, in either direction, bytes", "BYTES"),
+    Setting("max_body_bytes", MiB, positive_int, "largest HTTP request body, bytes", "BYTES"),
+    Setting("reply_timeout", 5.0, seconds,
+            "default wait for the replies of POST /request, seconds (?timeout= overrides)",
+            "SECONDS"),
+    Setting("max_reply_timeout", 60.0, seconds, "largest ?timeout= a client may ask for, seconds",
+            "SECONDS"),
+    Setting("stale_reply_timeout", None, optional_seconds,
+            "oldest reply this late means the connection is out of step and is closed "
+            "(default 3 x reply_timeout)", "SECONDS"),
+    Setting("reply_error_pattern", None, regex,
+            "regex; a reply matching it turns POST /request into 502 upstream_error "
+            "(e.g. ^-ERR)", "REGEX"),
+    Setting("max_pending", 1000, positive_int,
+            "requests awaiting replies per connection before 429 too_many_pending", "N"),
+    Setting("discard_send_replies", False, boolean,
+            "the upstream answers every line: reserve and discard the replies of "
+            "POST /send lines so they never reach a /request caller", "BOOL", "switch"),
+    Setting("pool_size", 1, positive_int, "connections kept to the upstream", "N"),
+    Setting("min_ready", 1, positive_int, "connected members needed for /readyz to pass", "N"),
+    Setting("handshake", (), line_list,
+            "lines sent after connecting, before the member is ready (repeat the flag; "
+            "newline-separated in the environment)", "LINE", "append"),
+    Setting("handshake_expect", None, regex, "regex every handshake reply must match", "REGEX"),
+    Setting("handshake_timeout", 5.0, seconds, "wait for each handshake reply, seconds",
+            "SECONDS"),
+    Setting("heartbeat_interval", None, optional_seconds,
+            "send heartbeat_line after this many idle seconds (default off)", "SECONDS"),
+    Setting("heartbeat_line", "PING", optional_text, "line sent as heartbeat", "LINE"),
+    Setting("heartbeat_expect", None, regex, "regex the heartbeat reply must match", "REGEX"),
+    Setting("heartbeat_timeout", 5.0, seconds,
+            "wait for the heartbeat reply before reconnecting, seconds", "SECONDS"),
+    Setting("max_event_backlog", 1000, positive_int,
+            "lines a GET /events subscriber may fall behind before it is dropped", "N"),
+    Setting("event_heartbeat", 15.0, seconds,
+            "seconds between keep-alive comments on GET /events", "SECONDS"),
+    Setting("startup_max_attempts", 0, non_negative_int,
+            "exit with status 1 if the first connection fails this many times "
+            "(0 = keep trying)", "N"),
+    Setting("log_level", "info", choice("debug", "info", "warn", "error"),
+            "lowest log level written", "LEVEL"),
+    Setting("log_format", "text", choice("text", "json"),
+            "text (one line per event) or json (one object per line)", "text|json"),
+    Setting("access_log", True, boolean,
+            "log one line per HTTP request (probe routes are never logged)", "BOOL"),
+)
+
+SETTINGS_BY_NAME: Mapping[str, Setting] = {setting.name: setting for setting in SETTINGS}
+
+
+@dataclass(frozen=True)
+class Config:
+    """Validated settings.  Field names match :data:`SETTINGS`."""
+
+    listen: str = "127.0.0.1:8080"
+    upstream: str = "localhost:65432"
+    delimiter: str = "crlf"
+    backoff_initial: float = 1.0
+    backoff_factor: float = 2.0
+    backoff_max: float = 30.0
+    connect_timeout: float = 5.0
+    max_line_bytes: int = 64 * KiB
+    max_body_bytes: int = MiB
+    reply_timeout: float = 5.0
+    max_reply_timeout: float = 60.0
+    stale_reply_timeout: float | None = None
+    reply_error_pattern: str | None = None
+    max_pending: int = 1000
+    discard_send_replies: bool = False
+    pool_size: int = 1
+    min_ready: int = 1
+    handshake: tuple[str, ...] = ()
+    handshake_expect: str | None = None
+    handshake_timeout: float = 5.0
+    heartbeat_interval: float | None = None
+    heartbeat_line: str | None = "PING"
+    heartbeat_expect: str | None = None
+    heartbeat_timeout: float = 5.0
+    max_event_backlog: int = 1000
+    event_heartbeat: float = 15.0
+    startup_max_attempts: int = 0
+    log_level: str = "info"
+    log_format: str = "text"
+    access_log: bool = True
+    sources: Mapping[str, str] = field(default_factory=dict, compare=False)
+
+    @property
+    def delimiter_bytes(self) -> bytes:
+        return b"\r\n" if self.delimiter == "crlf" else b"\n"
+
+    @property
+    def stale_timeout(self) -> float:
+        if self.stale_reply_timeout is not None:
+            return self.stale_reply_timeout
+        return 3 * self.reply_timeout
+
+    def with_values(self, **values: Any) -> Config:
+        """A copy with some values replaced and checked again (for tests, --demo)."""
+        return _check_relations(replace(self, **values))
+
+
+def _check_relations(config: Config) -> Config:
+    """Rules that involve more than one setting."""
+    if config.backoff_max < config.backoff_initial:
+        raise ConfigError("backoff_max", f"must be at least backoff_initial "
+                          f"({config.backoff_initial:g}), got {config.backoff_max:g}")
+    if config.max_reply_timeout < config.reply_timeout:
+        raise ConfigError("max_reply_timeout", f"must be at least reply_timeout "
+                          f"({config.reply_timeout:g}), got {config.max_reply_timeout:g}")
+    if config.min_ready > config.pool_size:
+        raise ConfigError("min_ready", f"must not exceed pool_size ({config.pool_size}), "
+                          f"got {config.min_ready}")
+    if config.heartbeat_interval is not None and not config.heartbeat_line:
+        raise ConfigError("heartbeat_line", "must not be empty when heartbeat_interval is set")
+    return config
+
+
+def read_toml(path: str) -> dict[str, object]:
+    """Read a config file; every problem is a ConfigError naming ``config``."""
+    try:
+        with open(path, "rb") as handle:
+            data = tomllib.load(handle)
+    except OSError as error:
+        raise ConfigError("config", f"cannot read {path}: {error.strerror}") from None
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError("config", f"{path} is not valid TOML: {error}") from None
+    section = data.get("bridge", data) if set(data) == {"bridge"} else data
+    if not isinstance(section, dict):
+        raise ConfigError("config", f"{path}: [bridge] must be a table")
+    for key in section:
+        if key not in SETTINGS_BY_NAME:
+            raise ConfigError(key, f"unknown key in {path}")
+    return dict(section)
+
+
+def load(
+    flags: Mapping[str, object],
+    environ: Mapping[str, str],
+    config_path: str | None = None,
+) -> Config:
+    """Merge the four sources and validate every value.
+
+    ``flags`` holds only the options given on the command line.
+    """
+    file_values: dict[str, object] = read_toml(config_path) if config_path else {}
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for setting in SETTINGS:
+        if setting.name in flags:
+            raw, source = flags[setting.name], setting.flag
+        elif setting.env in environ:
+            raw, source = environ[setting.env], setting.env
+        elif setting.name in file_values:
+            raw, source = file_values[setting.name], f"{config_path}"
+        else:
+            values[setting.name] = setting.default
+            sources[setting.name] = "default"
+            continue
+        try:
+            values[setting.name] = setting.convert(raw)
+        except ValueError as error:
+            raise ConfigError(setting.name, f"{error} (from {source})") from None
+        sources[setting.name] = source
+    known = {f.name for f in fields(Config)}
+    return _check_relations(
+        Config(**{k: v for k, v in values.items() if k in known}, sources=sources)
+    )
+
+
+def describe(settings: Sequence[Setting] = SETTINGS) -> list[tuple[str, str, str, str, str]]:
+    """Rows of (flag, env, file key, default, help) for --help and the README."""
+    rows = []
+    for setting in settings:
+        default = setting.default
+        shown = "(none)" if default in (None, "", ()) else str(default)
+        rows.append((setting.flag, setting.env, setting.name, shown, setting.help))
+    return rows

@@ -1,0 +1,117 @@
+"""HTTP request bodies to upstream lines, and lines to bytes on the wire.
+
+The rules are all-or-nothing: a body is either turned into lines completely,
+or rejected with a :class:`BodyError` and nothing of it is sent.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from bridge.errors import BodyError
+
+_LF = b"\n"
+_CR = b"\r"
+_CRLF = b"\r\n"
+
+
+@dataclass(frozen=True)
+class Lines:
+    """Validated lines of one request, plus the exact bytes to write."""
+
+    count: int
+    payload: bytes  # the lines, each followed by the delimiter
+
+    @property
+    def size(self) -> int:
+        return len(self.payload)
+
+
+def is_json(content_type: bytes | None) -> bool:
+    if not content_type:
+        return False
+    media = content_type.split(b";", 1)[0].strip().lower()
+    return media == b"application/json"
+
+
+def parse_text(body: bytes, max_line_bytes: int, delimiter: bytes) -> Lines:
+    """Split a text body on LF (a CR right before LF is dropped)."""
+    if not body:
+        raise BodyError(400, "empty_body", "the request body is empty; send at least one line")
+    if _CR in body:
+        if body.count(_CR) != body.count(_CRLF):
+            raise BodyError(
+                400,
+                "bare_cr",
+                "the body contains a CR that is not followed by LF; lines end with LF or CRLF",
+            )
+        body = body.replace(_CRLF, _LF)
+    if body.endswith(_LF):
+        content = body[:-1]
+        count = content.count(_LF) + 1
+    else:
+        content = body
+        count = body.count(_LF) + 1
+    if len(content) > max_line_bytes:
+        _check_lengths(content.split(_LF), max_line_bytes)
+    if delimiter == _LF:
+        payload = content + _LF
+    else:
+        payload = content.replace(_LF, delimiter) + delimiter
+    return Lines(count, payload)
+
+
+def _check_lengths(lines: list[bytes], max_line_bytes: int) -> None:
+    for number, line in enumerate(lines, 1):
+        if len(line) > max_line_bytes:
+            raise BodyError(
+                413,
+                "line_too_long",
+                f"line {number} is {len(line)} bytes; the limit is {max_line_bytes}",
+            )
+
+
+def parse_json(body: bytes, max_line_bytes: int, delimiter: bytes) -> Lines:
+    """Read ``{"lines": ["...", ...]}``."""
+    if not body:
+        raise BodyError(400, "empty_body", "the request body is empty; send {\"lines\": [...]}")
+    try:
+        document = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as error:
+        raise BodyError(400, "invalid_json", f"the body is not valid JSON: {error}") from None
+    if not isinstance(document, dict) or "lines" not in document:
+        raise BodyError(400, "invalid_lines", 'the JSON body must be an object with "lines"')
+    items = document["lines"]
+    if not isinstance(items, list):
+        raise BodyError(400, "invalid_lines", '"lines" must be a list of strings')
+    if not items:
+        raise BodyError(400, "empty_body", '"lines" is empty; send at least one line')
+    encoded: list[bytes] = []
+    for index, item in enumerate(items):
+        if not isinstance(item, str):
+            raise BodyError(400, "invalid_lines", f'"lines"[{index}] is not a string')
+        if "\r" in item or "\n" in item:
+            raise BodyError(400, "invalid_lines", f'"lines"[{index}] contains CR or LF')
+        try:
+            encoded.append(item.encode("utf-8"))
+        except UnicodeEncodeError:
+            raise BodyError(
+                400, "invalid_lines", f'"lines"[{index}] is not valid Unicode text'
+            ) from None
+    _check_lengths(encoded, max_line_bytes)
+    return Lines(len(encoded), delimiter.join(encoded) + delimiter)
+
+
+def parse_body(
+    body: bytes, content_type: bytes | None, max_line_bytes: int, delimiter: bytes
+) -> Lines:
+    """Apply the body rules of ``POST /send`` and ``POST /request``."""
+    if is_json(content_type):
+        return parse_json(body, max_line_bytes, delimiter)
+    return parse_text(body, max_line_bytes, delimiter)
+
+
+def split_lines(payload: bytes, delimiter: bytes) -> list[bytes]:
+    """Inverse of the payload framing: the lines without delimiters."""
+    return payload.split(delimiter)[:-1]

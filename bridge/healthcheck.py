@@ -1,0 +1,95 @@
+"""``bridge healthcheck``: probe a running bridge, for container HEALTHCHECKs.
+
+Exit 0 when healthy, 1 when not, 2 for bad arguments; one line of reason.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Any, Sequence
+
+DEFAULT_URL = "http://127.0.0.1:8080"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="bridge healthcheck",
+        description="GET /healthz (or /readyz with --ready) of a running bridge; "
+        "exit 0 when healthy, 1 when not.",
+    )
+    parser.add_argument(
+        "--url",
+        default=os.environ.get("BRIDGE_HEALTHCHECK_URL", DEFAULT_URL),
+        help="base URL of the bridge (default: %(default)s; env BRIDGE_HEALTHCHECK_URL)",
+    )
+    parser.add_argument("--ready", action="store_true",
+                        help="check readiness (/readyz: upstream connected) instead of liveness")
+    parser.add_argument("--timeout", type=float, default=3.0,
+                        help="seconds to wait for the answer (default: %(default)s)")
+    return parser
+
+
+def _probe(reactor: Any, url: str, timeout: float, token: str | None) -> Any:
+    import treq
+    from twisted.web.client import HTTPConnectionPool
+
+    pool = HTTPConnectionPool(reactor, persistent=False)
+    headers: Any = {b"Authorization": [b"Bearer " + token.encode("utf-8")]} if token else {}
+    result: dict[str, Any] = {}
+
+    def got(response: Any) -> Any:
+        result["code"] = response.code
+        return treq.content(response)
+
+    def body(content: bytes) -> None:
+        result["body"] = content
+
+    def failed(failure: Any) -> None:
+        result["error"] = failure.getErrorMessage() or failure.type.__name__
+
+    d = treq.get(url, headers=headers, pool=pool, timeout=timeout, reactor=reactor)
+    d.addCallback(got).addCallbacks(body, failed)
+    d.addCallback(lambda _: pool.closeCachedConnections())
+    d.addCallback(lambda _: result)
+    return d
+
+
+def main(argv: Sequence[str]) -> int:
+    args = build_parser().parse_args(list(argv))
+    if not args.timeout > 0:
+        print("bridge healthcheck: --timeout must be positive", file=sys.stderr)
+        return 2
+    path = "/readyz" if args.ready else "/healthz"
+    url = args.url.rstrip("/") + path
+    if not url.startswith(("http://", "https://")):
+        print(f"bridge healthcheck: --url must start with http:// or https://: {args.url}",
+              file=sys.stderr)
+        return 2
+    from twisted.internet.task import react
+
+    outcome: dict[str, Any] = {}
+
+    def check(reactor: Any) -> Any:
+        token = os.environ.get("BRIDGE_TOKEN") or None
+        d = _probe(reactor, url, args.timeout, token)
+        d.addCallback(outcome.update)
+        return d
+
+    try:
+        react(check, [])
+    except SystemExit as stop:
+        if stop.code not in (0, None):
+            print(f"unhealthy: {url}: internal error", file=sys.stdout)
+            return 1
+    if "error" in outcome:
+        print(f"unhealthy: {url}: {outcome['error']}")
+        return 1
+    code = outcome.get("code")
+    if code == 200:
+        print(f"healthy: {url} answered 200")
+        return 0
+    detail = outcome.get("body", b"")[:200].decode("utf-8", "replace").strip()
+    print(f"unhealthy: {url} answered {code} {detail}")
+    return 1

@@ -1,0 +1,153 @@
+"""The pool of upstream connections the HTTP side talks to.
+
+This is the web layer's whole view of the upstream: send lines, request
+replies, readiness and status.  It never exposes transports.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Callable, Sequence
+
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
+
+from bridge.backoff import Backoff
+from bridge.config import Config
+from bridge.errors import BusyError, NotConnectedError
+from bridge.framing import Lines
+from bridge.protocol import Counters
+from bridge.upstream import CONNECTED, MemberListener, UpstreamMember
+
+
+class UpstreamPool(Service):
+    """``pool_size`` members to one upstream, started and stopped as one."""
+
+    def __init__(
+        self,
+        config: Config,
+        clock: IReactorTime,
+        endpoint: IStreamClientEndpoint,
+        on_line: MemberListener,
+        jitter: Callable[[], float] = random.random,
+        on_give_up: Callable[[str], None] | None = None,
+    ) -> None:
+        self.config = config
+        self._clock = clock
+        self.members: Sequence[UpstreamMember] = [
+            UpstreamMember(
+                str(index), config, clock, endpoint, on_line,
+                Backoff(config.backoff_initial, config.backoff_factor, config.backoff_max,
+                        jitter),
+                on_give_up,
+            )
+            for index in range(config.pool_size)
+        ]
+        self._next = 0
+        self.setName("upstream")
+
+    def startService(self) -> None:
+        super().startService()
+        for member in self.members:
+            member.start()
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()
+        stopped = DeferredList([member.stop() for member in self.members])
+        return stopped.addCallback(lambda _: None)
+
+    # -- choosing a member --------------------------------------------------------
+
+    def pick(self) -> UpstreamMember:
+        """A connected member with the fewest pending replies (round robin on ties)."""
+        members = self.members
+        count = len(members)
+        if count == 1:
+            only = members[0]
+            if only.protocol is None:
+                raise self._unavailable()
+            return only
+        best: UpstreamMember | None = None
+        best_pending = 0
+        best_index = 0
+        for offset in range(count):
+            index = (self._next + offset) % count
+            member = members[index]
+            protocol = member.protocol
+            if protocol is None:
+                continue
+            pending = protocol.pending
+            if best is None or pending < best_pending:
+                best, best_pending, best_index = member, pending, index
+        if best is None:
+            raise self._unavailable()
+        self._next = (best_index + 1) % count
+        return best
+
+    def _unavailable(self) -> NotConnectedError:
+        delays = [d for d in (m.retry_in() for m in self.members) if d is not None]
+        return NotConnectedError(
+            f"the upstream {self.config.upstream} is not connected; nothing was sent",
+            min(delays) if delays else None,
+        )
+
+    # -- the operations -------------------------------------------------------------
+
+    def send(self, lines: Lines) -> UpstreamMember:
+        """Write all lines on one connection, contiguously; raise if none is live."""
+        member = self.pick()
+        protocol = member.live()
+        if self.config.discard_send_replies:
+            self._check_pending(protocol.pending)
+        protocol.write_lines(lines.payload, lines.count)
+        if self.config.discard_send_replies:
+            protocol.discard_replies(lines.count)
+        return member
+
+    def request(self, lines: Lines, timeout: float) -> Deferred[list[bytes]]:
+        """Write all lines on one connection and wait for one reply per line."""
+        member = self.pick()
+        protocol = member.live()
+        self._check_pending(protocol.pending)
+        return protocol.request(lines.payload, lines.count, timeout)
+
+    def _check_pending(self, pending: int) -> None:
+        if pending >= self.config.max_pending:
+            raise BusyError(
+                "too_many_pending",
+                f"{pending} requests already await replies on the chosen connection "
+                f"(max_pending is {self.config.max_pending}); retry later",
+            )
+
+    # -- what probes and /status read ----------------------------------------------
+
+    def connected_count(self) -> int:
+        return sum(1 for member in self.members if member.protocol is not None)
+
+    def ready(self) -> bool:
+        return self.connected_count() >= self.config.min_ready
+
+    def state(self) -> str:
+        """connected when ready; else the most hopeful member state."""
+        if self.ready():
+            return CONNECTED
+        states = {member.state for member in self.members}
+        for state in ("connecting", "waiting", "stopped"):
+            if state in states:
+                return state
+        return "connecting"
+
+    def retry_in(self) -> float | None:
+        delays = [d for d in (m.retry_in() for m in self.members) if d is not None]
+        return min(delays) if delays else None
+
+    def totals(self) -> Counters:
+        total = Counters()
+        for member in self.members:
+            for name, value in vars(member.counters).items():
+                setattr(total, name, getattr(total, name) + value)
+        return total
+
+    def pending(self) -> int:
+        return sum(m.protocol.pending for m in self.members if m.protocol is not None)

@@ -1,0 +1,125 @@
+"""The service tree: web server and upstream pool, started and stopped as one."""
+
+from __future__ import annotations
+
+import random
+from typing import Any, Callable
+
+from twisted.application.service import MultiService, Service
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from bridge.api import BridgeAPI
+from bridge.config import Config
+from bridge.endpoints import client_endpoint, server_endpoint
+from bridge.events import EventHub
+from bridge.pool import UpstreamPool
+from bridge.web import BridgeSite
+
+
+class ListenError(Exception):
+    """The HTTP side could not listen (address in use, bad interface...)."""
+
+
+class WebService(Service):
+    """Listens with an endpoint; logs the address it actually got."""
+
+    log = Logger()
+
+    def __init__(
+        self,
+        endpoint: IStreamServerEndpoint,
+        site: BridgeSite,
+        on_listen_failed: Callable[[str], None] | None = None,
+    ) -> None:
+        self._endpoint = endpoint
+        self.site = site
+        self.port: IListeningPort | None = None
+        self._on_listen_failed = on_listen_failed
+        self.listening: Deferred[IListeningPort] = Deferred()
+        self.setName("web")
+
+    def startService(self) -> None:
+        super().startService()
+        attempt = self._endpoint.listen(self.site)
+        attempt.addCallbacks(self._listening, self._failed)
+
+    def _listening(self, port: IListeningPort) -> None:
+        self.port = port
+        address: Any = port.getHost()
+        host = getattr(address, "host", None)
+        if host is not None:
+            shown = f"[{host}]" if ":" in host else host
+            self.log.info("listening on http://{host}:{port}/", host=shown, port=address.port)
+        else:
+            self.log.info("listening on {address}", address=address)
+        self.listening.callback(port)
+
+    def _failed(self, failure: Failure) -> None:
+        message = f"cannot listen: {failure.getErrorMessage()}"
+        self.listening.errback(ListenError(message))
+        self.listening.addErrback(lambda _: None)
+        if self._on_listen_failed is not None:
+            self._on_listen_failed(message)
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()
+        if self.port is None:
+            return succeed(None)
+        port, self.port = self.port, None
+        stopped: Deferred[None] = port.stopListening()  # type: ignore[assignment]
+        return stopped
+
+
+class BridgeService(MultiService):
+    """The whole bridge; its children are the upstream pool and the web server."""
+
+    def __init__(
+        self,
+        config: Config,
+        reactor: Any,
+        *,
+        jitter: Callable[[], float] = random.random,
+        on_fatal: Callable[[str, int], None] | None = None,
+    ) -> None:
+        super().__init__()
+        self.config = config
+        self.events = EventHub(reactor, config.max_event_backlog, config.event_heartbeat)
+        endpoint = client_endpoint(reactor, config.upstream, config.connect_timeout)
+
+        def give_up(message: str) -> None:
+            if on_fatal is not None:
+                on_fatal(message, 1)
+
+        def listen_failed(message: str) -> None:
+            if on_fatal is not None:
+                on_fatal(message, 2)
+
+        self.pool = UpstreamPool(config, reactor, endpoint, self.events.publish, jitter, give_up)
+        self.http_counts = {"requests": 0}
+        self.api = BridgeAPI(config, self.pool, self.events, reactor, self.http_counts)
+        self.site = BridgeSite(
+            self.api.resource(),
+            config.max_body_bytes,
+            access_log=config.access_log,
+            on_request=self._count_request,
+            reactor=reactor,
+        )
+        self.web = WebService(server_endpoint(reactor, config.listen), self.site, listen_failed)
+        self.pool.setServiceParent(self)
+        self.web.setServiceParent(self)
+
+    def _count_request(self, request: Any, code: int) -> None:
+        self.http_counts["requests"] += 1
+
+    def stopService(self) -> Deferred[None]:
+        self.events.close_all()
+        stopped: Deferred[None] = super().stopService()
+        return stopped
+
+
+def makeService(config: Config, reactor: Any) -> BridgeService:
+    """The classic entry point: build the service tree for ``config``."""
+    return BridgeService(config, reactor)

@@ -1,0 +1,249 @@
+"""One pool member: a self-healing connection to the upstream.
+
+Twisted's ClientService keeps the connection (reconnect loop, backoff); this
+class adds what the HTTP side needs to decide synchronously: the live, ready
+protocol or None, the state, when the next attempt is due, and counters.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from twisted.application.internet import ClientService
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
+from twisted.internet.protocol import Factory
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from bridge.backoff import Backoff
+from bridge.config import Config
+from bridge.connector import Connector
+from bridge.errors import NotConnectedError
+from bridge.framing import Lines
+from bridge.handshake import Handshake, HandshakeError
+from bridge.heartbeat import Heartbeat
+from bridge.protocol import Counters, UpstreamProtocol
+
+CONNECTING = "connecting"
+CONNECTED = "connected"
+WAITING = "waiting"
+STOPPED = "stopped"
+
+MemberListener = Callable[[str, str, bytes], None]  # (kind, member, line)
+
+
+class _ProtocolFactory(Factory):
+    noisy = False  # no "Starting factory" on every reconnect
+
+    def __init__(self, member: UpstreamMember) -> None:
+        self._member = member
+
+    def buildProtocol(self, addr: Any) -> UpstreamProtocol:
+        return self._member.new_protocol()
+
+
+class UpstreamMember:
+    """Keeps one connection; ``protocol`` is set only while it is usable."""
+
+    log = Logger()
+
+    def __init__(
+        self,
+        name: str,
+        config: Config,
+        clock: IReactorTime,
+        endpoint: IStreamClientEndpoint,
+        on_line: MemberListener,
+        backoff: Backoff,
+        on_give_up: Callable[[str], None] | None = None,
+    ) -> None:
+        self.name = name
+        self.config = config
+        self._clock = clock
+        self._on_line = on_line
+        self._backoff = backoff
+        self._on_give_up = on_give_up
+        self.counters = Counters()
+        self.state = STOPPED
+        self.protocol: UpstreamProtocol | None = None
+        self.connected_since: float | None = None
+        self.attempts_since_success = 0
+        self.ever_connected = False
+        self.current_delay: float | None = None
+        self.retry_at: float | None = None
+        self.last_error: str | None = None
+        self._attempt: UpstreamProtocol | None = None
+        self._handshake = Handshake(
+            config.handshake, config.handshake_expect, config.handshake_timeout,
+            config.delimiter_bytes,
+        )
+        self.service = ClientService(
+            Connector(endpoint, clock, config.connect_timeout, self),
+            _ProtocolFactory(self),
+            retryPolicy=self._next_delay,
+            clock=clock,
+            prepareConnection=self._prepare,
+        )
+        self.service.setName(f"upstream-{name}")
+
+    # -- lifecycle ------------------------------------------------------------
+
+    def start(self) -> None:
+        self.service.startService()
+
+    def stop(self) -> Deferred[None]:
+        self.state = STOPPED
+        stopped: Deferred[None] = self.service.stopService()
+        return stopped
+
+    def new_protocol(self) -> UpstreamProtocol:
+        config = self.config
+        return UpstreamProtocol(
+            clock=self._clock,
+            counters=self.counters,
+            max_line_bytes=config.max_line_bytes,
+            stale_timeout=config.stale_timeout,
+            on_line=self._line_from_upstream,
+            name=self.name,
+        )
+
+    def _line_from_upstream(self, kind: str, line: bytes) -> None:
+        self._on_line(kind, self.name, line)
+
+    # -- AttemptObserver (called by the Connector) ------------------------------
+
+    def attempt_started(self) -> None:
+        self.state = CONNECTING
+        self.counters.attempts += 1
+        self.attempts_since_success += 1
+        self.retry_at = None
+        self.log.debug(
+            "upstream {member}: connecting to {address} (attempt {attempt})",
+            member=self.name, address=self.config.upstream, attempt=self.attempts_since_success,
+        )
+
+    def attempt_failed(self, reason: str) -> None:
+        self.last_error = reason
+
+    def protocol_built(self, protocol: UpstreamProtocol) -> None:
+        self._attempt = protocol
+
+    # -- ClientService hooks ----------------------------------------------------
+
+    def _prepare(self, proxy: object) -> Deferred[None] | None:
+        protocol = self._attempt
+        assert protocol is not None
+        if not self._handshake:
+            self._ready(protocol)
+            return None
+        done = self._handshake.run(protocol)
+
+        def accepted(_: None) -> None:
+            self._ready(protocol)
+
+        def rejected(failure: Failure) -> Failure:
+            self.counters.handshake_failures += 1
+            if failure.check(HandshakeError):
+                self.last_error = str(failure.value)
+            else:
+                self.last_error = f"handshake interrupted: {failure.getErrorMessage()}"
+            self.log.warn("upstream {member}: {error}", member=self.name, error=self.last_error)
+            if not protocol.lost:
+                protocol.abort("handshake failed")
+            return failure
+
+        done.addCallbacks(accepted, rejected)
+        return done
+
+    def _ready(self, protocol: UpstreamProtocol) -> None:
+        protocol.ready = True
+        protocol.lost_listeners.append(lambda reason: self._lost(protocol, reason))
+        self.protocol = protocol
+        self.state = CONNECTED
+        self.connected_since = self._clock.seconds()
+        self.attempts_since_success = 0
+        self.ever_connected = True
+        self.current_delay = None
+        self.retry_at = None
+        self.counters.connects += 1
+        self.log.info(
+            "upstream {member}: connected to {address}",
+            member=self.name, address=self.config.upstream,
+        )
+        config = self.config
+        if config.heartbeat_interval is not None:
+            Heartbeat(
+                protocol, self._clock, (config.heartbeat_line or "PING").encode("utf-8")
+                + config.delimiter_bytes, config.heartbeat_interval,
+                config.heartbeat_timeout, config.heartbeat_expect,
+            ).start()
+
+    def _lost(self, protocol: UpstreamProtocol, reason: Failure) -> None:
+        if self.protocol is protocol:
+            self.protocol = None
+        self.connected_since = None
+        self.counters.disconnects += 1
+        self.last_error = f"connection lost: {reason.getErrorMessage()}"
+        if self.state != STOPPED:
+            self.log.info(
+                "upstream {member}: {error}", member=self.name, error=self.last_error
+            )
+
+    def _next_delay(self, failed_attempts: int) -> float:
+        delay = self._backoff(failed_attempts)
+        self.current_delay = delay
+        self.retry_at = self._clock.seconds() + delay
+        if self.state != STOPPED:
+            self.state = WAITING
+            self.log.info(
+                "upstream {member}: {error}; next attempt in {delay:.1f} s",
+                member=self.name, error=self.last_error or "not connected", delay=delay,
+            )
+        limit = self.config.startup_max_attempts
+        if limit and not self.ever_connected and failed_attempts >= limit:
+            if self._on_give_up is not None:
+                self._on_give_up(
+                    f"could not connect to {self.config.upstream} after {failed_attempts} "
+                    f"attempts (startup_max_attempts); last error: {self.last_error}"
+                )
+        return delay
+
+    # -- what the HTTP side asks ----------------------------------------------
+
+    def retry_in(self) -> float | None:
+        """Seconds until the next connection attempt (0 while connecting)."""
+        if self.state == WAITING and self.retry_at is not None:
+            return max(0.0, self.retry_at - self._clock.seconds())
+        if self.state == CONNECTING:
+            return 0.0
+        return None
+
+    def live(self) -> UpstreamProtocol:
+        """The usable protocol, or NotConnectedError at once."""
+        protocol = self.protocol
+        if protocol is None:
+            raise NotConnectedError(
+                f"the upstream {self.config.upstream} is not connected ({self.state})",
+                self.retry_in(),
+            )
+        return protocol
+
+    def send(self, lines: Lines) -> None:
+        self.live().write_lines(lines.payload, lines.count)
+
+    def status(self) -> dict[str, object]:
+        now = self._clock.seconds()
+        protocol = self.protocol
+        return {
+            "name": self.name,
+            "state": self.state,
+            "connected_since": self.connected_since,
+            "connected_for": None if self.connected_since is None
+            else round(now - self.connected_since, 3),
+            "attempts_since_success": self.attempts_since_success,
+            "retry_delay": None if self.current_delay is None else round(self.current_delay, 3),
+            "retry_in": None if self.retry_in() is None else round(self.retry_in() or 0.0, 3),
+            "last_error": self.last_error,
+            "pending": protocol.pending if protocol is not None else 0,
+        }
