@@ -18,14 +18,21 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
-from twisted.web.server import NOT_DONE_YET
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 
 from bridge import __version__
 from bridge.config import Config
-from bridge.errors import BodyError, BridgeError, UpstreamReplyError
+from bridge.errors import (
+    BodyError,
+    BridgeError,
+    ReplyTimeoutError,
+    UpstreamLostError,
+    UpstreamReplyError,
+)
 from bridge.events import EventHub
 from bridge.framing import Lines, parse_body
+from bridge.lifecycle import Lifecycle
+from bridge.metrics import Metrics
 from bridge.pool import UpstreamPool
 
 JSON = b"application/json"
@@ -72,11 +79,17 @@ class BridgeAPI:
         events: EventHub,
         clock: IReactorTime,
         http_counts: dict[str, int] | None = None,
+        lifecycle: Lifecycle | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.config = config
         self.pool = pool
         self.events = events
         self.clock = clock
+        self.lifecycle = lifecycle or Lifecycle(
+            clock, config.max_inflight, config.shutdown_delay, config.shutdown_grace
+        )
+        self.metrics = metrics
         self.started_at = clock.seconds()
         self.http_counts = http_counts if http_counts is not None else {"requests": 0}
         self._error_pattern = (
@@ -138,17 +151,27 @@ class BridgeAPI:
             replies = self.pool.request(lines, timeout)
         except BridgeError as error:
             return respond_error(request, error)
+        started = self.clock.seconds()
         return replies.addCallbacks(
-            self._replied, self._failed, callbackArgs=(request,), errbackArgs=(request,)
+            self._replied, self._failed, callbackArgs=(request, started),
+            errbackArgs=(request,),
         )
 
-    def _replied(self, replies: list[bytes], request: IRequest) -> bytes:
+    def _outcome(self, outcome: str) -> None:
+        if self.metrics is not None:
+            self.metrics.replies.labels(outcome).inc()
+
+    def _replied(self, replies: list[bytes], request: IRequest, started: float) -> bytes:
+        if self.metrics is not None:
+            self.metrics.reply_latency.observe(self.clock.seconds() - started)
         pattern = self._error_pattern
         if pattern is not None and any(pattern.search(reply) for reply in replies):
+            self._outcome("upstream_error")
             return respond_error(
                 request,
                 UpstreamReplyError("a reply matched reply_error_pattern", replies),
             )
+        self._outcome("ok")
         accept = request.getHeader(b"Accept") or b""
         if b"text/plain" in accept and b"application/json" not in accept:
             request.setResponseCode(200)
@@ -162,7 +185,12 @@ class BridgeAPI:
 
     def _failed(self, failure: Failure, request: IRequest) -> Any:
         if failure.check(CancelledError):
+            self._outcome("cancelled")
             return None  # the client is gone; nobody to answer
+        if failure.check(ReplyTimeoutError):
+            self._outcome("timeout")
+        elif failure.check(UpstreamLostError):
+            self._outcome("lost")
         if failure.check(BridgeError):
             error = failure.value
             assert isinstance(error, BridgeError)
@@ -178,6 +206,12 @@ class BridgeAPI:
     @app.route("/readyz", methods=["GET", "HEAD"])
     def readyz(self, request: IRequest) -> bytes:
         pool = self.pool
+        if not self.lifecycle.ready:
+            return respond(
+                request, 503,
+                {"ready": False, "state": "shutting_down", "retry_in": None,
+                 "connected": pool.connected_count(), "pool_size": len(pool.members)},
+            )
         if pool.ready():
             return respond(
                 request,
@@ -225,6 +259,9 @@ class BridgeAPI:
             "retry_in": None if retry_in is None else round(retry_in, 3),
             "last_error": errors[0] if errors else None,
             "pending": pool.pending(),
+            "unsent_bytes": pool.unsent(),
+            "inflight": self.lifecycle.inflight,
+            "lifecycle": self.lifecycle.state,
             "counters": {
                 "http_requests": self.http_counts["requests"],
                 "lines_sent": totals.lines_sent,
@@ -245,6 +282,15 @@ class BridgeAPI:
             "members": members,
         }
 
+    @app.route("/metrics", methods=["GET", "HEAD"])
+    def metrics_page(self, request: IRequest) -> bytes:
+        if self.metrics is None:
+            return respond(request, 404, {"error": "not_found", "message": "no metrics"})
+        body = self.metrics.render()
+        request.setHeader(b"Content-Type", self.metrics.content_type)
+        request.setHeader(b"Content-Length", b"%d" % len(body))
+        return body
+
     # -- unsolicited lines --------------------------------------------------------
 
     @app.route("/events", methods=["GET"])
@@ -257,7 +303,11 @@ class BridgeAPI:
         subscriber = self.events.subscribe(request)
         finished: Deferred[None] = request.notifyFinish()  # type: ignore[attr-defined]
         finished.addBoth(lambda _: self.events.remove(subscriber))
-        return NOT_DONE_YET
+        # Not NOT_DONE_YET: to Klein that is just a value, and it finishes the
+        # request at once.  This Deferred never fires; Klein cancels it when the
+        # client goes away (or the hub drops it), and the stream ends then.
+        stream: Deferred[None] = Deferred(lambda _: self.events.remove(subscriber))
+        return stream
 
     # -- errors -------------------------------------------------------------------
 

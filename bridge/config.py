@@ -257,6 +257,29 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("startup_max_attempts", 0, non_negative_int,
             "exit with status 1 if the first connection fails this many times "
             "(0 = keep trying)", "N"),
+    Setting("write_high_water", MiB, positive_int,
+            "unsent bytes on a connection above which it counts as congested", "BYTES"),
+    Setting("write_low_water", 256 * KiB, non_negative_int,
+            "unsent bytes below which a congested connection takes traffic again", "BYTES"),
+    Setting("max_inflight", 1024, positive_int,
+            "POST /send and /request handled at once before 429 overloaded", "N"),
+    Setting("request_timeout", 30.0, seconds,
+            "time a client has to send a whole request (idle or slow clients are closed)",
+            "SECONDS"),
+    Setting("token", None, optional_text,
+            "bearer token required on every route but /healthz and /readyz (never logged)",
+            "TOKEN"),
+    Setting("token_file", None, optional_text, "read the bearer token from this file", "PATH"),
+    Setting("allow_public", False, boolean,
+            "allow listening on a non-loopback address without a token", "BOOL", "switch"),
+    Setting("metrics_auth", True, boolean,
+            "require the token on GET /metrics too (when a token is set)", "BOOL", "switch"),
+    Setting("shutdown_delay", 0.0, seconds_or_zero,
+            "after SIGTERM, seconds /readyz reports 503 before new requests are refused",
+            "SECONDS"),
+    Setting("shutdown_grace", 10.0, seconds_or_zero,
+            "after SIGTERM, seconds in-flight requests and upstream flushing may take",
+            "SECONDS"),
     Setting("log_level", "info", choice("debug", "info", "warn", "error"),
             "lowest log level written", "LEVEL"),
     Setting("log_format", "text", choice("text", "json"),
@@ -299,6 +322,16 @@ class Config:
     max_event_backlog: int = 1000
     event_heartbeat: float = 15.0
     startup_max_attempts: int = 0
+    write_high_water: int = MiB
+    write_low_water: int = 256 * KiB
+    max_inflight: int = 1024
+    request_timeout: float = 30.0
+    token: str | None = field(default=None, repr=False)
+    token_file: str | None = None
+    allow_public: bool = False
+    metrics_auth: bool = True
+    shutdown_delay: float = 0.0
+    shutdown_grace: float = 10.0
     log_level: str = "info"
     log_format: str = "text"
     access_log: bool = True
@@ -330,9 +363,31 @@ def _check_relations(config: Config) -> Config:
     if config.min_ready > config.pool_size:
         raise ConfigError("min_ready", f"must not exceed pool_size ({config.pool_size}), "
                           f"got {config.min_ready}")
+    if config.write_low_water >= config.write_high_water:
+        raise ConfigError("write_low_water", f"must be below write_high_water "
+                          f"({config.write_high_water}), got {config.write_low_water}")
+    if config.token is not None and not config.token.strip():
+        raise ConfigError("token", "must not be blank")
+    if not config.allow_public and config.token is None and not endpoints.is_loopback_listen(
+        config.listen
+    ):
+        raise ConfigError("listen", f"{config.listen} is not a loopback address and no token is "
+                          "set; set a token (BRIDGE_TOKEN) or pass --allow-public")
     if config.heartbeat_interval is not None and not config.heartbeat_line:
         raise ConfigError("heartbeat_line", "must not be empty when heartbeat_interval is set")
     return config
+
+
+def _read_token(path: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            token = handle.read().strip()
+    except (OSError, UnicodeDecodeError) as error:
+        reason = getattr(error, "strerror", None) or str(error)
+        raise ConfigError("token_file", f"cannot read {path}: {reason}") from None
+    if not token:
+        raise ConfigError("token_file", f"{path} is empty")
+    return token
 
 
 def read_toml(path: str) -> dict[str, object]:
@@ -381,6 +436,8 @@ def load(
         except ValueError as error:
             raise ConfigError(setting.name, f"{error} (from {source})") from None
         sources[setting.name] = source
+    if values.get("token_file") and values.get("token") is None:
+        values["token"] = _read_token(values["token_file"])
     known = {f.name for f in fields(Config)}
     return _check_relations(
         Config(**{k: v for k, v in values.items() if k in known}, sources=sources)

@@ -20,6 +20,8 @@ from twisted.internet.interfaces import IStreamClientEndpoint, IStreamServerEndp
 from twisted.internet.testing import MemoryReactor
 
 _ENDPOINT_PREFIX = re.compile(r"^[a-zA-Z][a-zA-Z0-9+_-]*:")
+# Endpoint types whose "kind:DIGITS" form must not be read as HOST:PORT.
+_ENDPOINT_KINDS = frozenset({"tcp", "tcp6", "ssl", "tls", "unix", "systemd"})
 _SHORTHAND = re.compile(r"^(?:\[(?P<v6>[^\]]+)\]|(?P<host>[^:\[\]]*)):(?P<port>[^:]+)$")
 
 
@@ -50,9 +52,9 @@ def _is_endpoint_string(spec: str) -> bool:
     """True when ``spec`` looks like ``kind:...`` rather than ``HOST:PORT``."""
     if not _ENDPOINT_PREFIX.match(spec):
         return False
-    _, _, rest = spec.partition(":")
+    kind, _, rest = spec.partition(":")
     # "localhost:6379" is shorthand; "tcp:6379" or "unix:/path" is not.
-    return not rest.isdigit()
+    return kind in _ENDPOINT_KINDS or not rest.isdigit()
 
 
 def _escape(value: str) -> str:

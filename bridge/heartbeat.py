@@ -52,7 +52,7 @@ class Heartbeat:
 
     def _tick(self) -> None:
         self._call = None
-        if self._protocol.lost:
+        if self._protocol.lost or self._protocol.draining:
             return
         idle = self._clock.seconds() - self._protocol.last_activity
         if idle < self._interval or self._protocol.pending:

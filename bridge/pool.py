@@ -17,7 +17,7 @@ from bridge.backoff import Backoff
 from bridge.config import Config
 from bridge.errors import BusyError, NotConnectedError
 from bridge.framing import Lines
-from bridge.protocol import Counters
+from bridge.protocol import Counters, UpstreamProtocol
 from bridge.upstream import CONNECTED, MemberListener, UpstreamMember
 
 
@@ -59,31 +59,44 @@ class UpstreamPool(Service):
 
     # -- choosing a member --------------------------------------------------------
 
-    def pick(self) -> UpstreamMember:
-        """A connected member with the fewest pending replies (round robin on ties)."""
+    def pick(self) -> UpstreamProtocol:
+        """The connection of a connected, uncongested member with the fewest
+        pending replies (round robin on ties)."""
         members = self.members
         count = len(members)
         if count == 1:
-            only = members[0]
-            if only.protocol is None:
+            protocol = members[0].protocol
+            if protocol is None:
                 raise self._unavailable()
-            return only
-        best: UpstreamMember | None = None
+            if protocol.congested and protocol.is_congested():
+                raise self._congested()
+            return protocol
+        best: UpstreamProtocol | None = None
         best_pending = 0
         best_index = 0
+        congested = False
         for offset in range(count):
             index = (self._next + offset) % count
-            member = members[index]
-            protocol = member.protocol
+            protocol = members[index].protocol
             if protocol is None:
+                continue
+            if protocol.congested and protocol.is_congested():
+                congested = True
                 continue
             pending = protocol.pending
             if best is None or pending < best_pending:
-                best, best_pending, best_index = member, pending, index
+                best, best_pending, best_index = protocol, pending, index
         if best is None:
-            raise self._unavailable()
+            raise self._congested() if congested else self._unavailable()
         self._next = (best_index + 1) % count
         return best
+
+    def _congested(self) -> BusyError:
+        return BusyError(
+            "upstream_congested",
+            "every upstream connection has more than write_high_water "
+            f"({self.config.write_high_water}) bytes waiting to be sent; retry later",
+        )
 
     def _unavailable(self) -> NotConnectedError:
         delays = [d for d in (m.retry_in() for m in self.members) if d is not None]
@@ -94,21 +107,19 @@ class UpstreamPool(Service):
 
     # -- the operations -------------------------------------------------------------
 
-    def send(self, lines: Lines) -> UpstreamMember:
+    def send(self, lines: Lines) -> UpstreamProtocol:
         """Write all lines on one connection, contiguously; raise if none is live."""
-        member = self.pick()
-        protocol = member.live()
+        protocol = self.pick()
         if self.config.discard_send_replies:
             self._check_pending(protocol.pending)
         protocol.write_lines(lines.payload, lines.count)
         if self.config.discard_send_replies:
             protocol.discard_replies(lines.count)
-        return member
+        return protocol
 
     def request(self, lines: Lines, timeout: float) -> Deferred[list[bytes]]:
         """Write all lines on one connection and wait for one reply per line."""
-        member = self.pick()
-        protocol = member.live()
+        protocol = self.pick()
         self._check_pending(protocol.pending)
         return protocol.request(lines.payload, lines.count, timeout)
 
@@ -119,6 +130,32 @@ class UpstreamPool(Service):
                 f"{pending} requests already await replies on the chosen connection "
                 f"(max_pending is {self.config.max_pending}); retry later",
             )
+
+    def drain(self, clock: IReactorTime, within: float) -> Deferred[None]:
+        """Half-close every connection and wait (at most ``within`` seconds)
+        until the upstream has closed its side: lines it received but had not
+        yet processed are then processed, not thrown away by a reset."""
+        drained = DeferredList([member.drain() for member in self.members])
+        done: Deferred[None] = Deferred()
+
+        def finished(_: object) -> None:
+            if timer.active():
+                timer.cancel()
+            if not done.called:
+                done.callback(None)
+
+        def give_up() -> None:
+            for member in self.members:
+                member.abort()
+            if not done.called:
+                done.callback(None)
+
+        timer = clock.callLater(within, give_up)
+        drained.addCallback(finished)
+        return done
+
+    def unsent(self) -> int:
+        return sum(m.protocol.unsent() for m in self.members if m.protocol is not None)
 
     # -- what probes and /status read ----------------------------------------------
 

@@ -20,10 +20,11 @@ from typing import Callable
 from typing import Protocol as TypingProtocol
 
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from bridge.errors import ReplyTimeoutError, UpstreamLostError
 
@@ -120,8 +121,36 @@ class ReplySlot:
         return False
 
 
+def _innermost(transport: object) -> object:
+    """The socket transport under any TLS layers."""
+    for _ in range(4):
+        inner = getattr(transport, "transport", None)
+        if inner is None or hasattr(transport, "socket"):
+            break
+        transport = inner
+    return transport
+
+
+def unsent_bytes(transport: object) -> int:
+    """Bytes written to ``transport`` and not yet handed to the kernel."""
+    inner = _innermost(transport)
+    buffered = getattr(inner, "dataBuffer", b"")
+    offset = getattr(inner, "offset", 0)
+    temporary = getattr(inner, "_tempDataLen", 0)
+    try:
+        return max(0, len(buffered) - offset + temporary)
+    except TypeError:
+        return 0
+
+
+@implementer(IPushProducer)
 class UpstreamProtocol(Protocol):
-    """Frames lines and correlates replies on one connection."""
+    """Frames lines and correlates replies on one connection.
+
+    It is also the push producer of its transport: the transport pauses it
+    when more than ``write_high_water`` bytes wait to be sent, which marks the
+    connection congested until its buffer is drained below ``write_low_water``.
+    """
 
     log = Logger()
 
@@ -134,6 +163,8 @@ class UpstreamProtocol(Protocol):
         stale_timeout: float,
         on_line: LineListener,
         name: str = "0",
+        write_high_water: int = 1024 * 1024,
+        write_low_water: int = 256 * 1024,
     ) -> None:
         self._clock = clock
         self.counters = counters
@@ -149,12 +180,23 @@ class UpstreamProtocol(Protocol):
         self.connected_at = clock.seconds()
         self.lost = False
         self.ready = False  # set once the handshake (if any) passed
+        self.draining = False
+        self.congested = False
+        self._high_water = write_high_water
+        self._low_water = write_low_water
         self.lost_listeners: list[Callable[[Failure], None]] = []
 
     # -- connection ---------------------------------------------------------
 
     def connectionMade(self) -> None:
         self.connected_at = self.last_activity = self._clock.seconds()
+        transport = self.transport
+        inner = _innermost(transport)
+        if hasattr(inner, "bufferSize"):
+            inner.bufferSize = self._high_water
+        register = getattr(transport, "registerProducer", None)
+        if register is not None:
+            register(self, True)
         keepalive = getattr(self.transport, "setTcpKeepAlive", None)
         if keepalive is not None:
             try:
@@ -177,6 +219,44 @@ class UpstreamProtocol(Protocol):
             slot.fail(error)
         for listener in self.lost_listeners:
             listener(reason)
+
+    # -- write backpressure (IPushProducer) -----------------------------------
+
+    def pauseProducing(self) -> None:
+        self.congested = True
+
+    def resumeProducing(self) -> None:
+        self.congested = False
+
+    def stopProducing(self) -> None:
+        pass
+
+    def is_congested(self) -> bool:
+        """Congested until the unsent bytes fall to ``write_low_water``."""
+        if self.congested and self.unsent() <= self._low_water:
+            self.congested = False
+        return self.congested
+
+    def unsent(self) -> int:
+        return unsent_bytes(self.transport) if self.transport is not None else 0
+
+    def drain(self) -> Deferred[None]:
+        """Half-close: flush what is buffered, send FIN, keep reading until
+        the server closes its side.  Fires when the connection is closed."""
+        closed: Deferred[None] = Deferred()
+        if self.lost:
+            closed.callback(None)
+            return closed
+        self.draining = True
+        self.lost_listeners.append(lambda reason: closed.callback(None))
+        transport = self.transport
+        assert transport is not None
+        half_close = getattr(transport, "loseWriteConnection", None)
+        if half_close is not None:
+            half_close()
+        else:
+            transport.loseConnection()
+        return closed
 
     def abort(self, why: str) -> None:
         """Close the connection at once (RST), e.g. when out of step."""
@@ -288,8 +368,11 @@ class UpstreamProtocol(Protocol):
         slot = self._slots[0]
         late = slot.abandoned
         self._pending_lines -= 1
-        if slot.add(line):
+        if slot.expected == 1:
+            # Dequeue before add() fires the caller's callbacks: they may write
+            # a new request or close the connection (which empties the queue).
             self._slots.popleft()
+        slot.add(line)
         if late:
             self.counters.late_replies += 1
             self.log.debug(

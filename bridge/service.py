@@ -15,6 +15,9 @@ from bridge.api import BridgeAPI
 from bridge.config import Config
 from bridge.endpoints import client_endpoint, server_endpoint
 from bridge.events import EventHub
+from bridge.gate import Gate
+from bridge.lifecycle import Lifecycle
+from bridge.metrics import Metrics
 from bridge.pool import UpstreamPool
 from bridge.web import BridgeSite
 
@@ -97,14 +100,24 @@ class BridgeService(MultiService):
             if on_fatal is not None:
                 on_fatal(message, 2)
 
+        self._clock = reactor
         self.pool = UpstreamPool(config, reactor, endpoint, self.events.publish, jitter, give_up)
+        self.lifecycle = Lifecycle(
+            reactor, config.max_inflight, config.shutdown_delay, config.shutdown_grace
+        )
+        self.metrics = Metrics(self.pool, self.lifecycle, self.events)
         self.http_counts = {"requests": 0}
-        self.api = BridgeAPI(config, self.pool, self.events, reactor, self.http_counts)
+        self.api = BridgeAPI(
+            config, self.pool, self.events, reactor, self.http_counts, self.lifecycle,
+            self.metrics,
+        )
+        root = Gate(self.api.resource(), self.lifecycle, config.token, config.metrics_auth)
         self.site = BridgeSite(
-            self.api.resource(),
+            root,
             config.max_body_bytes,
             access_log=config.access_log,
             on_request=self._count_request,
+            request_timeout=config.request_timeout,
             reactor=reactor,
         )
         self.web = WebService(server_endpoint(reactor, config.listen), self.site, listen_failed)
@@ -113,11 +126,25 @@ class BridgeService(MultiService):
 
     def _count_request(self, request: Any, code: int) -> None:
         self.http_counts["requests"] += 1
+        received_at = getattr(request, "received_at", None)
+        duration = None if received_at is None else self._clock.seconds() - received_at
+        self.metrics.request_done(request.path, code, duration)
 
     def stopService(self) -> Deferred[None]:
-        self.events.close_all()
-        stopped: Deferred[None] = super().stopService()
-        return stopped
+        """Drain (see bridge.lifecycle), then stop the children."""
+        drained = self.lifecycle.shutdown()
+
+        def drain_upstream(_: object) -> Deferred[None]:
+            self.events.close_all()
+            return self.pool.drain(self._clock, max(self.lifecycle.remaining(), 0.5))
+
+        def stop_children(_: object) -> Deferred[None]:
+            stopped: Deferred[None] = super(BridgeService, self).stopService()
+            return stopped
+
+        drained.addCallback(drain_upstream)
+        drained.addCallback(stop_children)
+        return drained
 
 
 def makeService(config: Config, reactor: Any) -> BridgeService:

@@ -29,6 +29,7 @@ CONNECTING = "connecting"
 CONNECTED = "connected"
 WAITING = "waiting"
 STOPPED = "stopped"
+DRAINING = "draining"
 
 MemberListener = Callable[[str, str, bytes], None]  # (kind, member, line)
 
@@ -106,6 +107,8 @@ class UpstreamMember:
             stale_timeout=config.stale_timeout,
             on_line=self._line_from_upstream,
             name=self.name,
+            write_high_water=config.write_high_water,
+            write_low_water=config.write_low_water,
         )
 
     def _line_from_upstream(self, kind: str, line: bytes) -> None:
@@ -185,16 +188,38 @@ class UpstreamMember:
         self.connected_since = None
         self.counters.disconnects += 1
         self.last_error = f"connection lost: {reason.getErrorMessage()}"
-        if self.state != STOPPED:
+        if self.state == DRAINING:
+            self.log.info("upstream {member}: drained and closed", member=self.name)
+        elif self.state != STOPPED:
             self.log.info(
                 "upstream {member}: {error}", member=self.name, error=self.last_error
             )
+
+    def drain(self) -> Deferred[None]:
+        """Stop taking work on this member and half-close its connection."""
+        protocol = self.protocol
+        self.protocol = None
+        self.state = DRAINING
+        if protocol is None:
+            done: Deferred[None] = Deferred()
+            done.callback(None)
+            return done
+        self.log.info(
+            "upstream {member}: flushing {unsent} bytes and closing the write side",
+            member=self.name, unsent=protocol.unsent(),
+        )
+        return protocol.drain()
+
+    def abort(self) -> None:
+        """Grace is over: close whatever is left at once."""
+        if self._attempt is not None and not self._attempt.lost and self._attempt.ready:
+            self._attempt.abort("shutdown_grace is over")
 
     def _next_delay(self, failed_attempts: int) -> float:
         delay = self._backoff(failed_attempts)
         self.current_delay = delay
         self.retry_at = self._clock.seconds() + delay
-        if self.state != STOPPED:
+        if self.state not in (STOPPED, DRAINING):
             self.state = WAITING
             self.log.info(
                 "upstream {member}: {error}; next attempt in {delay:.1f} s",

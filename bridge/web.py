@@ -12,7 +12,11 @@ import io
 import json
 from typing import Any, Callable
 
+from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.http import HTTPChannel
 from twisted.web.resource import IResource
 from twisted.web.server import Request, Site
 
@@ -27,7 +31,12 @@ class LimitedRequest(Request):
     """A Request whose body may not exceed ``site.max_body_bytes``."""
 
     body_too_large = False
+    received_at: float | None = None
     _received = 0
+
+    def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
+        self.received_at = self.channel.site.reactor.seconds()  # type: ignore[attr-defined]
+        super().requestReceived(command, path, version)
 
     def gotLength(self, length: int | None) -> None:
         limit: int = self.channel.site.max_body_bytes  # type: ignore[attr-defined]
@@ -37,9 +46,8 @@ class LimitedRequest(Request):
                 f"the body is {length} bytes; max_body_bytes is {limit}",
             )
             return
-        if length is not None and length <= limit:
-            self.content = io.BytesIO()
-            return
+        # Small bodies in memory, large ones in a temporary file (as
+        # twisted.web does), so max_inflight large bodies cannot exhaust memory.
         super().gotLength(length)
 
     def handleContentChunk(self, data: bytes) -> None:
@@ -61,6 +69,9 @@ class LimitedRequest(Request):
 
     def _refuse(self, message: str) -> None:
         """Answer 413 now and close: the rest of the body is never read."""
+        # HTTPChannel answers "Expect: 100-continue" right after gotLength();
+        # a "100 Continue" after our final answer would corrupt the stream.
+        self.requestHeaders.removeHeader(b"Expect")
         self.content = io.BytesIO()
         body = error_body("body_too_large", message)
         channel = self.channel
@@ -76,11 +87,71 @@ class LimitedRequest(Request):
         channel.loseConnection()
 
 
+class DeadlineChannel(HTTPChannel):
+    """An HTTP connection that must deliver each request within
+    ``site.request_timeout`` seconds of becoming idle (slowloris guard).
+
+    twisted.web's own timeout is an idle timeout, reset by every byte, so a
+    client trickling one byte at a time would hold its connection forever.
+    """
+
+    _deadline: IDelayedCall | None = None
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        self._arm()
+
+    def _arm(self) -> None:
+        self._disarm()
+        timeout: float = self.site.request_timeout  # type: ignore[attr-defined]
+        self._deadline = self.callLater(timeout, self._expired)
+
+    def _disarm(self) -> None:
+        if self._deadline is not None and self._deadline.active():
+            self._deadline.cancel()
+        self._deadline = None
+
+    def allContentReceived(self) -> None:
+        self._disarm()
+        super().allContentReceived()
+
+    def requestDone(self, request: Request) -> None:
+        super().requestDone(request)
+        if self.persistent and self.transport is not None and not self._requestsPending():
+            self._arm()
+
+    def _requestsPending(self) -> bool:
+        return bool(self.requests)
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self._disarm()
+        super().connectionLost(reason)
+
+    def _expired(self) -> None:
+        self._deadline = None
+        transport = self.transport
+        if transport is None:
+            return
+        if self._receivedHeaderSize or self.requests:
+            body = error_body("request_timeout", "the request was not received in time")
+            transport.write(
+                b"HTTP/1.1 408 Request Timeout\r\nContent-Type: application/json\r\n"
+                b"Connection: close\r\nContent-Length: "
+                + str(len(body)).encode("ascii") + b"\r\n\r\n" + body
+            )
+        transport.loseConnection()
+        # A client that does not read either must not keep the socket open.
+        self._deadline = self.callLater(
+            1.0, getattr(transport, "abortConnection", transport.loseConnection)
+        )
+
+
 class BridgeSite(Site):
     """A Site with body limits and an access log through twisted.logger."""
 
     access = Logger(namespace="bridge.access")
     requestFactory = LimitedRequest
+    protocol = DeadlineChannel  # type: ignore[assignment]
 
     def __init__(
         self,
@@ -88,10 +159,12 @@ class BridgeSite(Site):
         max_body_bytes: int,
         access_log: bool = True,
         on_request: Callable[[Any, int], None] | None = None,
+        request_timeout: float = 30.0,
         **kwargs: Any,
     ) -> None:
         super().__init__(resource, parsePOSTFormSubmission=False, **kwargs)
         self.max_body_bytes = max_body_bytes
+        self.request_timeout = request_timeout
         self.access_log = access_log
         self._on_request = on_request
         self.noisy = False

@@ -1,0 +1,124 @@
+"""Prometheus metrics, through prometheus_client and a registry per bridge.
+
+Event metrics (HTTP requests, replies, latencies) are recorded as they
+happen; everything the pool already counts is read at scrape time by a
+collector, so the hot path pays nothing for it.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.registry import Collector
+
+from bridge.events import EventHub
+from bridge.lifecycle import Lifecycle
+from bridge.pool import UpstreamPool
+
+ROUTES = frozenset({"/send", "/request", "/healthz", "/readyz", "/status", "/events",
+                    "/metrics"})
+REPLY_OUTCOMES = ("ok", "upstream_error", "timeout", "lost", "cancelled")
+
+_LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+                    2.5, 5.0, 10.0, 30.0, 60.0)
+
+
+class _PoolCollector(Collector):
+    """Reads the pool's counters and gauges at scrape time."""
+
+    def __init__(self, pool: UpstreamPool, lifecycle: Lifecycle, events: EventHub) -> None:
+        self._pool = pool
+        self._lifecycle = lifecycle
+        self._events = events
+
+    def collect(self) -> Iterator[Any]:
+        totals = self._pool.totals()
+        counters: list[tuple[str, str, int]] = [
+            ("bridge_lines_sent", "Lines written to the upstream", totals.lines_sent),
+            ("bridge_bytes_sent", "Bytes written to the upstream", totals.bytes_sent),
+            ("bridge_lines_received", "Lines received from the upstream",
+             totals.lines_received),
+            ("bridge_unsolicited_lines", "Lines received while no reply was awaited",
+             totals.unsolicited),
+            ("bridge_late_replies", "Replies discarded because their request had given up",
+             totals.late_replies),
+            ("bridge_upstream_connects", "Upstream connections established (ready)",
+             totals.connects),
+            ("bridge_upstream_disconnects", "Upstream connections lost", totals.disconnects),
+            ("bridge_upstream_connection_attempts", "Upstream connection attempts",
+             totals.attempts),
+            ("bridge_upstream_desyncs", "Connections closed because replies were out of step",
+             totals.desyncs),
+        ]
+        for name, documentation, value in counters:
+            family = CounterMetricFamily(name, documentation)
+            family.add_metric([], value)
+            yield family
+        gauges: list[tuple[str, str, float]] = [
+            ("bridge_upstream_connected_members", "Pool members connected and ready",
+             self._pool.connected_count()),
+            ("bridge_upstream_pool_size", "Pool members configured", len(self._pool.members)),
+            ("bridge_pending_replies", "Requests awaiting upstream replies",
+             self._pool.pending()),
+            ("bridge_upstream_unsent_bytes", "Bytes accepted but not yet sent upstream",
+             self._pool.unsent()),
+            ("bridge_http_inflight_requests", "POST /send and /request being handled",
+             self._lifecycle.inflight),
+            ("bridge_events_subscribers", "Open GET /events streams",
+             self._events.subscribers),
+        ]
+        for name, documentation, number in gauges:
+            gauge = GaugeMetricFamily(name, documentation)
+            gauge.add_metric([], number)
+            yield gauge
+
+
+class Metrics:
+    """The bridge's metrics; one instance (and registry) per bridge."""
+
+    content_type = CONTENT_TYPE_LATEST.encode("ascii")
+
+    def __init__(self, pool: UpstreamPool, lifecycle: Lifecycle, events: EventHub) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.http_requests = Counter(
+            "bridge_http_requests", "HTTP requests answered", ["route", "code"],
+            registry=self.registry,
+        )
+        self.http_duration = Histogram(
+            "bridge_http_request_duration_seconds", "Time from request received to answer",
+            ["route"], buckets=_LATENCY_BUCKETS, registry=self.registry,
+        )
+        self.replies = Counter(
+            "bridge_replies", "POST /request outcomes", ["outcome"], registry=self.registry,
+        )
+        self.reply_latency = Histogram(
+            "bridge_reply_latency_seconds", "Time from writing lines to their last reply",
+            buckets=_LATENCY_BUCKETS, registry=self.registry,
+        )
+        for outcome in REPLY_OUTCOMES:
+            self.replies.labels(outcome)
+        self._counted: dict[tuple[str, int], Callable[[], None]] = {}
+        self._timed: dict[str, Callable[[float], None]] = {}
+        self.registry.register(_PoolCollector(pool, lifecycle, events))
+
+    def request_done(self, path: bytes, code: int, seconds: float | None) -> None:
+        route = path.decode("latin-1")
+        if route not in ROUTES:
+            route = "other"
+        key = (route, code)
+        increment = self._counted.get(key)
+        if increment is None:
+            increment = self._counted[key] = self.http_requests.labels(route, str(code)).inc
+        increment()
+        if seconds is not None:
+            observe = self._timed.get(route)
+            if observe is None:
+                observe = self._timed[route] = self.http_duration.labels(route).observe
+            observe(seconds)
+
+    def render(self) -> bytes:
+        exposition: bytes = generate_latest(self.registry)
+        return exposition
