@@ -13,7 +13,7 @@ from twisted.python.failure import Failure
 
 from bridge.api import BridgeAPI
 from bridge.config import Config
-from bridge.endpoints import client_endpoint, server_endpoint
+from bridge.endpoints import client_endpoint, server_description, server_endpoint
 from bridge.events import EventHub
 from bridge.gate import Gate
 from bridge.lifecycle import Lifecycle
@@ -36,8 +36,10 @@ class WebService(Service):
         endpoint: IStreamServerEndpoint,
         site: BridgeSite,
         on_listen_failed: Callable[[str], None] | None = None,
+        tls: bool = False,
     ) -> None:
         self._endpoint = endpoint
+        self._tls = tls
         self.site = site
         self.port: IListeningPort | None = None
         self._on_listen_failed = on_listen_failed
@@ -55,7 +57,9 @@ class WebService(Service):
         host = getattr(address, "host", None)
         if host is not None:
             shown = f"[{host}]" if ":" in host else host
-            self.log.info("listening on http://{host}:{port}/", host=shown, port=address.port)
+            scheme = "https" if self._tls else "http"
+            self.log.info("listening on {scheme}://{host}:{port}/", scheme=scheme, host=shown,
+                          port=address.port)
         else:
             self.log.info("listening on {address}", address=address)
         self.listening.callback(port)
@@ -120,7 +124,10 @@ class BridgeService(MultiService):
             request_timeout=config.request_timeout,
             reactor=reactor,
         )
-        self.web = WebService(server_endpoint(reactor, config.listen), self.site, listen_failed)
+        self.web = WebService(
+            server_endpoint(reactor, config.listen), self.site, listen_failed,
+            tls=server_description(config.listen).startswith("ssl:"),
+        )
         self.pool.setServiceParent(self)
         self.web.setServiceParent(self)
 
