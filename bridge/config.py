@@ -154,7 +154,8 @@ def line_list(value: object) -> tuple[str, ...]:
         items = [_text(item) for item in value]
     else:
         text = _text(value)
-        items = text.split("\n") if text else []
+        # As in request bodies, one final LF ends the last line (YAML "|" adds one).
+        items = text.removesuffix("\n").split("\n") if text else []
     for item in items:
         if "\r" in item or "\n" in item:
             raise ValueError("a line may not contain CR or LF")

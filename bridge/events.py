@@ -120,13 +120,15 @@ class EventHub:
     def drop(self, subscriber: Subscriber, why: str) -> None:
         self.dropped += 1
         self.log.info("dropping an /events subscriber: {why}", why=why)
-        self.remove(subscriber)
+        # close() before remove(): remove() marks the subscriber closed, and
+        # close() does nothing for a closed one (the connection stayed open).
         subscriber.close()
+        self.remove(subscriber)
 
     def close_all(self) -> None:
         for subscriber in list(self._subscribers):
-            self.remove(subscriber)
             subscriber.close()
+            self.remove(subscriber)
 
     def _keepalive(self) -> None:
         self._timer = None

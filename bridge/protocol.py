@@ -89,7 +89,8 @@ class ReplySlot:
         self._abandon()
         self.deferred.errback(
             ReplyTimeoutError(
-                f"the upstream sent {len(replies)} of {self.expected} replies "
+                # self.expected counts the replies still missing, not the total
+                f"the upstream sent {len(replies)} of {len(replies) + self.expected} replies "
                 f"within {self.timeout:g} s",
                 replies,
             )

@@ -115,7 +115,16 @@ class BridgeService(MultiService):
             config, self.pool, self.events, reactor, self.http_counts, self.lifecycle,
             self.metrics,
         )
-        root = Gate(self.api.resource(), self.lifecycle, config.token, config.metrics_auth)
+        api = self.api
+        hot_routes = {
+            (b"POST", b"/send"): api.send,
+            (b"POST", b"/request"): api.request,
+            (b"GET", b"/healthz"): api.healthz,
+            (b"GET", b"/readyz"): api.readyz,
+        }
+        root = Gate(
+            api.resource(), self.lifecycle, config.token, config.metrics_auth, hot_routes
+        )
         self.site = BridgeSite(
             root,
             config.max_body_bytes,

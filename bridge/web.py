@@ -22,6 +22,10 @@ from twisted.web.server import Request, Site
 
 PROBE_PATHS = frozenset({b"/healthz", b"/readyz", b"/metrics"})
 
+# Module level on purpose: a Logger reached through a class or an instance is
+# rebound (Logger.__get__) to the namespace "bridge.web.BridgeSite".
+ACCESS_LOG = Logger(namespace="bridge.access")
+
 
 def error_body(code: str, message: str) -> bytes:
     return json.dumps({"error": code, "message": message}).encode("utf-8")
@@ -149,7 +153,6 @@ class DeadlineChannel(HTTPChannel):
 class BridgeSite(Site):
     """A Site with body limits and an access log through twisted.logger."""
 
-    access = Logger(namespace="bridge.access")
     requestFactory = LimitedRequest
     protocol = DeadlineChannel  # type: ignore[assignment]
 
@@ -181,7 +184,7 @@ class BridgeSite(Site):
 
     def log_line(self, request: Any) -> None:
         address = request.getClientAddress()
-        self.access.info(
+        ACCESS_LOG.info(
             '{client} "{method} {path}" {code} {length}',
             client=getattr(address, "host", "-"),
             method=request.method.decode("latin-1"),
