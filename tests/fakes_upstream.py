@@ -1,0 +1,184 @@
+"""Fakes for the upstream-side tests (protocol, member, pool, handshake, heartbeat).
+
+Nothing here is a mock: ``FakeEndpoint`` is a real ``IStreamClientEndpoint``
+whose connections are ``StringTransportWithDisconnection``s, so ClientService,
+the connector's guard, the line protocol and the member all run for real; only
+the socket is replaced and time is an injected ``Clock``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from twisted.internet.address import IPv4Address
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.error import ConnectionRefusedError
+from twisted.internet.interfaces import IProtocol, IProtocolFactory, IStreamClientEndpoint
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransportWithDisconnection
+from zope.interface import implementer
+
+from bridge.backoff import Backoff
+from bridge.config import Config
+from bridge.pool import UpstreamPool
+from bridge.protocol import Counters, UpstreamProtocol
+from bridge.upstream import UpstreamMember
+
+UPSTREAM = IPv4Address("TCP", "127.0.0.1", 65432)
+
+CONNECT = "connect"
+REFUSE = "refuse"
+HANG = "hang"
+
+#: What one ``connect()`` does: CONNECT, REFUSE, HANG (never fires) or fail with
+#: the given exception.
+Outcome = str | Exception
+
+REFUSED_MESSAGE = "Connection was refused by other side: Connection refused."
+CLOSED_MESSAGE = "Connection was closed cleanly: Bye.."  # ConnectionDone("Bye.")
+
+
+def no_jitter() -> float:
+    return 0.0
+
+
+class RecordingTransport(StringTransportWithDisconnection):
+    """Also keeps every ``write()`` call, to check a payload went out in one write."""
+
+    def __init__(self) -> None:
+        super().__init__(peerAddress=UPSTREAM)
+        self.writes: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(data)
+        super().write(data)
+
+    @property
+    def aborted(self) -> bool:
+        """abortConnection() was called (StringTransport calls that ``disconnected``)."""
+        return bool(self.disconnected)
+
+
+@dataclass
+class FakeConnection:
+    """One connection the endpoint made: the bridge's side of a socket."""
+
+    transport: RecordingTransport
+    wire: IProtocol  # what the endpoint built: the connector's guard
+
+    def written(self) -> bytes:
+        return self.transport.value()
+
+    def take(self) -> bytes:
+        """What the bridge wrote since the last take()."""
+        data = self.transport.value()
+        self.transport.clear()
+        return data
+
+    def feed(self, data: bytes) -> None:
+        """Bytes from the upstream server."""
+        self.wire.dataReceived(data)
+
+    def peer_closes(self) -> None:
+        """The server closes the connection (connectionLost with ConnectionDone)."""
+        self.transport.loseConnection()
+
+    @property
+    def open(self) -> bool:
+        return bool(self.transport.connected)
+
+
+@implementer(IStreamClientEndpoint)
+class FakeEndpoint:
+    """Each ``connect()`` takes the next planned outcome, else ``default``."""
+
+    def __init__(self, *outcomes: Outcome, default: Outcome = CONNECT) -> None:
+        self.outcomes: list[Outcome] = list(outcomes)
+        self.default = default
+        self.attempts = 0
+        self.connections: list[FakeConnection] = []
+        self.hanging: list[Deferred[Any]] = []
+
+    def connect(self, factory: IProtocolFactory) -> Deferred[Any]:
+        self.attempts += 1
+        outcome = self.outcomes.pop(0) if self.outcomes else self.default
+        if outcome == HANG:
+            attempt: Deferred[Any] = Deferred()
+            self.hanging.append(attempt)
+            return attempt
+        if outcome == REFUSE:
+            return fail(ConnectionRefusedError("Connection refused"))
+        if isinstance(outcome, Exception):
+            return fail(outcome)
+        assert outcome == CONNECT, outcome
+        protocol = factory.buildProtocol(UPSTREAM)
+        assert protocol is not None
+        transport = RecordingTransport()
+        transport.protocol = protocol
+        protocol.makeConnection(transport)
+        self.connections.append(FakeConnection(transport, protocol))
+        return succeed(protocol)
+
+    @property
+    def last(self) -> FakeConnection:
+        return self.connections[-1]
+
+
+@dataclass
+class LineLog:
+    """An ``on_line`` listener that keeps what it is told."""
+
+    events: list[tuple[Any, ...]] = field(default_factory=list)
+
+    def __call__(self, *event: Any) -> None:
+        self.events.append(event)
+
+
+def backoff_for(config: Config) -> Backoff:
+    return Backoff(config.backoff_initial, config.backoff_factor, config.backoff_max, no_jitter)
+
+
+def make_member(
+    config: Config | None = None,
+    endpoint: FakeEndpoint | None = None,
+    clock: Clock | None = None,
+) -> tuple[UpstreamMember, FakeEndpoint, Clock, LineLog]:
+    """A member (not started) over a fake endpoint and a fresh clock."""
+    config = config or Config()
+    endpoint = endpoint if endpoint is not None else FakeEndpoint()
+    clock = clock if clock is not None else Clock()
+    log = LineLog()
+    member = UpstreamMember("0", config, clock, endpoint, log, backoff_for(config))
+    return member, endpoint, clock, log
+
+
+def make_pool(
+    config: Config, endpoint: FakeEndpoint, clock: Clock | None = None
+) -> tuple[UpstreamPool, Clock, LineLog]:
+    """A pool (not started) over a fake endpoint, without jitter."""
+    clock = clock if clock is not None else Clock()
+    log = LineLog()
+    pool = UpstreamPool(config, clock, endpoint, log, jitter=no_jitter)
+    return pool, clock, log
+
+
+def connected_protocol(
+    clock: Clock,
+    *,
+    max_line_bytes: int = 64 * 1024,
+    stale_timeout: float = 15.0,
+) -> tuple[UpstreamProtocol, RecordingTransport, LineLog]:
+    """A bare line protocol connected to a transport that reports its loss."""
+    log = LineLog()
+    protocol = UpstreamProtocol(
+        clock=clock,
+        counters=Counters(),
+        max_line_bytes=max_line_bytes,
+        stale_timeout=stale_timeout,
+        on_line=log,
+    )
+    transport = RecordingTransport()
+    transport.protocol = protocol
+    protocol.makeConnection(transport)
+    return protocol, transport, log

@@ -1,0 +1,251 @@
+"""bridge.web: body limits and the access log, on a real BridgeSite HTTP
+channel fed raw bytes over a StringTransport (whose loseConnection, like a
+real socket's, only starts closing)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from twisted.internet.testing import StringTransport
+from twisted.logger import formatEvent, globalLogPublisher
+
+from bridge.web import BridgeSite
+from tests.fakes_http import CLIENT_ADDRESS, Bridge, BridgeTestCase, split_response
+
+
+def too_large(message: str) -> bytes:
+    body = json.dumps({"error": "body_too_large", "message": message}).encode()
+    return (
+        b"HTTP/1.1 413 Content Too Large\r\n"
+        b"Content-Type: application/json\r\n"
+        b"Connection: close\r\n"
+        b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+    )
+
+
+class Connection:
+    """One client connection to a BridgeSite."""
+
+    def __init__(self, site: BridgeSite) -> None:
+        self.channel = site.buildProtocol(CLIENT_ADDRESS)
+        assert self.channel is not None
+        self.transport = StringTransport(peerAddress=CLIENT_ADDRESS)
+        self.channel.makeConnection(self.transport)
+
+    def send(self, data: bytes) -> None:
+        self.channel.dataReceived(data)
+
+    def answer(self) -> tuple[bytes, dict[bytes, list[bytes]], bytes]:
+        return split_response(self.transport.value())
+
+
+class WebTestCase(BridgeTestCase):
+    def setUp(self) -> None:
+        self.counted: list[tuple[bytes, int]] = []
+
+    def site(self, bridge: Bridge, **kwargs: Any) -> BridgeSite:
+        def count(request: Any, code: int) -> None:
+            self.counted.append((request.path, code))
+
+        return bridge.site(on_request=count, **kwargs)
+
+    def connect(self, bridge: Bridge, **kwargs: Any) -> Connection:
+        return Connection(self.site(bridge, **kwargs))
+
+
+class BodyLimitTests(WebTestCase):
+    def test_declared_length_over_the_limit_is_refused_before_the_body(self) -> None:
+        bridge = self.bridge(max_body_bytes=10)
+        connection = self.connect(bridge)
+        connection.send(
+            b"POST /send HTTP/1.1\r\nHost: bridge\r\nContent-Length: 11\r\n\r\n"
+        )  # no body byte sent yet: the answer must not wait for it
+        self.assertEqual(
+            connection.transport.value(),
+            too_large("the body is 11 bytes; max_body_bytes is 10"),
+        )
+        self.assertTrue(connection.transport.disconnecting)
+        self.assertEqual(bridge.upstream.value(), b"")
+        self.assertEqual(self.counted, [(None, 413)])
+
+    def test_the_body_that_follows_is_ignored(self) -> None:
+        bridge = self.bridge(max_body_bytes=10)
+        connection = self.connect(bridge)
+        connection.send(b"POST /send HTTP/1.1\r\nHost: b\r\nContent-Length: 20\r\n\r\n")
+        connection.send(b"0123456789\n012345678")
+        connection.send(b"GET /status HTTP/1.1\r\nHost: b\r\n\r\n")
+        self.assertEqual(
+            connection.transport.value(),
+            too_large("the body is 20 bytes; max_body_bytes is 10"),
+        )
+        self.assertEqual(bridge.upstream.value(), b"")
+
+    def test_huge_declared_length(self) -> None:
+        bridge = self.bridge()  # max_body_bytes defaults to 1 MiB
+        connection = self.connect(bridge)
+        connection.send(
+            b"POST /request HTTP/1.1\r\nHost: b\r\nContent-Length: 1048577\r\n\r\nGET a\r\n"
+        )
+        self.assertEqual(
+            connection.transport.value(),
+            too_large("the body is 1048577 bytes; max_body_bytes is 1048576"),
+        )
+        self.assertEqual(bridge.upstream.value(), b"")
+
+    def test_no_100_continue_after_the_413(self) -> None:
+        """curl sends ``Expect: 100-continue`` for large bodies; the 413 must be
+        the only answer on the wire."""
+        bridge = self.bridge(max_body_bytes=10)
+        connection = self.connect(bridge)
+        connection.send(
+            b"POST /send HTTP/1.1\r\nHost: b\r\nExpect: 100-continue\r\n"
+            b"Content-Length: 11\r\n\r\n"
+        )
+        self.assertEqual(
+            connection.transport.value(),
+            too_large("the body is 11 bytes; max_body_bytes is 10"),
+        )
+
+    def test_100_continue_for_a_body_within_the_limit(self) -> None:
+        bridge = self.bridge(max_body_bytes=10)
+        connection = self.connect(bridge)
+        connection.send(
+            b"POST /send HTTP/1.1\r\nHost: b\r\nExpect: 100-continue\r\n"
+            b"Content-Length: 6\r\n\r\n"
+        )
+        self.assertEqual(connection.transport.value(), b"HTTP/1.1 100 Continue\r\n\r\n")
+        connection.send(b"hello\n")
+        self.assertEqual(bridge.upstream.value(), b"hello\r\n")
+
+    def test_declared_length_at_exactly_the_limit_passes(self) -> None:
+        bridge = self.bridge(max_body_bytes=10)
+        connection = self.connect(bridge)
+        connection.send(
+            b"POST /send HTTP/1.1\r\nHost: b\r\nContent-Length: 10\r\n\r\n0123456789"
+        )
+        status, headers, body = connection.answer()
+        self.assertEqual(
+            (status, headers[b"content-type"], json.loads(body)),
+            (b"HTTP/1.1 202 Accepted", [b"application/json"], {"sent": 1}),
+        )
+        self.assertEqual(bridge.upstream.value(), b"0123456789\r\n")
+        self.assertFalse(connection.transport.disconnecting)
+        self.assertEqual(self.counted, [(b"/send", 202)])
+
+    def test_chunked_body_is_cut_off_once_over_the_limit(self) -> None:
+        bridge = self.bridge(max_body_bytes=10)
+        connection = self.connect(bridge)
+        connection.send(
+            b"POST /send HTTP/1.1\r\nHost: b\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"5\r\nabc\n\n\r\n"
+        )
+        self.assertEqual(connection.transport.value(), b"")  # 5 bytes: still fine
+        connection.send(b"6\r\nfghij\n\r\n")  # 11 bytes: over
+        refused = too_large("the body is over max_body_bytes (10 bytes)")
+        self.assertEqual(connection.transport.value(), refused)
+        self.assertTrue(connection.transport.disconnecting)
+        connection.send(b"3\r\nxyz\r\n0\r\n\r\n")
+        self.assertEqual(connection.transport.value(), refused)
+        self.assertEqual(bridge.upstream.value(), b"")
+        self.assertEqual(self.counted, [(None, 413)])
+
+    def test_chunked_body_at_exactly_the_limit_passes(self) -> None:
+        bridge = self.bridge(max_body_bytes=10)
+        connection = self.connect(bridge)
+        connection.send(
+            b"POST /send HTTP/1.1\r\nHost: b\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"4\r\nabc\n\r\n6\r\nfghij\n\r\n0\r\n\r\n"
+        )
+        status, headers, body = connection.answer()
+        self.assertEqual(
+            (status, headers[b"content-type"], json.loads(body)),
+            (b"HTTP/1.1 202 Accepted", [b"application/json"], {"sent": 2}),
+        )
+        self.assertEqual(bridge.upstream.value(), b"abc\r\nfghij\r\n")
+
+    def test_chunked_body_in_one_piece_over_the_limit(self) -> None:
+        bridge = self.bridge(max_body_bytes=10)
+        connection = self.connect(bridge)
+        connection.send(
+            b"POST /send HTTP/1.1\r\nHost: b\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"b\r\n0123456789\n\r\n0\r\n\r\n"
+        )
+        self.assertEqual(
+            connection.transport.value(),
+            too_large("the body is over max_body_bytes (10 bytes)"),
+        )
+        self.assertEqual(bridge.upstream.value(), b"")
+
+    def test_site_limit_is_independent_of_line_limit(self) -> None:
+        bridge = self.bridge(max_body_bytes=10, max_line_bytes=4)
+        connection = self.connect(bridge)
+        connection.send(b"POST /send HTTP/1.1\r\nHost: b\r\nContent-Length: 6\r\n\r\nabcde\n")
+        status, _, body = connection.answer()
+        self.assertEqual(
+            (status, json.loads(body)),
+            (b"HTTP/1.1 413 Request Entity Too Large",
+             {"error": "line_too_long", "message": "line 1 is 5 bytes; the limit is 4"}),
+        )
+        self.assertEqual(bridge.upstream.value(), b"")
+
+
+class AccessLogTests(WebTestCase):
+    def setUp(self) -> None:
+        super().setUp()
+        self.logged: list[dict[str, Any]] = []
+
+        def observe(event: dict[str, Any]) -> None:
+            if event.get("log_namespace") == "bridge.access":
+                self.logged.append(event)
+
+        globalLogPublisher.addObserver(observe)
+        self.addCleanup(globalLogPublisher.removeObserver, observe)
+
+    def get(self, site: BridgeSite, target: bytes) -> bytes:
+        connection = Connection(site)
+        connection.send(b"GET " + target + b" HTTP/1.1\r\nHost: b\r\n\r\n")
+        return connection.answer()[2]
+
+    def test_probes_are_never_logged(self) -> None:
+        bridge = self.bridge()
+        site = self.site(bridge)
+        for target in (b"/healthz", b"/readyz", b"/metrics", b"/healthz?verbose=1"):
+            self.get(site, target)
+        self.assertEqual(self.logged, [])
+        self.assertEqual(
+            [code for _, code in self.counted], [200, 200, 404, 200]
+        )
+
+    def test_probes_are_not_logged_when_failing(self) -> None:
+        bridge = self.bridge(refuse=True)
+        self.get(self.site(bridge), b"/readyz")
+        self.assertEqual(self.logged, [])
+        self.assertEqual(self.counted, [(b"/readyz", 503)])
+
+    def test_other_requests_are_logged(self) -> None:
+        bridge = self.bridge()
+        site = self.site(bridge)
+        status_body = self.get(site, b"/status")
+        missing_body = self.get(site, b"/nope?x=1")
+        connection = Connection(site)
+        connection.send(b"POST /send HTTP/1.1\r\nHost: b\r\nContent-Length: 2\r\n\r\na\n")
+        self.assertEqual(
+            [formatEvent(event) for event in self.logged],
+            [
+                f'10.1.2.3 "GET /status" 200 {len(status_body)}',
+                f'10.1.2.3 "GET /nope?x=1" 404 {len(missing_body)}',
+                '10.1.2.3 "POST /send" 202 11',
+            ],
+        )
+        self.assertEqual(
+            [(e["client"], e["method"], e["code"]) for e in self.logged],
+            [("10.1.2.3", "GET", 200), ("10.1.2.3", "GET", 404), ("10.1.2.3", "POST", 202)],
+        )
+
+    def test_access_log_off(self) -> None:
+        bridge = self.bridge()
+        site = self.site(bridge, access_log=False)
+        self.get(site, b"/status")
+        self.assertEqual(self.logged, [])
+        self.assertEqual(self.counted, [(b"/status", 200)])
