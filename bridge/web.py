@@ -87,6 +87,12 @@ class LimitedRequest(Request):
             b"Connection: close\r\n"
             b"Content-Length: " + str(len(body)).encode("ascii") + b"\r\n\r\n" + body
         )
+        if self.path is None:
+            # Refused from gotLength(): requestReceived() has not run, so path
+            # is still None, which the request counters cannot take.
+            uri: bytes = getattr(channel, "_path", b"")
+            self.method = getattr(channel, "_command", self.method)
+            self.uri, self.path = uri, uri.split(b"?", 1)[0]
         self.channel.site.count_request(self, 413)  # type: ignore[attr-defined]
         channel.loseConnection()
 
@@ -97,42 +103,56 @@ class DeadlineChannel(HTTPChannel):
 
     twisted.web's own timeout is an idle timeout, reset by every byte, so a
     client trickling one byte at a time would hold its connection forever.
+    It is replaced by this one.  The deadline is checked lazily: one timer per
+    connection that re-arms itself, rather than a new timer per request.
     """
 
     _deadline: IDelayedCall | None = None
+    _waiting_since: float | None = None  # None while a request is being handled
+
+    def _timeout(self) -> float:
+        timeout: float = self.site.request_timeout  # type: ignore[attr-defined]
+        return timeout
+
+    def _now(self) -> float:
+        now: float = self.site.reactor.seconds()  # type: ignore[attr-defined]
+        return now
 
     def connectionMade(self) -> None:
         super().connectionMade()
-        self._arm()
-
-    def _arm(self) -> None:
-        self._disarm()
-        timeout: float = self.site.request_timeout  # type: ignore[attr-defined]
-        self._deadline = self.callLater(timeout, self._expired)
-
-    def _disarm(self) -> None:
-        if self._deadline is not None and self._deadline.active():
-            self._deadline.cancel()
-        self._deadline = None
+        self._waiting_since = self._now()
+        self._deadline = self.callLater(self._timeout(), self._check)
 
     def allContentReceived(self) -> None:
-        self._disarm()
+        self._waiting_since = None
         super().allContentReceived()
 
     def requestDone(self, request: Request) -> None:
         super().requestDone(request)
-        if self.persistent and self.transport is not None and not self._requestsPending():
-            self._arm()
-
-    def _requestsPending(self) -> bool:
-        return bool(self.requests)
+        if self._waiting_since is None:
+            self._waiting_since = self._now()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
-        self._disarm()
+        if self._deadline is not None and self._deadline.active():
+            self._deadline.cancel()
+        self._deadline = None
         super().connectionLost(reason)
 
-    def _expired(self) -> None:
+    def _check(self) -> None:
         self._deadline = None
+        if self.transport is None or getattr(self.transport, "disconnected", False):
+            return
+        timeout = self._timeout()
+        if self._waiting_since is None:
+            self._deadline = self.callLater(timeout, self._check)
+            return
+        left = self._waiting_since + timeout - self._now()
+        if left > 0:
+            self._deadline = self.callLater(left, self._check)
+            return
+        self._expired()
+
+    def _expired(self) -> None:
         transport = self.transport
         if transport is None:
             return
@@ -165,6 +185,7 @@ class BridgeSite(Site):
         request_timeout: float = 30.0,
         **kwargs: Any,
     ) -> None:
+        kwargs.setdefault("timeout", None)  # DeadlineChannel replaces the idle timeout
         super().__init__(resource, parsePOSTFormSubmission=False, **kwargs)
         self.max_body_bytes = max_body_bytes
         self.request_timeout = request_timeout
