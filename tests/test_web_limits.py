@@ -7,9 +7,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from twisted.internet.testing import StringTransport
+from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import formatEvent, globalLogPublisher
 
+from bridge.config import Config
+from bridge.service import BridgeService
 from bridge.web import BridgeSite
 from tests.fakes_http import CLIENT_ADDRESS, Bridge, BridgeTestCase, split_response
 
@@ -67,7 +69,7 @@ class BodyLimitTests(WebTestCase):
         )
         self.assertTrue(connection.transport.disconnecting)
         self.assertEqual(bridge.upstream.value(), b"")
-        self.assertEqual(self.counted, [(None, 413)])
+        self.assertEqual(self.counted, [(b"/send", 413)])
 
     def test_the_body_that_follows_is_ignored(self) -> None:
         bridge = self.bridge(max_body_bytes=10)
@@ -148,7 +150,7 @@ class BodyLimitTests(WebTestCase):
         connection.send(b"3\r\nxyz\r\n0\r\n\r\n")
         self.assertEqual(connection.transport.value(), refused)
         self.assertEqual(bridge.upstream.value(), b"")
-        self.assertEqual(self.counted, [(None, 413)])
+        self.assertEqual(self.counted, [(b"/send", 413)])
 
     def test_chunked_body_at_exactly_the_limit_passes(self) -> None:
         bridge = self.bridge(max_body_bytes=10)
@@ -188,6 +190,27 @@ class BodyLimitTests(WebTestCase):
              {"error": "line_too_long", "message": "line 1 is 5 bytes; the limit is 4"}),
         )
         self.assertEqual(bridge.upstream.value(), b"")
+
+    def test_refusals_are_counted_by_the_service(self) -> None:
+        """The whole service's Site: a request refused before requestReceived()
+        still reaches the request counters (and does not crash them)."""
+        service = BridgeService(Config().with_values(max_body_bytes=10), MemoryReactorClock())
+        declared = Connection(service.site)
+        declared.send(b"POST /send?x=1 HTTP/1.1\r\nHost: b\r\nContent-Length: 11\r\n\r\n")
+        chunked = Connection(service.site)
+        chunked.send(
+            b"POST /request HTTP/1.1\r\nHost: b\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"b\r\n0123456789\n\r\n"
+        )
+        self.assertEqual(
+            (declared.transport.value(), chunked.transport.value()),
+            (too_large("the body is 11 bytes; max_body_bytes is 10"),
+             too_large("the body is over max_body_bytes (10 bytes)")),
+        )
+        self.assertEqual(service.http_counts, {"requests": 2})
+        metrics = service.metrics.render().decode()
+        self.assertIn('bridge_http_requests_total{code="413",route="/send"} 1.0\n', metrics)
+        self.assertIn('bridge_http_requests_total{code="413",route="/request"} 1.0\n', metrics)
 
 
 class AccessLogTests(WebTestCase):
