@@ -26,6 +26,7 @@ from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import NOT_DONE_YET
 
+from bridge.api import BridgeAPI
 from bridge.errors import BridgeError, BusyError, ShuttingDownError
 from bridge.lifecycle import Lifecycle
 from bridge.web import error_body
@@ -151,3 +152,15 @@ class Gate(Resource):
         if retry_after is not None:
             request.setHeader(b"Retry-After", b"%d" % retry_after)
         return body
+
+
+def make_root(api: BridgeAPI) -> Gate:
+    """The Site's root for ``api``: the Gate, its hot routes, Klein for the rest."""
+    hot_routes = {
+        (b"POST", b"/send"): api.send,
+        (b"POST", b"/request"): api.request,
+        (b"GET", b"/healthz"): api.healthz,
+        (b"GET", b"/readyz"): api.readyz,
+    }
+    config = api.config
+    return Gate(api.resource(), api.lifecycle, config.token, config.metrics_auth, hot_routes)

@@ -15,7 +15,7 @@ from bridge.api import BridgeAPI
 from bridge.config import Config
 from bridge.endpoints import client_endpoint, server_description, server_endpoint
 from bridge.events import EventHub
-from bridge.gate import Gate
+from bridge.gate import make_root
 from bridge.lifecycle import Lifecycle
 from bridge.metrics import Metrics
 from bridge.pool import UpstreamPool
@@ -115,16 +115,7 @@ class BridgeService(MultiService):
             config, self.pool, self.events, reactor, self.http_counts, self.lifecycle,
             self.metrics,
         )
-        api = self.api
-        hot_routes = {
-            (b"POST", b"/send"): api.send,
-            (b"POST", b"/request"): api.request,
-            (b"GET", b"/healthz"): api.healthz,
-            (b"GET", b"/readyz"): api.readyz,
-        }
-        root = Gate(
-            api.resource(), self.lifecycle, config.token, config.metrics_auth, hot_routes
-        )
+        root = make_root(self.api)
         self.site = BridgeSite(
             root,
             config.max_body_bytes,

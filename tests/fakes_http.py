@@ -25,6 +25,7 @@ from zope.interface import implementer
 from bridge.api import BridgeAPI
 from bridge.config import Config
 from bridge.events import EventHub
+from bridge.gate import make_root
 from bridge.pool import UpstreamPool
 from bridge.upstream import UpstreamMember
 from bridge.web import BridgeSite
@@ -100,7 +101,7 @@ class Bridge:
         )
         self.http_counts = {"requests": 0}
         self.api = BridgeAPI(self.config, self.pool, self.events, self.clock, self.http_counts)
-        self.resource = self.api.resource()
+        self.resource = make_root(self.api)  # what the service serves: Gate + hot routes
         self.treq = StubTreq(self.resource)
         self.started = False
         if start:
