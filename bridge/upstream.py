@@ -121,7 +121,7 @@ class UpstreamMember:
         self.counters.attempts += 1
         self.attempts_since_success += 1
         self.retry_at = None
-        self.log.debug(
+        self.log.info(
             "upstream {member}: connecting to {address} (attempt {attempt})",
             member=self.name, address=self.config.upstream, attempt=self.attempts_since_success,
         )

@@ -567,8 +567,8 @@ class EventStream(Protocol):
     """Reads a ``text/event-stream`` body incrementally, as it arrives.
 
     ``events`` grows as events arrive; comments (``: ...``) go to ``comments``.
-    ``done`` fires (with the reason) when the body ends or the connection
-    closes.  :meth:`close` stops reading and closes the connection.
+    ``done`` fires when the body ends or the connection closes (the reason is
+    then in ``end_reason``).  :meth:`close` stops reading and closes the connection.
     """
 
     def __init__(self, status: int) -> None:
@@ -576,7 +576,8 @@ class EventStream(Protocol):
         self.raw = bytearray()
         self.events: list[SSEEvent] = []
         self.comments: list[str] = []
-        self.done: Deferred[Failure | None] = Deferred()
+        self.done: Deferred[None] = Deferred()
+        self.end_reason: Failure | None = None
         self._buffer = b""
 
     def dataReceived(self, data: bytes) -> None:
@@ -598,8 +599,9 @@ class EventStream(Protocol):
                 )
 
     def connectionLost(self, reason: Failure | None = None) -> None:
+        self.end_reason = reason
         if not self.done.called:
-            self.done.callback(reason)
+            self.done.callback(None)
 
     def data(self, kind: str = "unsolicited") -> list[str]:
         """The ``data`` of every event of ``kind`` so far."""

@@ -141,6 +141,7 @@ class HandshakeFailureTests(HandshakeTestCase):
         )
         self.assertEqual(member.current_delay, 1.0)
         self.assertEqual(log.events, [])
+        self.assertIn(f"upstream 0: {member.last_error}", self.logged)
         self.assert_secret_never_shown(member)
 
         clock.advance(1.0)  # ClientService tries again, and backs off further

@@ -93,6 +93,7 @@ class PipelinedCorrelationTests(SynchronousTestCase):
         request = protocol.request(b"A\r\nB\r\n", 2, 5.0)
         protocol.dataReceived(b"\r\n\n")
         self.assertEqual(self.successResultOf(request), [b"", b""])
+        self.assertEqual(clock.getDelayedCalls(), [])
 
 
 class TimeoutTests(SynchronousTestCase):
@@ -223,6 +224,7 @@ class ConnectionLostTests(SynchronousTestCase):
         protocol.lost_listeners.append(reasons.append)
         transport.loseConnection()
         self.assertEqual([r.getErrorMessage() for r in reasons], [CLOSED_MESSAGE])
+        self.assertEqual(clock.getDelayedCalls(), [])
 
     def test_expecting_replies_on_a_lost_connection_fails_at_once(self) -> None:
         clock = Clock()
@@ -312,6 +314,7 @@ class LineTooLongTests(SynchronousTestCase):
         self.assertEqual(self.successResultOf(request), [b"x" * 10, b"y" * 10])
         self.assertTrue(transport.connected)
         self.assertEqual(protocol.counters.lines_too_long, 0)
+        self.assertEqual(clock.getDelayedCalls(), [])
 
     def test_a_complete_line_too_long_resets_the_connection(self) -> None:
         clock = Clock()
@@ -350,6 +353,7 @@ class LineTooLongTests(SynchronousTestCase):
         self.assertEqual(self.successResultOf(request), [b"a"])
         self.assertTrue(transport.aborted)
         self.assertEqual(protocol.counters.lines_too_long, 1)
+        self.assertEqual(clock.getDelayedCalls(), [])
 
 
 class ReentrancyTests(SynchronousTestCase):
