@@ -140,4 +140,16 @@ def service_from_environment(environ: Mapping[str, str] | None = None) -> Any:
         config = load({}, env, env.get("BRIDGE_CONFIG") or None)
     except ConfigError as error:
         raise SystemExit(fail(str(error))) from None
-    return BridgeService(config, reactor)
+
+    def fatal(message: str, status: int) -> None:
+        # Without this a failed listen (port in use) or startup_max_attempts
+        # was silent under twistd, and the process ran on without HTTP.
+        from twisted.logger import Logger
+
+        Logger(namespace="bridge").error("{message}", message=message)
+        if reactor.running:
+            reactor.stop()
+        else:  # twistd starts the services before it runs the reactor
+            reactor.callWhenRunning(reactor.stop)
+
+    return BridgeService(config, reactor, on_fatal=fatal)

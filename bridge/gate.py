@@ -64,6 +64,11 @@ class Gate(Resource):
             lifecycle = self._lifecycle
             if lifecycle.refusing:
                 request.setHeader(b"Connection", b"close")
+                # The header alone does not close: twisted.web decides from the
+                # request's headers whether the connection stays open.
+                channel = getattr(request, "channel", None)
+                if channel is not None:
+                    channel.persistent = False
                 return self._refuse(request, ShuttingDownError(
                     "the bridge is shutting down and takes no new work"))
             if lifecycle.inflight >= lifecycle.max_inflight:
@@ -72,23 +77,35 @@ class Gate(Resource):
                     f"{lifecycle.inflight} requests are being handled (max_inflight); "
                     "retry later"))
             lifecycle.started()
-            try:
-                result = self._render(request, path)
-            except BaseException:
-                lifecycle.finished()
-                raise
-            if result is NOT_DONE_YET:
-                request.notifyFinish().addBoth(  # type: ignore[attr-defined]
-                    lambda _: lifecycle.finished()
-                )
-            else:
-                lifecycle.finished()
-            return result
-        return self._render(request, path)
+            settled = [False]
 
-    def _render(self, request: IRequest, path: bytes) -> Any:
+            def finished(_: object = None) -> None:
+                if not settled[0]:
+                    settled[0] = True
+                    lifecycle.finished()
+
+            try:
+                result = self._render(request, path, finished)
+            except BaseException:
+                finished()
+                raise
+            if result is not NOT_DONE_YET:
+                finished()
+            return result
+        return self._render(request, path, None)
+
+    def _render(
+        self, request: IRequest, path: bytes, watch: Callable[[object], None] | None
+    ) -> Any:
+        """Render; ``watch`` (if any) is called once the answer is finished.
+
+        It is registered before anything can finish the request: twisted.web
+        never fires a notifyFinish() asked for after the request finished.
+        """
         handler = self._hot.get((request.method, path))
         if handler is None:
+            if watch is not None:
+                request.notifyFinish().addBoth(watch)  # type: ignore[attr-defined]
             return self._application.render(request)
         try:
             result = handler(request)
@@ -97,6 +114,8 @@ class Gate(Resource):
             return self._refuse(request, BridgeError("internal error; see the log"))
         if isinstance(result, bytes):
             return result
+        if watch is not None:
+            request.notifyFinish().addBoth(watch)  # type: ignore[attr-defined]
         return self._later(request, result)
 
     def _later(self, request: IRequest, result: Deferred[Any]) -> Any:

@@ -11,8 +11,15 @@ from typing import Any, Callable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
+
+try:
+    # What generate_latest() writes; prometheus_client labels it so itself
+    # unless a scraper negotiates version 1.0.0 (CONTENT_TYPE_LATEST).
+    from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4 as CONTENT_TYPE
+except ImportError:  # prometheus_client < 0.22, where CONTENT_TYPE_LATEST is 0.0.4
+    from prometheus_client.exposition import CONTENT_TYPE_LATEST as CONTENT_TYPE
 
 from bridge.events import EventHub
 from bridge.lifecycle import Lifecycle
@@ -79,7 +86,7 @@ class _PoolCollector(Collector):
 class Metrics:
     """The bridge's metrics; one instance (and registry) per bridge."""
 
-    content_type = CONTENT_TYPE_LATEST.encode("ascii")
+    content_type = CONTENT_TYPE.encode("ascii")
 
     def __init__(self, pool: UpstreamPool, lifecycle: Lifecycle, events: EventHub) -> None:
         self.registry = CollectorRegistry(auto_describe=True)

@@ -12,11 +12,11 @@ import io
 import json
 from typing import Any, Callable
 
-from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.interfaces import IAddress, IDelayedCall
 from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.http import HTTPChannel
+from twisted.web.http import HTTPChannel, datetimeToString
 from twisted.web.resource import IResource
 from twisted.web.server import Request, Site
 
@@ -29,6 +29,17 @@ ACCESS_LOG = Logger(namespace="bridge.access")
 
 def error_body(code: str, message: str) -> bytes:
     return json.dumps({"error": code, "message": message}).encode("utf-8")
+
+
+def too_large_response(message: str) -> bytes:
+    """The whole 413 answer sent before the body is read (then we close)."""
+    body = error_body("body_too_large", message)
+    return (
+        b"HTTP/1.1 413 Content Too Large\r\n"
+        b"Content-Type: application/json\r\n"
+        b"Connection: close\r\n"
+        b"Content-Length: %d\r\n\r\n" % len(body) + body
+    )
 
 
 class LimitedRequest(Request):
@@ -77,16 +88,10 @@ class LimitedRequest(Request):
         # a "100 Continue" after our final answer would corrupt the stream.
         self.requestHeaders.removeHeader(b"Expect")
         self.content = io.BytesIO()
-        body = error_body("body_too_large", message)
         channel = self.channel
         transport = channel.transport
         assert transport is not None
-        transport.write(
-            b"HTTP/1.1 413 Content Too Large\r\n"
-            b"Content-Type: application/json\r\n"
-            b"Connection: close\r\n"
-            b"Content-Length: " + str(len(body)).encode("ascii") + b"\r\n\r\n" + body
-        )
+        transport.write(too_large_response(message))
         if self.path is None:
             # Refused from gotLength(): requestReceived() has not run, so path
             # is still None, which the request counters cannot take.
@@ -183,15 +188,40 @@ class BridgeSite(Site):
         access_log: bool = True,
         on_request: Callable[[Any, int], None] | None = None,
         request_timeout: float = 30.0,
+        fast_lane: bool = True,
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("timeout", None)  # DeadlineChannel replaces the idle timeout
         super().__init__(resource, parsePOSTFormSubmission=False, **kwargs)
+        self.fast_lane = fast_lane
+        self._date_second = -1
+        self._date = b""
         self.max_body_bytes = max_body_bytes
         self.request_timeout = request_timeout
         self.access_log = access_log
         self._on_request = on_request
         self.noisy = False
+
+    def buildProtocol(self, addr: IAddress | None) -> Any:
+        """The fast lane for the hot routes (bridge.fasthttp), which hands
+        anything else to a twisted.web channel."""
+        if self.fast_lane:
+            from bridge.fasthttp import FastChannel
+
+            return FastChannel(self, addr)
+        return self.web_channel(addr)
+
+    def web_channel(self, addr: IAddress | None) -> Any:
+        """A twisted.web HTTP channel (DeadlineChannel) for one connection."""
+        return super().buildProtocol(addr)
+
+    def http_date(self) -> bytes:
+        """The Date header value, formatted once a second."""
+        now = int(self.reactor.seconds())
+        if now != self._date_second:
+            self._date_second = now
+            self._date = datetimeToString(now)
+        return self._date
 
     def count_request(self, request: Any, code: int) -> None:
         if self._on_request is not None:
@@ -221,4 +251,8 @@ class BridgeSite(Site):
             self._updateLogDateTime()
 
     def stopFactory(self) -> None:
-        pass
+        # startFactory's once-a-second log-date timer would outlive the port.
+        call = self._logDateTimeCall
+        if call is not None and call.active():
+            call.cancel()
+        self._logDateTimeCall = None
