@@ -16,7 +16,7 @@ real reactor runs while a test runs) and is reusable by any test that needs:
 * :func:`wait_for`: polls a condition every 20 ms until a deadline, then
   fails with a clear message.  Tests never sleep to wait for something.
 * :class:`BridgeTestCase`: a base class that runs one bridge per test class
-  (started in ``setUpClass``, stopped in ``tearDownClass``) against a fresh
+  (started by its first test, stopped in ``tearDownClass``) against a fresh
   :class:`LineServer` per test, always on the same port.  Each test gets its
   own server and HTTP pool, so trial's per-test reactor-cleanliness checks
   pass while the expensive process start is paid once per class.
@@ -192,8 +192,8 @@ class ServerConnection(Protocol):
         self.open = False
         self.lost: Deferred[None] = Deferred()
         self._buffer = b""
-        self._chain: Deferred[None] = succeed(None)
-        self._waiting: Deferred[None] | None = None
+        self._chain: Deferred[Any] = succeed(None)
+        self._waiting: Deferred[Any] | None = None  # the reply or delay awaited now
         self._dropping = False
 
     def connectionMade(self) -> None:
@@ -215,20 +215,24 @@ class ServerConnection(Protocol):
                 self._dropping = True
                 self._chain.addCallback(lambda _: self._drop())
             else:
-                self._chain.addCallback(lambda _, line=line: self._answer(line))
+                self._chain.addCallback(self._answer, line)
 
-    def _answer(self, line: bytes) -> Deferred[None] | None:
-        server = self.server
-        if server.reply is None or not self.open:
+    def _answer(self, _: object, line: bytes) -> Deferred[None] | None:
+        if self.server.reply is None or not self.open:
             return None
-        answer: Deferred[Any] = maybeDeferred(server.reply, line)
-        if server.delay > 0:
-            delay = server.delay
-            answer.addCallback(lambda value: deferLater(reactor, delay, lambda: value))
+        answer: Deferred[Any] = maybeDeferred(self.server.reply, line)
+        self._waiting = answer
+        answer.addCallback(self._pause)
         answer.addCallback(self._write_reply)
         answer.addErrback(_ignore_cancelled)
-        self._waiting = answer
         return answer
+
+    def _pause(self, value: ReplyValue) -> ReplyValue | Deferred[ReplyValue]:
+        delay = self.server.delay
+        if delay <= 0 or not self.open:
+            return value
+        self._waiting = deferLater(reactor, delay, lambda: value)
+        return self._waiting
 
     def _write_reply(self, value: ReplyValue) -> None:
         lines = _as_lines(value)
@@ -271,7 +275,9 @@ class LineServer:
     :param reply: ``line -> reply`` called for each received line, or None for
         a server that never answers.  The reply may be bytes/str (one line), a
         sequence of them (several lines), None (no answer) or an awaitable of
-        those (answer when it fires; later lines wait their turn).
+        those (answer when it fires; later lines wait their turn; it is
+        cancelled if the connection closes first).  If it raises, that
+        connection answers nothing more and trial reports the unhandled error.
     :param delay: seconds to wait before writing each reply (on the real
         reactor; it is the server's own pace, never something a test asserts).
     :param drop_after: close a connection when its Nth line arrives, without
@@ -314,7 +320,8 @@ class LineServer:
         if port is None:
             port = self.port or 0
         self._listening = reactor.listenTCP(port, _ServerFactory(self), interface=LOOPBACK)
-        self.port = self._listening.getHost().port  # type: ignore[attr-defined]
+        address: Any = self._listening.getHost()
+        self.port = int(address.port)
         return self.port
 
     async def stop(self) -> None:
@@ -642,7 +649,7 @@ class BridgeClient:
         data = body.encode("utf-8") if isinstance(body, str) else body
         response = await self.treq.request(
             method, self.base_url + path, data=data,
-            headers={k: [v] for k, v in (headers or {}).items()},
+            headers=Headers({k: [v] for k, v in (headers or {}).items()}),
         )
         content = await response.content()
         return Reply(response.code, response.headers, content)
@@ -730,7 +737,7 @@ class BridgeTestCase(TestCase):
             atexit.unregister(bridge.stop_now)
         super().tearDownClass()
 
-    async def setUp(self) -> None:
+    async def setUp(self) -> None:  # type: ignore[override]
         self.bridge: BridgeProcess | None = None
         self.http: BridgeClient | None = None
         if self.shared_bridge:
@@ -805,8 +812,9 @@ class BridgeTestCase(TestCase):
             seen[:] = [reply]
             return reply if reply.status == code else None
 
-        return await wait_for(  # type: ignore[no-any-return]
+        reply: Reply = await wait_for(
             answered, timeout=timeout, what=f"GET {path} to answer {code}",
             context=lambda: f"last answer: {seen[-1] if seen else None}\n{bridge.describe()}",
         )
+        return reply
 

@@ -28,6 +28,11 @@ class BackoffTests(SynchronousTestCase):
         backoff = Backoff(3.0, 1.0, 30.0, jitter=lambda: 0.0)
         self.assertEqual({backoff(n) for n in range(1, 50)}, {3.0})
 
+    def test_factor_one_is_constant_even_for_huge_attempts(self) -> None:
+        # 1.0 ** (10 ** 400) overflows converting the exponent to float.
+        backoff = Backoff(3.0, 1.0, 30.0, jitter=lambda: 0.0)
+        self.assertEqual(backoff(10**400), 3.0)
+
     def test_jitter_is_the_fraction(self) -> None:
         self.assertEqual(JITTER_FRACTION, 0.2)
 

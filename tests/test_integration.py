@@ -216,3 +216,17 @@ class ProcessTests(BridgeTestCase):
         # twistd re-raises the signal that stopped it (status 143 in a shell).
         self.assertIn(status, (0, -signal.SIGTERM), twistd.describe())
         self.assertIn("Server Shut Down.", twistd.stdout())
+
+    async def test_twistd_stops_when_it_cannot_listen(self) -> None:
+        taken = LineServer()  # holds the port the bridge is told to listen on
+        taken.start()
+        self.addCleanup(taken.stop)
+        twistd = BridgeProcess.twistd(
+            REPO / "config" / "bridge.tac",
+            {"BRIDGE_LISTEN": taken.address, "BRIDGE_UPSTREAM": "127.0.0.1:1"},
+        )
+        self.addCleanup(twistd.stop)
+        # twistd has no way to exit with another status than 0 (or a signal's).
+        self.assertEqual(await twistd.wait_exit(timeout=15.0), 0, twistd.describe())
+        self.assertIn(f"[bridge#error] cannot listen: Couldn't listen on {taken.address}",
+                      twistd.stdout())
