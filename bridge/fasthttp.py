@@ -249,6 +249,8 @@ class FastChannel(Protocol):
         channel = self.site.web_channel(self.peer)
         self._delegate = channel
         channel.makeConnection(self.transport)
+        if self._waiting_since is not None:
+            channel.waiting_since(self._waiting_since)
         self._resume_reading()
         buffered, self._buffer = self._buffer, b""
         if buffered:

@@ -191,7 +191,8 @@ class UpstreamMember:
         if self.state == DRAINING:
             self.log.info("upstream {member}: drained and closed", member=self.name)
         elif self.state != STOPPED:
-            self.log.info(
+            # At info level the retry line that follows carries this reason.
+            self.log.debug(
                 "upstream {member}: {error}", member=self.name, error=self.last_error
             )
 
@@ -222,7 +223,7 @@ class UpstreamMember:
         if self.state not in (STOPPED, DRAINING):
             self.state = WAITING
             self.log.info(
-                "upstream {member}: {error}; next attempt in {delay:.1f} s",
+                "upstream {member}: {error}; next attempt in {delay:.3g} s",
                 member=self.name, error=self.last_error or "not connected", delay=delay,
             )
         limit = self.config.startup_max_attempts

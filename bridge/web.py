@@ -137,6 +137,13 @@ class DeadlineChannel(HTTPChannel):
         if self._waiting_since is None:
             self._waiting_since = self._now()
 
+    def waiting_since(self, since: float) -> None:
+        """The request began before this channel took the connection over
+        (bridge.fasthttp hands it on): its deadline does not start again."""
+        self._waiting_since = since
+        if self._deadline is not None and self._deadline.active():
+            self._deadline.reset(max(0.0, since + self._timeout() - self._now()))
+
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         if self._deadline is not None and self._deadline.active():
             self._deadline.cancel()

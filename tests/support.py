@@ -67,6 +67,7 @@ T = TypeVar("T")
 
 __all__ = [
     "CRLF",
+    "LOOPBACK",
     "REPO",
     "BridgeClient",
     "BridgeProcess",
@@ -77,6 +78,7 @@ __all__ = [
     "SSEEvent",
     "ServerConnection",
     "concurrently",
+    "reactor",
     "unused_port",
     "wait_for",
 ]

@@ -155,6 +155,24 @@ class DeadlineTests(HarnessTestCase):
         self.assertEqual(harness.upstream.value(), b"a\r\nb\r\n")
 
 
+    def test_slow_head_then_slow_chunked_body(self) -> None:
+        harness = self.harness()
+        client = harness.client()
+        head = http_request("POST", "/send", None, {"Transfer-Encoding": "chunked"})
+        client.send(head[:-2])
+        harness.reactor.advance(TIMEOUT - 1)
+        client.send(head[-2:] + b"1\r\na\r\n")  # the head is complete: twisted.web's now
+        self.assertClosedAfter(harness, client, 1, timed_out())
+        self.assertEqual(harness.upstream.value(), b"")
+
+    def test_slow_head_of_another_route(self) -> None:
+        harness = self.harness()
+        client = harness.client()
+        harness.reactor.advance(TIMEOUT - 2)
+        client.send(http_request("POST", "/status", None, {"Content-Length": "5"}) + b"ab")
+        self.assertClosedAfter(harness, client, 2, timed_out())
+
+
 class BodyLimitTests(HarnessTestCase):
     def test_declared_length_over_the_limit(self) -> None:
         harness = self.harness(max_body_bytes=10)
@@ -219,3 +237,4 @@ class BodyLimitTests(HarnessTestCase):
         self.assertTrue(client.closing)
         metrics = harness.call("GET", "/metrics").body
         self.assertIn(b'bridge_http_requests_total{code="413",route="/send"} 2.0\n', metrics)
+
