@@ -146,6 +146,7 @@ class FastChannel(Protocol):
         self._waiting_since: float | None = None
         self._deadline: IDelayedCall | None = None
         self._paused = False
+        self._serving = False
 
     # -- connection -----------------------------------------------------------
 
@@ -185,6 +186,15 @@ class FastChannel(Protocol):
 
     def _serve(self) -> None:
         """Serve every complete request in the buffer, one at a time."""
+        if self._serving:
+            return  # an answer finished inside this loop: the loop goes on
+        self._serving = True
+        try:
+            self._serve_buffered()
+        finally:
+            self._serving = False
+
+    def _serve_buffered(self) -> None:
         while self._current is None and not self._closing and self._delegate is None:
             buffer = self._buffer
             end = buffer.find(b"\r\n\r\n")
