@@ -13,6 +13,8 @@ from typing import Any
 
 from twisted.internet.endpoints import (
     HostnameEndpoint,
+    TCP4ClientEndpoint,
+    TCP6ClientEndpoint,
     clientFromString,
     serverFromString,
 )
@@ -96,8 +98,9 @@ def server_endpoint(reactor: Any, spec: str) -> IStreamServerEndpoint:
 def client_endpoint(reactor: Any, spec: str, connect_timeout: float) -> IStreamClientEndpoint:
     """Build the endpoint that reaches the upstream.
 
-    The shorthand becomes a :class:`HostnameEndpoint`, which resolves the name
-    again on every connection attempt and speaks IPv4 and IPv6 alike.
+    The shorthand with a host name becomes a :class:`HostnameEndpoint`, which
+    resolves the name again on every connection attempt and speaks IPv4 and
+    IPv6 alike; with a literal address, a plain TCP endpoint.
     """
     spec = spec.strip()
     if not spec:
@@ -116,7 +119,16 @@ def client_endpoint(reactor: Any, spec: str, connect_timeout: float) -> IStreamC
         raise AddressError(f"{spec!r} has no host name")
     if port == 0:
         raise AddressError(f"{spec!r}: port 0 cannot be connected to")
-    return HostnameEndpoint(reactor, host, port, timeout=max(1, int(connect_timeout + 0.999)))
+    timeout = max(1, int(connect_timeout + 0.999))
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return HostnameEndpoint(reactor, host, port, timeout=timeout)
+    # A literal address needs no resolution, and HostnameEndpoint would report
+    # a refused connection only at its next attempt tick (0.3 s later).
+    if address.version == 6:
+        return TCP6ClientEndpoint(reactor, host, port, timeout=timeout)
+    return TCP4ClientEndpoint(reactor, host, port, timeout=timeout)
 
 
 def validate_client(spec: str) -> str:

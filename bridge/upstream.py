@@ -220,12 +220,6 @@ class UpstreamMember:
         delay = self._backoff(failed_attempts)
         self.current_delay = delay
         self.retry_at = self._clock.seconds() + delay
-        if self.state not in (STOPPED, DRAINING):
-            self.state = WAITING
-            self.log.info(
-                "upstream {member}: {error}; next attempt in {delay:.3g} s",
-                member=self.name, error=self.last_error or "not connected", delay=delay,
-            )
         limit = self.config.startup_max_attempts
         if limit and not self.ever_connected and failed_attempts >= limit:
             if self._on_give_up is not None:
@@ -233,6 +227,13 @@ class UpstreamMember:
                     f"could not connect to {self.config.upstream} after {failed_attempts} "
                     f"attempts (startup_max_attempts); last error: {self.last_error}"
                 )
+                return delay
+        if self.state not in (STOPPED, DRAINING):
+            self.state = WAITING
+            self.log.info(
+                "upstream {member}: {error}; next attempt in {delay:.3g} s",
+                member=self.name, error=self.last_error or "not connected", delay=delay,
+            )
         return delay
 
     # -- what the HTTP side asks ----------------------------------------------

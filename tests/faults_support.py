@@ -9,6 +9,8 @@ They sit on top of :mod:`tests.support` (``LineServer``, ``BridgeProcess``,
   that send what the test says (nothing, half a request) and record what they
   receive and how the connection ended;
 * :func:`proc_status_kb`: a process's memory figures from ``/proc``;
+* :func:`set_reading`: make one connection of a ``LineServer`` stop reading
+  (the socket stays open: the peer's writes pile up) and read again;
 * :class:`Load`: concurrent HTTP clients that use ``/send`` and ``/request``
   with lines carrying unique ids, can be paused at a quiet point and tag every
   call with the phase of the test it was issued in.
@@ -26,7 +28,7 @@ from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
 
-from tests.support import LOOPBACK, BridgeClient, reactor, wait_for
+from tests.support import LOOPBACK, BridgeClient, ServerConnection, reactor, wait_for
 
 T = TypeVar("T")
 
@@ -37,6 +39,7 @@ __all__ = [
     "bounded",
     "open_raw_connections",
     "proc_status_kb",
+    "set_reading",
 ]
 
 
@@ -64,6 +67,17 @@ def proc_status_kb(pid: int, field_name: str) -> int:
     raise AssertionError(f"no {field_name} in /proc/{pid}/status")
 
 
+def set_reading(connection: ServerConnection, reading: bool) -> None:
+    """Stop reading from ``connection`` (its socket stays open, so what the
+    peer writes piles up in the kernel buffers), or read again."""
+    transport: Any = connection.transport
+    assert transport is not None
+    if reading:
+        transport.resumeProducing()
+    else:
+        transport.pauseProducing()
+
+
 # -- raw TCP clients --------------------------------------------------------------------
 
 
@@ -74,12 +88,14 @@ class RawConnection(Protocol):
         self.received = bytearray()
         self.closed: Deferred[None] = Deferred()
         self.reason: Failure | None = None
+        self.closed_at: float | None = None  # reactor.seconds() when it closed
 
     def dataReceived(self, data: bytes) -> None:
         self.received += data
 
     def connectionLost(self, reason: Failure | None = None) -> None:
         self.reason = reason
+        self.closed_at = reactor.seconds()
         self.closed.callback(None)
 
     @property
@@ -189,6 +205,10 @@ class Load:
 
     def tagged(self, tag: tuple[str, int]) -> list[Call]:
         return [call for call in self.calls if call.tag == tag]
+
+    def saw(self, tag: tuple[str, int], status: int) -> bool:
+        """Whether a call tagged ``tag`` was answered ``status``."""
+        return any(call.status == status for call in self.tagged(tag))
 
     def answered(self, tag: tuple[str, int]) -> int:
         return sum(1 for call in self.tagged(tag) if call.status is not None)

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from twisted.internet.endpoints import HostnameEndpoint, TCP4ClientEndpoint, UNIXClientEndpoint
+from twisted.internet.endpoints import (
+    HostnameEndpoint,
+    TCP4ClientEndpoint,
+    TCP6ClientEndpoint,
+    UNIXClientEndpoint,
+)
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
@@ -121,8 +126,14 @@ class ClientEndpointTests(SynchronousTestCase):
 
     def test_ipv6_shorthand(self) -> None:
         endpoint = client_endpoint(MemoryReactorClock(), "[::1]:6379", 5.0)
-        self.assertIsInstance(endpoint, HostnameEndpoint)
-        self.assertEqual(repr(endpoint), "<HostnameEndpoint [::1]:6379>")
+        self.assertIsInstance(endpoint, TCP6ClientEndpoint)
+        self.assertEqual((endpoint._host, endpoint._port), ("::1", 6379))
+
+    def test_literal_ipv4_shorthand_is_a_plain_tcp_endpoint(self) -> None:
+        """No resolution, and a refused connection is reported at once
+        (HostnameEndpoint would wait for its next 0.3 s attempt tick)."""
+        endpoint = client_endpoint(MemoryReactorClock(), "127.0.0.1:6379", 5.0)
+        self.assertIsInstance(endpoint, TCP4ClientEndpoint)
 
     def test_shorthand_connects_with_the_connect_timeout(self) -> None:
         reactor = connect("127.0.0.1:6379", 5.0)
