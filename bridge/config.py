@@ -285,7 +285,7 @@ SETTINGS: tuple[Setting, ...] = (
             "lowest log level written", "LEVEL"),
     Setting("log_format", "text", choice("text", "json"),
             "text (one line per event) or json (one object per line)", "text|json"),
-    Setting("access_log", True, boolean,
+    Setting("access_log", False, boolean,
             "log one line per HTTP request (probe routes are never logged)", "BOOL"),
 )
 
@@ -335,7 +335,7 @@ class Config:
     shutdown_grace: float = 10.0
     log_level: str = "info"
     log_format: str = "text"
-    access_log: bool = True
+    access_log: bool = False
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
 
     @property

@@ -21,14 +21,13 @@ from __future__ import annotations
 
 import io
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qs
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IAddress, IDelayedCall, IPushProducer
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.http import RESPONSES
+from twisted.web.http import RESPONSES, parse_qs
 from twisted.web.server import NOT_DONE_YET
 
 from bridge.web import error_body, too_large_response
@@ -41,6 +40,10 @@ HOT = frozenset({(b"POST", b"/send"), (b"POST", b"/request"), (b"GET", b"/health
                  (b"GET", b"/readyz")})
 MAX_HEAD = 16384  # twisted.web's totalHeadersSize
 _UNSAFE_HEADERS = frozenset({b"transfer-encoding", b"expect", b"upgrade", b"te", b"trailer"})
+_TCHAR = b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+_NOT_VCHAR = bytes(range(33)) + bytes(range(127, 256))  # not in a request-target
+MAX_HEADERS = 500  # twisted.web's HTTPChannel.maxHeaders
+_PLAIN_CONNECTION = frozenset({b"", b"close", b"keep-alive"})
 
 
 class FastRequest:
@@ -78,7 +81,8 @@ class FastRequest:
     @property
     def args(self) -> dict[bytes, list[bytes]]:
         if self.args_cache is None:
-            self.args_cache = parse_qs(self._query) if self._query else {}
+            # twisted.web's own parser (splits on ; too, keeps blank values).
+            self.args_cache = parse_qs(self._query, 1) if self._query else {}
         return self.args_cache
 
     def getHeader(self, name: bytes) -> bytes | None:
@@ -91,7 +95,12 @@ class FastRequest:
         lowered = name.lower()
         if lowered == b"content-length":
             return  # computed in finish()
-        self._response_headers.append((name, value))
+        headers = self._response_headers
+        for index, (old, _) in enumerate(headers):
+            if old.lower() == lowered:  # set, not add (Connection: close twice)
+                headers[index] = (name, value)
+                return
+        headers.append((name, value))
 
     def getClientAddress(self) -> IAddress | None:
         return self._channel.peer
@@ -198,8 +207,8 @@ class FastChannel(Protocol):
         while self._current is None and not self._closing and self._delegate is None:
             buffer = self._buffer
             end = buffer.find(b"\r\n\r\n")
-            if end < 0:
-                if len(buffer) > MAX_HEAD:
+            if end < 0 or end > MAX_HEAD:
+                if end >= 0 or len(buffer) > MAX_HEAD or not self._may_be_plain(buffer):
                     self._hand_off()
                 return
             parsed = self._parse_head(buffer[:end])
@@ -225,6 +234,13 @@ class FastChannel(Protocol):
             self._current = request
             self._render(request)
 
+    def _may_be_plain(self, buffer: bytes) -> bool:
+        """Whether an unfinished head may still be one served here: its request
+        line is judged once complete, as twisted.web judges it (a bad one gets
+        its 400 before the headers come)."""
+        first = buffer.find(b"\r\n")
+        return first < 0 or self._parse_head(buffer[:first]) is not None
+
     @staticmethod
     def _parse_head(
         head: bytes,
@@ -235,12 +251,15 @@ class FastChannel(Protocol):
         if len(parts) != 3 or parts[2] != b"HTTP/1.1":
             return None
         method, uri = parts[0], parts[1]
-        if (method, uri.partition(b"?")[0]) not in HOT:
+        path, _, query = uri.partition(b"?")
+        if (method, path) not in HOT or len(lines) > MAX_HEADERS + 1:
             return None
+        if query and len(query.translate(None, _NOT_VCHAR)) != len(query):
+            return None  # twisted.web answers 400 (or not) for these
         headers: dict[bytes, bytes] = {}
         for line in lines[1:]:
             name, colon, value = line.partition(b":")
-            if not colon or not name or name != name.strip() or b" " in name:
+            if not colon or not name or name.translate(None, _TCHAR):  # not a token
                 return None
             key = name.lower()
             if key in headers or key in _UNSAFE_HEADERS:
@@ -248,6 +267,8 @@ class FastChannel(Protocol):
             if b"\r" in value or b"\n" in value or b"\x00" in value:
                 return None
             headers[key] = value.strip(b" \t")
+        if headers.get(b"connection", b"").lower() not in _PLAIN_CONNECTION:
+            return None  # a list of options, maybe with close: twisted.web decides
         length_text = headers.get(b"content-length", b"0")
         if not length_text.isdigit() or len(length_text) > 12:
             return None

@@ -47,13 +47,40 @@ def _probe(reactor: Any, url: str, timeout: float, token: str | None) -> Any:
         result["body"] = content
 
     def failed(failure: Any) -> None:
-        result["error"] = failure.getErrorMessage() or failure.type.__name__
+        from twisted.internet.defer import CancelledError
+        from twisted.web.client import ResponseNeverReceived
+
+        # A timeout cancels the request; the agent wraps that (and a connection
+        # closed before any answer) in ResponseNeverReceived([Failure, ...]).
+        reasons = failure.value.reasons if failure.check(ResponseNeverReceived) else [failure]
+        if any(reason.check(CancelledError) for reason in reasons):
+            result["error"] = f"no answer within {timeout:g} s"
+            return
+        result["error"] = "; ".join(
+            reason.getErrorMessage() or reason.type.__name__ for reason in reasons
+        ) or failure.type.__name__
 
     d = treq.get(url, headers=headers, pool=pool, timeout=timeout, reactor=reactor)
     d.addCallback(got).addCallbacks(body, failed)
     d.addCallback(lambda _: pool.closeCachedConnections())
     d.addCallback(lambda _: result)
     return d
+
+
+def _url_problem(url: str) -> str | None:
+    """Why treq could not send to ``url`` (a bad argument), or None."""
+    from hyperlink import EncodedURL
+
+    try:
+        parsed = EncodedURL.from_text(url)
+        parsed.to_uri()  # what treq does first: raises for hosts it cannot encode
+    except ValueError as error:  # URLParseError and idna's errors are ValueErrors
+        return str(error) or type(error).__name__
+    if not parsed.host:
+        return "no host"
+    if parsed.port is not None and not 0 < parsed.port < 65536:
+        return f"port {parsed.port} is out of range"
+    return None
 
 
 def main(argv: Sequence[str]) -> int:
@@ -66,6 +93,10 @@ def main(argv: Sequence[str]) -> int:
     if not url.startswith(("http://", "https://")):
         print(f"bridge healthcheck: --url must start with http:// or https://: {args.url}",
               file=sys.stderr)
+        return 2
+    problem = _url_problem(url)
+    if problem:
+        print(f"bridge healthcheck: --url is not usable: {args.url}: {problem}", file=sys.stderr)
         return 2
     from twisted.internet.task import react
 

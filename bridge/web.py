@@ -168,7 +168,8 @@ class DeadlineChannel(HTTPChannel):
         transport = self.transport
         if transport is None:
             return
-        if self._receivedHeaderSize or self.requests:
+        # _buffer: bytes of a first line not complete yet (LineReceiver's).
+        if self._receivedHeaderSize or self.requests or self._buffer:
             body = error_body("request_timeout", "the request was not received in time")
             transport.write(
                 b"HTTP/1.1 408 Request Timeout\r\nContent-Type: application/json\r\n"
@@ -192,7 +193,7 @@ class BridgeSite(Site):
         self,
         resource: IResource,
         max_body_bytes: int,
-        access_log: bool = True,
+        access_log: bool = False,
         on_request: Callable[[Any, int], None] | None = None,
         request_timeout: float = 30.0,
         fast_lane: bool = True,

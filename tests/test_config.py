@@ -73,7 +73,7 @@ class DefaultsTests(SynchronousTestCase):
             "startup_max_attempts": 0,
             "log_level": "info",
             "log_format": "text",
-            "access_log": True,
+            "access_log": False,
         }
         actual = {name: getattr(config, name) for name in documented}
         self.assertEqual(actual, documented)
@@ -137,7 +137,7 @@ class PrecedenceTests(ConfigTestCase):
             "BRIDGE_POOL_SIZE": "3",
             "BRIDGE_MIN_READY": "2",
             "BRIDGE_DISCARD_SEND_REPLIES": "yes",
-            "BRIDGE_ACCESS_LOG": "off",
+            "BRIDGE_ACCESS_LOG": "on",
             "BRIDGE_DELIMITER": " LF ",
             "BRIDGE_MAX_LINE_BYTES": "100",
             "BRIDGE_STALE_REPLY_TIMEOUT": "0",
@@ -147,7 +147,7 @@ class PrecedenceTests(ConfigTestCase):
             (config.pool_size, config.min_ready, config.discard_send_replies, config.access_log,
              config.delimiter, config.max_line_bytes, config.stale_reply_timeout,
              config.heartbeat_interval),
-            (3, 2, True, False, "lf", 100, None, 2.5),
+            (3, 2, True, True, "lf", 100, None, 2.5),
         )
 
     def test_other_environment_variables_are_ignored(self) -> None:

@@ -185,7 +185,9 @@ class BodyLimitTests(HarnessTestCase):
                 self.assertEqual(client.transport.value(),
                                  too_large("the body is 11 bytes; max_body_bytes is 10"))
                 self.assertTrue(client.closing)
-                client.send(b"0123456789\n" + http_request("POST", "/send", b"x\n"))
+                # Even if more arrived before the close took effect, it is ignored.
+                client.channel.dataReceived(
+                    b"0123456789\n" + http_request("POST", "/send", b"x\n"))
                 self.assertEqual(client.transport.value(),
                                  too_large("the body is 11 bytes; max_body_bytes is 10"))
         self.assertEqual(harness.upstream.value(), b"")
@@ -216,7 +218,7 @@ class BodyLimitTests(HarnessTestCase):
         refused = too_large("the body is over max_body_bytes (10 bytes)")
         self.assertEqual(client.transport.value(), refused)
         self.assertTrue(client.closing)
-        client.send(b"1\r\nj\r\n0\r\n\r\n")
+        client.channel.dataReceived(b"1\r\nj\r\n0\r\n\r\n")
         self.assertEqual(client.transport.value(), refused)
         self.assertEqual(harness.upstream.value(), b"")
 

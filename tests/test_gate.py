@@ -159,7 +159,7 @@ def parse_responses(data: bytes) -> tuple[list[Response], bytes]:
     while b"\r\n\r\n" in data:
         head, _, rest = data.partition(b"\r\n\r\n")
         status_line, *lines = head.split(b"\r\n")
-        _, code, reason = (status_line.split(b" ", 2) + [b""])[:3]
+        _, code, reason = [*status_line.split(b" ", 2), b""][:3]
         headers: dict[bytes, list[bytes]] = {}
         for line in lines:
             name, _, value = line.partition(b":")
@@ -218,7 +218,10 @@ class Client:
         self.gone = False
 
     def send(self, data: bytes) -> None:
-        self.channel.dataReceived(data)
+        """Bytes from the client.  Like a TCP transport, which stops reading
+        once the server closes, nothing is delivered after that."""
+        if not self.transport.disconnecting:
+            self.channel.dataReceived(data)
 
     def responses(self) -> list[Response]:
         """Every complete response received on this connection so far."""
@@ -276,7 +279,7 @@ class Harness:
         """Complete the oldest connection attempt not completed yet."""
         host, port, factory, _, _ = self.reactor.tcpClients[self._attempts_used]
         self._attempts_used += 1
-        protocol = factory.buildProtocol(IPv4Address("TCP", host, port))
+        protocol: Any = factory.buildProtocol(IPv4Address("TCP", host, port))
         transport = SocketTransport()
         transport.protocol = protocol
         protocol.makeConnection(transport)
@@ -365,8 +368,9 @@ class HarnessTestCase(SynchronousTestCase):
 
     def capture_logs(self) -> list[dict[str, Any]]:
         events: list[dict[str, Any]] = []
-        globalLogPublisher.addObserver(events.append)
-        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        observer: Any = events.append
+        globalLogPublisher.addObserver(observer)
+        self.addCleanup(globalLogPublisher.removeObserver, observer)
         return events
 
 
@@ -425,6 +429,15 @@ class TokenTests(HarnessTestCase):
             for headers in BAD_CREDENTIALS:
                 with self.subTest(method=method, path=path, headers=headers):
                     self.assertUnauthorized(harness.call(method, path, body, headers))
+        # The same through twisted.web (a chunked body leaves the fast lane).
+        for path in ("/send", "/request"):
+            for headers in BAD_CREDENTIALS:
+                with self.subTest(path=path, headers=headers, lane="twisted.web"):
+                    client = harness.client()
+                    head = http_request("POST", path, None,
+                                        {**headers, "Transfer-Encoding": "chunked"})
+                    client.send(head + b"5\r\nPING\n\r\n0\r\n\r\n")
+                    self.assertUnauthorized(client.response())
         self.assertEqual(harness.upstream.value(), b"")
         self.assertEqual(harness.service.lifecycle.inflight, 0)
 
@@ -469,7 +482,8 @@ class TokenTests(HarnessTestCase):
         self.assertUnauthorized(harness.call("GET", "/metrics"))
         response = harness.call("GET", "/metrics", headers=auth())
         self.assertEqual(response.status, 200)
-        self.assertTrue(response.header(b"Content-Type").startswith(b"text/plain; version=0.0.4"))
+        self.assertEqual(response.header(b"Content-Type"),
+                         b"text/plain; version=0.0.4; charset=utf-8")
 
     def test_metrics_open_without_metrics_auth(self) -> None:
         harness = self.harness(token=TOKEN, metrics_auth=False)
@@ -493,7 +507,7 @@ class TokenTests(HarnessTestCase):
     def test_the_token_never_leaks(self) -> None:
         """Not in answers, /status, /metrics, nor any log event, whatever is tried."""
         events = self.capture_logs()
-        harness = self.harness(token=TOKEN)
+        harness = self.harness(token=TOKEN, access_log=True)
         bodies: list[bytes] = []
         for method, path, body in GUARDED:
             for headers in BAD_CREDENTIALS:

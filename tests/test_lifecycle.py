@@ -9,7 +9,7 @@ from twisted.logger import LogLevel, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 
 from bridge.lifecycle import DRAINING, REFUSING, RUNNING, Lifecycle
-from tests.test_gate import Harness, HarnessTestCase, Response
+from tests.test_gate import Harness, HarnessTestCase, Response, chunked
 
 SHUTTING_DOWN = {
     "error": "shutting_down",
@@ -168,6 +168,13 @@ class ShutdownTests(HarnessTestCase):
         harness.stop()
         self.refused(harness, "POST", "/send", b"x\n")
         self.refused(harness, "POST", "/request", b"x\n")
+        # On the twisted.web lane too (chunked), where the Connection header
+        # alone would not close the connection.
+        for path in ("/send", "/request"):
+            client = harness.client()
+            client.send(chunked("POST", path, b"x\n"))
+            self.assertShuttingDown(client.response())
+            self.assertTrue(client.closing)
         self.assertJSONResponse(harness.call("GET", "/readyz"), 503,
                                 {**READY_SHUTTING_DOWN, "connected": 0})
         self.assertEqual(harness.upstream.value(), b"")
@@ -255,6 +262,21 @@ class ShutdownTests(HarnessTestCase):
         self.assertEqual(harness.upstream.value(), b"x\r\n")
         self.assertNoTimersLeft(harness)
 
+    def test_pool_drain_alone(self) -> None:
+        harness = self.harness(pool_size=2)
+        first, second = harness.upstreams
+        drained = harness.service.pool.drain(harness.reactor, 3)
+        self.assertEqual((first.write_closed, second.write_closed), (True, True))
+        # Drained members take no more work.
+        self.assertEqual(harness.call("POST", "/send", b"x\n").status, 503)
+        first.peer_closes()
+        harness.reactor.advance(2.5)
+        self.assertNoResult(drained)
+        harness.reactor.advance(0.5)
+        self.successResultOf(drained)
+        self.assertEqual((first.aborted, second.aborted), (False, True))
+        self.assertEqual((first.value(), second.value()), (b"", b""))
+
     def test_every_member_is_drained(self) -> None:
         harness = self.harness(pool_size=3, shutdown_grace=10)
         first, second, third = harness.upstreams
@@ -325,7 +347,7 @@ class ShutdownTests(HarnessTestCase):
     def test_log(self) -> None:
         events = self.capture_logs()
         harness = self.harness(shutdown_delay=1, shutdown_grace=3, reply_timeout=30,
-                               max_reply_timeout=60)
+                               max_reply_timeout=60, access_log=True)
         harness.start("POST", "/request", b"x\n")
         del events[:]
         harness.stop()

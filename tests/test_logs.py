@@ -151,7 +151,7 @@ class AccessLogTests(HarnessTestCase):
 
     def test_probes_are_not_logged(self) -> None:
         events = self.capture_logs()
-        harness = self.harness(token=TOKEN, connect=0)
+        harness = self.harness(token=TOKEN, connect=0, access_log=True)
         for path in ("/healthz", "/readyz", "/metrics", "/healthz?x=1", "/readyz?full"):
             harness.call("GET", path)
             harness.call("GET", path, headers=auth())
@@ -162,7 +162,7 @@ class AccessLogTests(HarnessTestCase):
 
     def test_other_requests_are_logged(self) -> None:
         events = self.capture_logs()
-        harness = self.harness(token=TOKEN)
+        harness = self.harness(token=TOKEN, access_log=True)
         sent = harness.call("POST", "/send", b"a\n", auth())
         refused = harness.call("POST", "/send?x=1", b"a\n")
         status = harness.call("GET", "/status", headers=auth())

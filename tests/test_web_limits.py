@@ -225,6 +225,10 @@ class AccessLogTests(WebTestCase):
         globalLogPublisher.addObserver(observe)
         self.addCleanup(globalLogPublisher.removeObserver, observe)
 
+    def site(self, bridge: Bridge, **kwargs: Any) -> BridgeSite:
+        kwargs.setdefault("access_log", True)  # off by default; these tests turn it on
+        return super().site(bridge, **kwargs)
+
     def get(self, site: BridgeSite, target: bytes) -> bytes:
         connection = Connection(site)
         connection.send(b"GET " + target + b" HTTP/1.1\r\nHost: b\r\n\r\n")

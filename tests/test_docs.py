@@ -1,0 +1,52 @@
+"""The documentation lists what the program really has."""
+
+from __future__ import annotations
+
+import os
+import re
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from bridge.config import SETTINGS, load
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def read(*parts: str) -> str:
+    with open(os.path.join(ROOT, *parts), encoding="utf-8") as handle:
+        return handle.read()
+
+
+class ReadmeTests(SynchronousTestCase):
+    def test_settings_table_lists_every_setting_with_its_default(self) -> None:
+        readme = read("README.md")
+        for setting in SETTINGS:
+            default = setting.default
+            if default in (None, "", ()):
+                shown = "(none)"
+            elif isinstance(default, bool):
+                shown = "true" if default else "false"
+            else:
+                shown = str(default)
+            row = re.search(rf"^\| `{re.escape(setting.flag)}[^|]*\| `{setting.env}` \| "
+                            rf"`{setting.name}` \| `([^`]*)` \|", readme, re.MULTILINE)
+            self.assertIsNotNone(row, f"README has no row for {setting.name}")
+            assert row is not None
+            self.assertEqual(row.group(1), shown, setting.name)
+
+    def test_the_two_commands_come_first(self) -> None:
+        readme = read("README.md")
+        quick = readme.index("## Quick start")
+        self.assertLess(quick, readme.index("## The HTTP API"))
+        self.assertIn("make run", readme[quick:quick + 600])
+        self.assertIn("make test", readme[quick:quick + 600])
+
+
+class SampleConfigTests(SynchronousTestCase):
+    def test_sample_file_names_every_setting_and_loads_to_the_defaults(self) -> None:
+        sample = read("config", "bridge.toml")
+        for setting in SETTINGS:
+            self.assertRegex(sample, rf"(?m)^#? ?{setting.name} = ", setting.name)
+        config = load({}, {}, os.path.join(ROOT, "config", "bridge.toml"))
+        defaults = load({}, {})
+        self.assertEqual(config, defaults)
