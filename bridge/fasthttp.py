@@ -168,7 +168,10 @@ class FastChannel(Protocol):
 
     def dataReceived(self, data: bytes) -> None:
         if self._delegate is not None:
-            self._delegate.dataReceived(data)
+            # After twisted.web closed the connection (say, a 400), a TLS layer
+            # may still deliver decrypted bytes; HTTPChannel is not ready for them.
+            if not getattr(self.transport, "disconnecting", False):
+                self._delegate.dataReceived(data)
             return
         if self._closing:
             return

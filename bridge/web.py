@@ -115,6 +115,17 @@ class DeadlineChannel(HTTPChannel):
     _deadline: IDelayedCall | None = None
     _waiting_since: float | None = None  # None while a request is being handled
 
+    def _respondToBadRequestAndDisconnect(self) -> None:
+        """twisted.web's answer to malformed HTTP, as JSON like every other error."""
+        body = error_body("bad_request", "the request is not valid HTTP/1.1")
+        transport = self.transport
+        assert transport is not None
+        transport.write(
+            b"HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\n"
+            b"Connection: close\r\nContent-Length: %d\r\n\r\n" % len(body) + body
+        )
+        self.loseConnection()
+
     def _timeout(self) -> float:
         timeout: float = self.site.request_timeout  # type: ignore[attr-defined]
         return timeout
