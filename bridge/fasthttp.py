@@ -30,7 +30,7 @@ from twisted.python.failure import Failure
 from twisted.web.http import RESPONSES, parse_qs
 from twisted.web.server import NOT_DONE_YET
 
-from bridge.web import error_body, too_large_response
+from bridge.web import TIMEOUT_MESSAGE, closing_response, error_body, too_large_response
 
 if TYPE_CHECKING:
     from bridge.web import BridgeSite
@@ -374,11 +374,8 @@ class FastChannel(Protocol):
         transport = self.transport
         self._closing = True
         if self._buffer:
-            body = error_body("request_timeout", "the request was not received in time")
             transport.write(
-                b"HTTP/1.1 408 Request Timeout\r\nContent-Type: application/json\r\n"
-                b"Connection: close\r\nContent-Length: %d\r\n\r\n" % len(body) + body
-            )
+                closing_response(b"408 Request Timeout", "request_timeout", TIMEOUT_MESSAGE))
         transport.loseConnection()
         self._deadline = self.site.reactor.callLater(
             1.0, getattr(transport, "abortConnection", transport.loseConnection)

@@ -33,12 +33,19 @@ def error_body(code: str, message: str) -> bytes:
 
 def too_large_response(message: str) -> bytes:
     """The whole 413 answer sent before the body is read (then we close)."""
-    body = error_body("body_too_large", message)
+    return closing_response(b"413 Content Too Large", "body_too_large", message)
+
+
+TIMEOUT_MESSAGE = "the request was not received in time"
+
+
+def closing_response(status: bytes, code: str, message: str) -> bytes:
+    """A whole JSON error answer written straight to the transport, outside
+    any Request, just before the connection is closed."""
+    body = error_body(code, message)
     return (
-        b"HTTP/1.1 413 Content Too Large\r\n"
-        b"Content-Type: application/json\r\n"
-        b"Connection: close\r\n"
-        b"Content-Length: %d\r\n\r\n" % len(body) + body
+        b"HTTP/1.1 " + status + b"\r\nContent-Type: application/json\r\n"
+        b"Connection: close\r\nContent-Length: %d\r\n\r\n" % len(body) + body
     )
 
 
@@ -117,13 +124,10 @@ class DeadlineChannel(HTTPChannel):
 
     def _respondToBadRequestAndDisconnect(self) -> None:
         """twisted.web's answer to malformed HTTP, as JSON like every other error."""
-        body = error_body("bad_request", "the request is not valid HTTP/1.1")
         transport = self.transport
         assert transport is not None
-        transport.write(
-            b"HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\n"
-            b"Connection: close\r\nContent-Length: %d\r\n\r\n" % len(body) + body
-        )
+        transport.write(closing_response(
+            b"400 Bad Request", "bad_request", "the request is not valid HTTP/1.1"))
         self.loseConnection()
 
     def _timeout(self) -> float:
@@ -181,12 +185,8 @@ class DeadlineChannel(HTTPChannel):
             return
         # _buffer: bytes of a first line not complete yet (LineReceiver's).
         if self._receivedHeaderSize or self.requests or self._buffer:
-            body = error_body("request_timeout", "the request was not received in time")
             transport.write(
-                b"HTTP/1.1 408 Request Timeout\r\nContent-Type: application/json\r\n"
-                b"Connection: close\r\nContent-Length: "
-                + str(len(body)).encode("ascii") + b"\r\n\r\n" + body
-            )
+                closing_response(b"408 Request Timeout", "request_timeout", TIMEOUT_MESSAGE))
         transport.loseConnection()
         # A client that does not read either must not keep the socket open.
         self._deadline = self.callLater(
