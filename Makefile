@@ -7,7 +7,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: help venv run test lint typecheck unit clean
+.PHONY: help venv run test lint typecheck unit clean bench container-test
 
 help:
 	@echo "make run        set up .venv and start the bridge with an embedded demo upstream"
@@ -43,6 +43,20 @@ unit: $(STAMP)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 test: lint typecheck unit
+
+# Benchmark (issue 6; not part of `make test`): about 12 minutes, `make bench ARGS=--quick`
+# for a 2-minute smoke run.  Needs aiohttp (the peer) in .venv and wrk (Debian package).
+bench: $(STAMP)
+	@$(BIN)/python -c 'import aiohttp' 2>/dev/null || $(BIN)/python -m pip install --quiet aiohttp
+	@command -v wrk >/dev/null 2>&1 || { apt-get update && apt-get install -y wrk; }
+	$(BIN)/python bench/run.py $(ARGS)
+
+# Container image end to end (issue 5; not part of `make test`: needs a Docker daemon,
+# e.g. ../shared/tools/docker-local.sh up, then export DOCKER_HOST as it prints).
+# Builds the image, runs it with an upstream, checks health, POST /send, docker stop.
+IMAGE ?= bridge:local
+container-test:
+	$(PYTHON) docker/container_test.py --image $(IMAGE) $(ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis build *.egg-info

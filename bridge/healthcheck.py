@@ -8,9 +8,30 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
+
+from bridge.endpoints import AddressError, split_shorthand
 
 DEFAULT_URL = "http://127.0.0.1:8080"
+
+
+def default_url(environ: Mapping[str, str]) -> str:
+    """BRIDGE_HEALTHCHECK_URL, else the bridge's own BRIDGE_LISTEN when it is
+    HOST:PORT (a wildcard host probed on loopback), else DEFAULT_URL."""
+    explicit = environ.get("BRIDGE_HEALTHCHECK_URL")
+    if explicit:
+        return explicit
+    listen = environ.get("BRIDGE_LISTEN", "").strip()
+    try:
+        parts = split_shorthand(listen) if listen else None
+    except AddressError:
+        parts = None
+    if parts is None:
+        return DEFAULT_URL
+    host, port = parts
+    if host in ("", "0.0.0.0", "::"):
+        host = "127.0.0.1"
+    return f"http://{f'[{host}]' if ':' in host else host}:{port}"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -21,8 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--url",
-        default=os.environ.get("BRIDGE_HEALTHCHECK_URL", DEFAULT_URL),
-        help="base URL of the bridge (default: %(default)s; env BRIDGE_HEALTHCHECK_URL)",
+        default=default_url(os.environ),
+        help="base URL of the bridge (default: %(default)s, from BRIDGE_HEALTHCHECK_URL, "
+        "else BRIDGE_LISTEN's port on loopback)",
     )
     parser.add_argument("--ready", action="store_true",
                         help="check readiness (/readyz: upstream connected) instead of liveness")

@@ -135,7 +135,7 @@ class HelpTests(CliTestCase):
         self.assertIn("(default: 30.0; env BRIDGE_BACKOFF_MAX)", flat)
         self.assertIn("(default: 127.0.0.1:8080; env BRIDGE_LISTEN)", flat)
         self.assertIn("(default: none; env BRIDGE_HANDSHAKE)", flat)
-        self.assertIn("(default: true; env BRIDGE_ACCESS_LOG)", flat)
+        self.assertIn("(default: false; env BRIDGE_ACCESS_LOG)", flat)
 
     def test_version(self) -> None:
         with self.assertRaises(SystemExit) as caught:

@@ -243,3 +243,24 @@ class HealthcheckWithoutBridgeTests(unittest.TestCase):
             with self.subTest(timeout=timeout):
                 self.assertEqual(result.returncode, 2, result.stdout + result.stderr)
                 self.assertEqual(result.stderr, "bridge healthcheck: --timeout must be positive\n")
+
+
+class DefaultURLTests(unittest.TestCase):
+    """Without --url the probe finds the bridge the way the bridge was told to listen."""
+
+    def test_explicit_variable_wins(self) -> None:
+        from bridge.healthcheck import default_url
+
+        self.assertEqual(
+            default_url({"BRIDGE_HEALTHCHECK_URL": "http://h:1", "BRIDGE_LISTEN": "0.0.0.0:9"}),
+            "http://h:1",
+        )
+
+    def test_listen_port_on_loopback(self) -> None:
+        from bridge.healthcheck import default_url
+
+        self.assertEqual(default_url({"BRIDGE_LISTEN": "0.0.0.0:9000"}), "http://127.0.0.1:9000")
+        self.assertEqual(default_url({"BRIDGE_LISTEN": "[::1]:81"}), "http://[::1]:81")
+        self.assertEqual(default_url({"BRIDGE_LISTEN": "unix:/run/b.sock"}),
+                         "http://127.0.0.1:8080")
+        self.assertEqual(default_url({}), "http://127.0.0.1:8080")
