@@ -83,6 +83,7 @@ class Side:
         """Complete the newest connection attempt to the upstream."""
         host, port, factory, _, _ = self.reactor.tcpClients[-1]
         protocol = factory.buildProtocol(IPv4Address("TCP", host, port))
+        assert protocol is not None
         transport = StringTransportWithDisconnection(peerAddress=UPSTREAM)
         transport.protocol = protocol
         protocol.makeConnection(transport)
