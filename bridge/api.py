@@ -159,7 +159,7 @@ class BridgeAPI:
 
     def _outcome(self, outcome: str) -> None:
         if self.metrics is not None:
-            self.metrics.replies.labels(outcome).inc()
+            self.metrics.count_reply(outcome)
 
     def _replied(self, replies: list[bytes], request: IRequest, started: float) -> bytes:
         if self.metrics is not None:

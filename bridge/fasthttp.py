@@ -156,6 +156,7 @@ class FastChannel(Protocol):
         self._deadline: IDelayedCall | None = None
         self._paused = False
         self._serving = False
+        self._judged = -1  # the unfinished head is judged up to here (_may_be_plain)
 
     # -- connection -----------------------------------------------------------
 
@@ -227,6 +228,7 @@ class FastChannel(Protocol):
             if len(buffer) < start + length:
                 return
             self._buffer = buffer[start + length:]
+            self._judged = -1
             self._waiting_since = None
             request = FastRequest(
                 self, method, uri, headers, buffer[start:start + length],
@@ -238,11 +240,15 @@ class FastChannel(Protocol):
             self._render(request)
 
     def _may_be_plain(self, buffer: bytes) -> bool:
-        """Whether an unfinished head may still be one served here: its request
-        line is judged once complete, as twisted.web judges it (a bad one gets
-        its 400 before the headers come)."""
-        first = buffer.find(b"\r\n")
-        return first < 0 or self._parse_head(buffer[:first]) is not None
+        """Whether an unfinished head may still be one served here.  Its lines
+        are judged as they complete, as twisted.web judges them (a bad one gets
+        its 400 before the rest of the head comes); each time a line completes,
+        so at most MAX_HEADERS + 1 times per head."""
+        last = buffer.rfind(b"\r\n")
+        if last <= self._judged:
+            return True
+        self._judged = last
+        return self._parse_head(buffer[:last]) is not None
 
     @staticmethod
     def _parse_head(

@@ -105,11 +105,16 @@ class Metrics:
             "bridge_reply_latency_seconds", "Time from writing lines to their last reply",
             buckets=_LATENCY_BUCKETS, registry=self.registry,
         )
-        for outcome in REPLY_OUTCOMES:
-            self.replies.labels(outcome)
+        # Bound once: labels() costs a lock and a dict look-up per call.
+        self._reply_counters = {
+            outcome: self.replies.labels(outcome).inc for outcome in REPLY_OUTCOMES
+        }
         self._counted: dict[tuple[str, int], Callable[[], None]] = {}
         self._timed: dict[str, Callable[[float], None]] = {}
         self.registry.register(_PoolCollector(pool, lifecycle, events))
+
+    def count_reply(self, outcome: str) -> None:
+        self._reply_counters[outcome]()
 
     def request_done(self, path: bytes, code: int, seconds: float | None) -> None:
         route = path.decode("latin-1")

@@ -68,7 +68,7 @@ class UpstreamPool(Service):
             protocol = members[0].protocol
             if protocol is None:
                 raise self._unavailable()
-            if protocol.congested and protocol.is_congested():
+            if protocol.paused and protocol.is_congested():
                 raise self._congested()
             return protocol
         best: UpstreamProtocol | None = None
@@ -80,7 +80,7 @@ class UpstreamPool(Service):
             protocol = members[index].protocol
             if protocol is None:
                 continue
-            if protocol.congested and protocol.is_congested():
+            if protocol.paused and protocol.is_congested():
                 congested = True
                 continue
             pending = protocol.pending

@@ -182,6 +182,7 @@ class UpstreamProtocol(Protocol):
         self.lost = False
         self.ready = False  # set once the handshake (if any) passed
         self.draining = False
+        self.paused = False  # by the transport: its write buffer is full
         self.congested = False
         self._high_water = write_high_water
         self._low_water = write_low_water
@@ -193,8 +194,15 @@ class UpstreamProtocol(Protocol):
         self.connected_at = self.last_activity = self._clock.seconds()
         transport = self.transport
         inner = _innermost(transport)
-        if hasattr(inner, "bufferSize"):
-            inner.bufferSize = self._high_water
+        # The transport pauses us once bufferSize bytes wait (64 KiB; also its
+        # recv() size, so it is not raised); congestion is then decided by
+        # is_congested() against the water marks.  SEND_LIMIT caps what one
+        # reactor iteration sends (128 KiB): with many bulk requests per
+        # iteration it would fill the buffer even for a fast upstream.
+        if getattr(inner, "bufferSize", 0) > self._high_water:
+            inner.bufferSize = self._high_water  # type: ignore[attr-defined]
+        if getattr(inner, "SEND_LIMIT", self._high_water) < self._high_water:
+            inner.SEND_LIMIT = self._high_water  # type: ignore[attr-defined]
         register = getattr(transport, "registerProducer", None)
         if register is not None:
             register(self, True)
@@ -224,18 +232,26 @@ class UpstreamProtocol(Protocol):
     # -- write backpressure (IPushProducer) -----------------------------------
 
     def pauseProducing(self) -> None:
-        self.congested = True
+        self.paused = True
 
     def resumeProducing(self) -> None:
-        self.congested = False
+        self.paused = self.congested = False
 
     def stopProducing(self) -> None:
         pass
 
     def is_congested(self) -> bool:
-        """Congested until the unsent bytes fall to ``write_low_water``."""
-        if self.congested and self.unsent() <= self._low_water:
+        """While the transport has us paused: congested once more than
+        ``write_high_water`` bytes wait, until they fall to ``write_low_water``."""
+        if not self.paused:
             self.congested = False
+            return False
+        unsent = self.unsent()
+        if self.congested:
+            if unsent <= self._low_water:
+                self.congested = False
+        elif unsent > self._high_water:
+            self.congested = True
         return self.congested
 
     def unsent(self) -> int:

@@ -77,7 +77,7 @@ class ProducerTests(SynchronousTestCase):
         transport.kernel_full = True
         protocol.write_lines(b"x" * 100 + b"\r\n", 1)
         self.assertTrue(transport.producerPaused)
-        self.assertTrue(protocol.congested)
+        self.assertTrue(protocol.paused)
         self.assertEqual(protocol.unsent(), 102)
         self.assertTrue(protocol.is_congested())
         transport.kernel_takes(61)  # 41 left
@@ -93,24 +93,43 @@ class ProducerTests(SynchronousTestCase):
         protocol.write_lines(b"z" * 60 + b"\n", 1)  # under high water, over low water
         self.assertFalse(protocol.is_congested())
         protocol.pauseProducing()
+        self.assertFalse(protocol.is_congested())  # paused, but not past write_high_water
+        protocol.write_lines(b"z" * 60 + b"\n", 1)  # 122 waiting
         self.assertTrue(protocol.is_congested())
         protocol.resumeProducing()
         self.assertFalse(protocol.is_congested())
+        self.assertFalse(protocol.congested)
 
     def test_paused_with_little_unsent_is_not_congested(self) -> None:
         protocol, _ = self.connect()
         protocol.pauseProducing()
-        self.assertTrue(protocol.congested)
+        self.assertTrue(protocol.paused)
         self.assertFalse(protocol.is_congested())  # 0 bytes waiting <= write_low_water
 
     def test_drained_buffer_resumes(self) -> None:
         protocol, transport = self.connect()
         transport.kernel_full = True
         protocol.write_lines(b"y" * 200 + b"\n", 1)
-        self.assertTrue(protocol.congested)
+        self.assertTrue(protocol.is_congested())
         transport.kernel_takes(201)
         self.assertFalse(transport.producerPaused)
+        self.assertFalse(protocol.paused)
         self.assertFalse(protocol.congested)
+
+    def test_one_iteration_may_send_a_whole_high_water_mark(self) -> None:
+        """Twisted sends at most SEND_LIMIT (128 KiB) per reactor iteration; with
+        many bulk requests per iteration that alone would fill the buffer."""
+        protocol = UpstreamProtocol(
+            clock=Clock(), counters=Counters(), max_line_bytes=1000, stale_timeout=10,
+            on_line=lambda kind, line: None, write_high_water=4 * 1024 * 1024,
+            write_low_water=1024,
+        )
+        transport = SocketTransport()
+        transport.SEND_LIMIT = 128 * 1024  # type: ignore[attr-defined]
+        transport.bufferSize = 65536  # type: ignore[attr-defined]
+        protocol.makeConnection(transport)
+        self.assertEqual(transport.SEND_LIMIT, 4 * 1024 * 1024)  # type: ignore[attr-defined]
+        self.assertEqual(transport.bufferSize, 65536)  # also the recv() size: left alone
 
     def test_stop_producing_keeps_the_connection(self) -> None:
         protocol, transport = self.connect()
