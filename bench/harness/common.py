@@ -1,0 +1,64 @@
+"""Paths, constants and the record of one run."""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+BENCH = Path(__file__).resolve().parent.parent
+ROOT = BENCH.parent
+RESULTS = BENCH / "results"
+LUA = BENCH / "wrk" / "lines.lua"
+PYTHON = sys.executable
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
+LINE_BYTES = 32
+BULK_LINES = 1000
+LISTENING = re.compile(r"listening on http://127\.0\.0\.1:(\d+)/")
+
+SCENARIOS = ("send_small", "send_bulk", "request", "memory")
+
+# What each scenario runs, in the order of a round (A B A B ...).
+TARGETS = {
+    "send_small": ("bridge", "peer", "klein", "web"),
+    "send_bulk": ("bridge", "peer", "raw"),
+    "request": ("bridge", "direct"),
+    "memory": ("bridge",),
+}
+
+LABELS = {
+    "bridge": "bridge",
+    "peer": "aiohttp peer",
+    "klein": "Klein ceiling",
+    "web": "twisted.web ceiling",
+    "raw": "raw Twisted writer",
+    "direct": "direct TCP",
+}
+
+
+class BenchError(Exception):
+    """A run could not be carried out (a process did not start, wrk failed...)."""
+
+
+@dataclass
+class Run:
+    scenario: str
+    target: str
+    round: int
+    concurrency: int
+    metrics: dict[str, Any] = field(default_factory=dict)
+    accounting: dict[str, Any] | None = None
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and (self.accounting is None or self.accounting["ok"])
+
+    def as_json(self) -> dict[str, Any]:
+        return {"scenario": self.scenario, "target": self.target, "round": self.round,
+                "concurrency": self.concurrency, "ok": self.ok, "error": self.error,
+                "accounting": self.accounting, **self.metrics}

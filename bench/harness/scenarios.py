@@ -1,0 +1,343 @@
+"""The runs of each scenario: start the processes, load, measure, account."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import re
+import shlex
+import subprocess
+import time
+from typing import Any, Iterator
+
+from harness.common import (
+    BENCH,
+    BULK_LINES,
+    CLK_TCK,
+    LINE_BYTES,
+    LISTENING,
+    PYTHON,
+    RESULTS,
+    TARGETS,
+    BenchError,
+    Run,
+)
+from harness.procs import (
+    Launcher,
+    Process,
+    Sampler,
+    SinkControl,
+    bridge_command,
+    cpu_ticks,
+    http_status,
+    machine_busy_ticks,
+    process_tree,
+    rss_kb,
+    wait_for,
+)
+from harness.report import brief
+from harness.wrk import run_wrk
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.launcher = Launcher(RESULTS / "logs", args.keep_logs)
+        self.runs: list[Run] = []
+        self.current: Run | None = None  # the run in progress: its logs are kept if it fails
+
+    # -- process helpers ------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def sink(self, rate: float = 0) -> Iterator[tuple[int, SinkControl, Process]]:
+        argv = [PYTHON, str(BENCH / "sink.py")]
+        if rate:
+            argv += ["--rate", str(rate)]
+        process, match = self.launcher.start(
+            "sink", argv, re.compile(r"sink data=(\d+) control=(\d+)"))
+        control = SinkControl(int(match.group(2)))
+        try:
+            yield int(match.group(1)), control, process
+        finally:
+            control.close()
+            self.launcher.stop(process, grace=2, failed=self._failing())
+
+    @contextlib.contextmanager
+    def replier(self) -> Iterator[int]:
+        process, match = self.launcher.start(
+            "replier", [PYTHON, str(BENCH / "replier.py"), "serve"],
+            re.compile(r"replier data=(\d+)"))
+        try:
+            yield int(match.group(1))
+        finally:
+            self.launcher.stop(process, grace=2, failed=self._failing())
+
+    def server_argv(self, target: str, upstream: int | None) -> list[str]:
+        if target == "bridge":
+            command = (shlex.split(self.args.bridge_command) if self.args.bridge_command
+                       else bridge_command())
+            return [*command, "--listen", "127.0.0.1:0",
+                    "--upstream", f"127.0.0.1:{upstream}", *self.args.bridge_arg]
+        if target == "peer":
+            return [PYTHON, str(BENCH / "peers" / "aiohttp_bridge.py"),
+                    "--listen", "127.0.0.1:0", "--upstream", f"127.0.0.1:{upstream}"]
+        if target in ("klein", "web"):
+            return [PYTHON, str(BENCH / "ceilings.py"), target]
+        raise ValueError(target)
+
+    @contextlib.contextmanager
+    def server(self, target: str, upstream: int | None,
+               control: SinkControl | None) -> Iterator[tuple[int, Process]]:
+        process, match = self.launcher.start(target, self.server_argv(target, upstream),
+                                             LISTENING)
+        port = int(match.group(1))
+        failed = True
+        try:
+            if control is not None and not wait_for(
+                    lambda: control.stats()["active"] >= 1, 15):
+                raise BenchError(f"{target} did not connect to the sink:\n{process.tail()}")
+            if target == "bridge" and not wait_for(
+                    lambda: http_status(port, "/readyz") == 200, 15):
+                raise BenchError(f"the bridge never became ready:\n{process.tail()}")
+            yield port, process
+            failed = False
+        finally:
+            self.launcher.stop(process, failed=failed or self._failing())
+
+    def _failing(self) -> bool:
+        return self.current is not None and not self.current.ok
+
+    # -- measuring -------------------------------------------------------------------------
+
+    def measure_http(self, run: Run, port: int, server: Process, path: str, lines: int,
+                     control: SinkControl | None, sink: Process | None,
+                     max_requests: int = 0, duration: float | None = None,
+                     drain_timeout: float = 15.0, account_timeout: float = 15.0,
+                     raw_latency: bool = False, warmup: float | None = None) -> None:
+        args = self.args
+        duration = args.duration if duration is None else duration
+        warmup = args.warmup if warmup is None else warmup
+        if warmup > 0:
+            warm = run_wrk(args, port, path, run.concurrency, lines, warmup)
+            if control is not None:
+                self.account(run, control, 0, warm, lines, account_timeout, "warmup")
+                if run.accounting is not None and not run.accounting["ok"]:
+                    return
+        before = control.stats()["lines"] if control is not None else 0
+        pids = process_tree(server.pid)
+        extra = [sink.pid] if sink is not None else []
+        cpu0, busy0, sink0 = cpu_ticks(pids), machine_busy_ticks(), cpu_ticks(extra)
+        kernel0 = cpu_ticks(pids, kernel_only=True)
+        wall0 = time.monotonic()
+        result = run_wrk(args, port, path, run.concurrency, lines, duration, max_requests,
+                         drain_timeout, raw_latency)
+        wall = time.monotonic() - wall0
+        pids = process_tree(server.pid)
+        cpu = (cpu_ticks(pids) - cpu0) / CLK_TCK
+        kernel = (cpu_ticks(pids, kernel_only=True) - kernel0) / CLK_TCK
+        sink_cpu = (cpu_ticks(extra) - sink0) / CLK_TCK
+        busy = (machine_busy_ticks() - busy0) / CLK_TCK
+        seconds = result["duration_us"] / 1e6
+        acked = result["s2xx"]
+        answered = result["answered"] + result["noops"]
+        m = run.metrics
+        m.update({
+            "seconds": round(seconds, 3),
+            "requests": result["answered"],
+            "acked": acked,
+            "status_429": result["s429"],
+            "status_503": result["s503"],
+            "status_other": result["sother"],
+            "noop_requests": result["noops"],
+            "socket_errors": result["errors"],
+            "drained": result["drained"],
+            "req_per_s": round(acked / seconds, 1),
+            "lines_per_request": lines,
+            "lines_per_s": round(acked * lines / seconds, 1),
+            "body_mb_per_s": round(acked * result["body_bytes"] / seconds / 1e6, 2),
+            "offered_bytes": result["issued"] * result["body_bytes"],
+            "latency_us": result["latency_us"],
+            "cpu_us_per_request": round(cpu / max(answered, 1) * 1e6, 1),
+            "server_cpu_cores": round(cpu / wall, 3),
+            "server_kernel_share": round(kernel / cpu, 3) if cpu else None,
+            "wrk_cpu_cores": round(result["wrk_cpu_s"] / wall, 3),
+            "sink_cpu_cores": round(sink_cpu / wall, 3),
+            "other_cpu_cores": round(max(0.0, busy - cpu - sink_cpu - result["wrk_cpu_s"])
+                                     / wall, 3),
+        })
+        if "raw_latency_us" in result:
+            m["raw_latency_us"] = result["raw_latency_us"]
+        if control is not None:
+            self.account(run, control, before, result, lines, account_timeout, "measured")
+        if not result["drained"]:
+            run.error = ("wrk's requests in flight were not all answered in time "
+                         f"({result['issued']} issued, {result['answered']} answered)")
+
+    def account(self, run: Run, control: SinkControl, before: int, result: dict[str, Any],
+                lines: int, timeout: float, phase: str) -> None:
+        expected = result["s2xx"] * lines
+        counted = [0]
+
+        def arrived() -> bool:
+            counted[0] = control.stats()["lines"] - before
+            return counted[0] >= expected
+
+        wait_for(arrived, timeout, 0.05)
+        # Anything beyond the expected count arrives right after: look once more.
+        time.sleep(0.1)
+        counted[0] = control.stats()["lines"] - before
+        ok = counted[0] == expected and result["drained"]
+        accounting = {"phase": phase, "acked_requests": result["s2xx"],
+                      "lines_per_request": lines, "acked_lines": expected,
+                      "sink_lines": counted[0], "difference": counted[0] - expected,
+                      "ok": ok}
+        if run.accounting is None or phase == "measured" or not ok:
+            run.accounting = accounting
+
+    # -- scenarios ---------------------------------------------------------------------------
+
+    def http_send_run(self, run: Run, lines: int) -> None:
+        needs_upstream = run.target in ("bridge", "peer")
+        with contextlib.ExitStack() as stack:
+            control = sink = None
+            upstream = None
+            if needs_upstream:
+                upstream, control, sink = stack.enter_context(self.sink())
+            port, server = stack.enter_context(self.server(run.target, upstream, control))
+            sampler = Sampler(server.pid)
+            try:
+                self.measure_http(run, port, server, "/send", lines, control, sink)
+            finally:
+                run.metrics["peak_rss_kb"] = sampler.stop()
+
+    def raw_run(self, run: Run) -> None:
+        with self.sink() as (upstream, control, _sink):
+            before = control.stats()["lines"]
+            out = subprocess.run(
+                [PYTHON, str(BENCH / "ceilings.py"), "raw", "--port", str(upstream),
+                 "--duration", str(self.args.duration), "--lines-per-write", str(BULK_LINES),
+                 "--line-bytes", str(LINE_BYTES)],
+                capture_output=True, text=True, timeout=self.args.duration + 60, check=False)
+            if out.returncode != 0:
+                raise BenchError(f"raw writer failed: {out.stdout}{out.stderr}")
+            result = json.loads(out.stdout.strip().splitlines()[-1])
+            wait_for(lambda: control.stats()["lines"] - before >= result["lines"], 15, 0.05)
+            counted = control.stats()["lines"] - before
+            run.metrics.update({
+                "seconds": round(result["seconds"], 3),
+                "lines_per_s": round(result["lines"] / result["seconds"], 1),
+                "body_mb_per_s": round(result["lines"] * (LINE_BYTES + 1)
+                                       / result["seconds"] / 1e6, 2),
+            })
+            run.accounting = {"phase": "measured", "acked_lines": result["lines"],
+                              "sink_lines": counted, "difference": counted - result["lines"],
+                              "ok": counted == result["lines"]}
+
+    def request_run(self, run: Run) -> None:
+        with self.replier() as upstream:
+            if run.target == "direct":
+                out = subprocess.run(
+                    [PYTHON, str(BENCH / "replier.py"), "probe", "--port", str(upstream),
+                     "--concurrency", str(run.concurrency), "--duration",
+                     str(self.args.duration)],
+                    capture_output=True, text=True, timeout=self.args.duration + 60,
+                    check=False)
+                if out.returncode != 0:
+                    raise BenchError(f"probe failed: {out.stdout}{out.stderr}")
+                result = json.loads(out.stdout.strip().splitlines()[-1])
+                run.metrics.update({
+                    "seconds": round(result["seconds"], 3),
+                    "req_per_s": round(result["rate"], 1),
+                    "latency_us": {"50": result["p50_us"], "90": result["p90_us"],
+                                   "99": result["p99_us"], "mean": result["mean_us"]},
+                    "raw_latency_us": {"50": result["p50_us"], "90": result["p90_us"],
+                                       "99": result["p99_us"]},
+                })
+                return
+            with self.server("bridge", upstream, None) as (port, server):
+                sampler = Sampler(server.pid)
+                try:
+                    self.measure_http(run, port, server, "/request", 1, None, None,
+                                      raw_latency=run.concurrency == 1)
+                finally:
+                    run.metrics["peak_rss_kb"] = sampler.stop()
+
+    def memory_run(self, run: Run) -> None:
+        args = self.args
+        body = BULK_LINES * (LINE_BYTES + 1)
+        threads = max(1, min(args.wrk_threads, run.concurrency))
+        per_thread = math.ceil(args.offered_mb * 1e6 / body / threads)
+        with self.sink(rate=args.slow_rate) as (upstream, control, sink):
+            with self.server("bridge", upstream, control) as (port, server):
+                sampler = Sampler(server.pid)
+                try:
+                    self.measure_http(
+                        run, port, server, "/send", BULK_LINES, None, sink,
+                        max_requests=per_thread, duration=args.memory_cap,
+                        drain_timeout=60, warmup=0)
+                finally:
+                    run.metrics["peak_rss_kb"] = sampler.stop()
+                    run.metrics["rss_series_kb"] = sampler.series
+                run.metrics["rss_at_end_kb"] = rss_kb(process_tree(server.pid))
+                # Let the sink read at full speed so the accounting completes quickly.
+                control.command("RATE 0")
+                acked = run.metrics["acked"]
+                expected = acked * BULK_LINES
+                wait_for(lambda: control.stats()["lines"] >= expected, 120, 0.1)
+                time.sleep(0.2)
+                counted = control.stats()["lines"]
+                run.accounting = {"phase": "measured", "acked_requests": acked,
+                                  "lines_per_request": BULK_LINES, "acked_lines": expected,
+                                  "sink_lines": counted, "difference": counted - expected,
+                                  "ok": counted == expected}
+                run.metrics["slow_rate_bytes_per_s"] = args.slow_rate
+
+    def execute(self, run: Run) -> None:
+        label = f"{run.scenario} c{run.concurrency} {run.target} round {run.round}"
+        print(f"  {label} ...", end="", flush=True)
+        started = time.monotonic()
+        self.current = run
+        try:
+            if run.scenario == "send_small":
+                self.http_send_run(run, 1)
+            elif run.scenario == "send_bulk":
+                if run.target == "raw":
+                    self.raw_run(run)
+                else:
+                    self.http_send_run(run, BULK_LINES)
+            elif run.scenario == "request":
+                self.request_run(run)
+            elif run.scenario == "memory":
+                self.memory_run(run)
+        except BenchError as error:
+            run.error = str(error)
+        self.runs.append(run)
+        print(f" {brief(run)} ({time.monotonic() - started:.0f} s)", flush=True)
+        if run.accounting is not None and not run.accounting["ok"]:
+            a = run.accounting
+            print(f"    LINE ACCOUNTING FAILED ({a['phase']}): acked {a['acked_lines']} lines, "
+                  f"sink counted {a['sink_lines']} (difference {a['difference']:+d})",
+                  flush=True)
+        if run.error:
+            print(f"    ERROR: {run.error}", flush=True)
+        if not run.ok:
+            print(f"    process logs kept in {self.launcher.logs}", flush=True)
+
+    def plan(self) -> list[Run]:
+        args = self.args
+        runs: list[Run] = []
+        for scenario in args.scenarios:
+            if scenario == "memory":
+                runs.append(Run("memory", "bridge", 1, args.memory_concurrency))
+                continue
+            concurrencies = {"send_small": args.small_concurrency,
+                             "send_bulk": [args.bulk_concurrency],
+                             "request": args.request_concurrency}[scenario]
+            targets = [t for t in TARGETS[scenario] if t in args.targets]
+            for concurrency in concurrencies:
+                for number in range(1, args.rounds + 1):
+                    for target in targets:
+                        runs.append(Run(scenario, target, number, concurrency))
+        return runs
