@@ -602,6 +602,23 @@ class HandOffTests(DifferentialTestCase):
                 self.assertTrue(client.received.startswith(b"HTTP/1.1 400 Bad Request\r\n"))
                 self.assertTrue(client.closing)
 
+    def test_bad_header_line_is_judged_before_the_end_of_the_head(self) -> None:
+        """twisted.web judges a header line when the next one begins; the fast
+        lane hands the connection over once the line is complete, so the client
+        gets twisted.web's 400 at the same moment, and not a 408 later."""
+        pieces = [b"POST /send HTTP/1.1\r\nX y: z\r\n", b"Content-Length: 2\r\n"]
+        fast, web = self.both(pieces)
+        self.assertSame(fast, web)
+        self.assertTrue(fast.handed_off)
+        self.assertBadRequest(fast)
+        side = self.side()
+        client = side.client()
+        client.send(pieces[0])
+        self.assertIsInstance(client.channel._delegate, DeadlineChannel)
+        self.assertEqual(client.received, b"")  # twisted.web has not judged it yet
+        client.send(pieces[1])
+        self.assertTrue(client.received.startswith(b"HTTP/1.1 400 Bad Request\r\n"))
+
     def test_good_request_line_waits_for_the_headers(self) -> None:
         side = self.side()
         client = side.client()
@@ -929,7 +946,7 @@ def conversations(draw: st.DrawFn) -> Conversation:
     )
 
 
-FUZZ = settings(max_examples=200, deadline=None,
+FUZZ = settings(max_examples=6000, deadline=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 
