@@ -133,11 +133,14 @@ class FastPathTests(FastLaneTestCase):
         side = self.side(connect=False)
         client = side.client()
         client.send(http("POST", "/send", b"a\n"))
-        status, _, rest = client.received.partition(b"\r\n")
-        self.assertEqual(status, b"HTTP/1.1 503 Service Unavailable")
-        self.assertIn(b"\r\nRetry-After: ", rest)
         self.assertEqual(
-            json.loads(rest.partition(b"\r\n\r\n")[2])["error"], "upstream_unavailable"
+            client.received,
+            json_answer(
+                b"503 Service Unavailable",
+                {"error": "upstream_unavailable",
+                 "message": "the upstream tcp:127.0.0.1:7000 is not connected; nothing was sent"},
+                (b"Retry-After", b"1"),
+            ),
         )
         self.assertEqual((side.written, side.inflight), (b"", 0))
 
@@ -229,12 +232,15 @@ class FastPathTests(FastLaneTestCase):
         side.service.lifecycle.shutdown()
         client = side.client()
         client.send(http("POST", "/send", b"a\n"), http("GET", "/healthz"))
-        status, _, rest = client.received.partition(b"\r\n")
-        self.assertEqual(status, b"HTTP/1.1 503 Service Unavailable")
-        self.assertIn(b"\r\nConnection: close\r\n", rest)
-        self.assertEqual(json.loads(rest.partition(b"\r\n\r\n")[2])["error"], "shutting_down")
+        body = json.dumps({"error": "shutting_down",
+                           "message": "the bridge is shutting down and takes no new work"})
+        self.assertEqual(
+            client.received,
+            answer(b"503 Service Unavailable", body.encode(),
+                   [(b"Connection", b"close"), (b"Content-Type", b"application/json"),
+                    (b"Retry-After", b"1")]),
+        )  # and the probe after it is never read
         self.assertTrue(client.closing)
-        self.assertEqual(client.received.count(b"HTTP/1.1 "), 1)
         self.assertEqual((side.written, side.inflight), (b"", 0))
 
     def test_shutting_down_with_connection_close_sends_one_connection_header(self) -> None:
@@ -946,7 +952,7 @@ def conversations(draw: st.DrawFn) -> Conversation:
     )
 
 
-FUZZ = settings(max_examples=6000, deadline=None,
+FUZZ = settings(max_examples=200, deadline=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 
