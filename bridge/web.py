@@ -25,6 +25,7 @@ PROBE_PATHS = frozenset({b"/healthz", b"/readyz", b"/metrics"})
 # Module level on purpose: a Logger reached through a class or an instance is
 # rebound (Logger.__get__) to the namespace "bridge.web.BridgeSite".
 ACCESS_LOG = Logger(namespace="bridge.access")
+LOG = Logger(namespace="bridge.web")
 
 
 def error_body(code: str, message: str) -> bytes:
@@ -70,7 +71,16 @@ class LimitedRequest(Request):
             return
         # Small bodies in memory, large ones in a temporary file (as
         # twisted.web does), so max_inflight large bodies cannot exhaust memory.
-        super().gotLength(length)
+        try:
+            super().gotLength(length)
+        except OSError as error:
+            # No writable temporary directory (a read-only container without
+            # its /tmp volume): keep the body in memory rather than fail.
+            LOG.warn(
+                "no temporary file for a request body ({error}); keeping it in memory; "
+                "give the bridge a writable TMPDIR", error=error,
+            )
+            self.content = io.BytesIO()
 
     def handleContentChunk(self, data: bytes) -> None:
         if self.body_too_large:

@@ -5,6 +5,7 @@ real socket's, only starts closing)."""
 from __future__ import annotations
 
 import json
+import tempfile
 from typing import Any
 
 from twisted.internet.testing import MemoryReactorClock, StringTransport
@@ -165,6 +166,30 @@ class BodyLimitTests(WebTestCase):
             (b"HTTP/1.1 202 Accepted", [b"application/json"], {"sent": 2}),
         )
         self.assertEqual(bridge.upstream.value(), b"abc\r\nfghij\r\n")
+
+    def test_chunked_body_without_a_writable_temporary_directory(self) -> None:
+        """A read-only container without its /tmp volume still takes the body
+        (in memory), with a warning, instead of failing the request."""
+        warnings: list[str] = []
+
+        def observe(event: dict[str, Any]) -> None:
+            if event.get("log_namespace") == "bridge.web":
+                warnings.append(formatEvent(event))
+
+        globalLogPublisher.addObserver(observe)
+        self.addCleanup(globalLogPublisher.removeObserver, observe)
+        self.patch(tempfile, "tempdir", "/nonexistent-bridge-tmp")
+        bridge = self.bridge()
+        connection = self.connect(bridge)
+        connection.send(
+            b"POST /send HTTP/1.1\r\nHost: b\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"4\r\nabc\n\r\n0\r\n\r\n"
+        )
+        status, _, body = connection.answer()
+        self.assertEqual((status, json.loads(body)), (b"HTTP/1.1 202 Accepted", {"sent": 1}))
+        self.assertEqual(bridge.upstream.value(), b"abc\r\n")
+        self.assertEqual(len(warnings), 1)
+        self.assertIn("give the bridge a writable TMPDIR", warnings[0])
 
     def test_chunked_body_in_one_piece_over_the_limit(self) -> None:
         bridge = self.bridge(max_body_bytes=10)
