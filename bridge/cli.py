@@ -97,6 +97,8 @@ def run(config: Config, demo: bool) -> int:
     exit_status = [0]
 
     def fatal(message: str, status: int) -> None:
+        if exit_status[0]:
+            return  # already stopping; reactor.stop() twice would raise
         log.error("{message}", message=message)
         print(f"bridge: error: {message}", file=sys.stderr)
         exit_status[0] = status
