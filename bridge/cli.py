@@ -143,9 +143,14 @@ def service_from_environment(environ: Mapping[str, str] | None = None) -> Any:
     except ConfigError as error:
         raise SystemExit(fail(str(error))) from None
 
+    stopping: list[bool] = []
+
     def fatal(message: str, status: int) -> None:
         # Without this a failed listen (port in use) or startup_max_attempts
         # was silent under twistd, and the process ran on without HTTP.
+        if stopping:
+            return
+        stopping.append(True)
         from twisted.logger import Logger
 
         Logger(namespace="bridge").error("{message}", message=message)
