@@ -26,7 +26,7 @@ venv: $(STAMP)
 
 run: $(STAMP)
 	@echo
-	@echo "Starting the bridge on http://127.0.0.1:8080 with a demo upstream. In another terminal try:"
+	@echo "Starting the bridge with a demo upstream (http://127.0.0.1:8080 unless ARGS says otherwise). In another terminal try:"
 	@echo "  curl -X POST --data-binary 'hello world' http://127.0.0.1:8080/send"
 	@echo "  curl -X POST --data-binary 'PING' http://127.0.0.1:8080/request"
 	@echo "Stop with Ctrl-C."

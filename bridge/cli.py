@@ -92,7 +92,9 @@ def run(config: Config, demo: bool) -> int:
         port = listen_demo(reactor)
         address = f"127.0.0.1:{port.getHost().port}"  # type: ignore[attr-defined]
         log.info("demo upstream listening on {address}", address=address)
-        config = config.with_values(upstream=address)
+        # The demo server answers every line, /send lines too: reserve and
+        # discard those replies so that they never reach a /request caller.
+        config = config.with_values(upstream=address, discard_send_replies=True)
 
     exit_status = [0]
 

@@ -36,6 +36,12 @@ def _text(value: object) -> str:
         return str(value)
     if not isinstance(value, str):
         raise ValueError(f"expected a string, got {value!r}")
+    # Non-UTF-8 bytes in the environment arrive as lone surrogates; they would
+    # fail later (a traceback at startup) where the value is encoded.
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("is not valid UTF-8 text") from None
     return value
 
 
@@ -374,6 +380,10 @@ def _check_relations(config: Config) -> Config:
     ):
         raise ConfigError("listen", f"{config.listen} is not a loopback address and no token is "
                           "set; set a token (BRIDGE_TOKEN) or pass --allow-public")
+    if config.heartbeat_line is not None and ("\r" in config.heartbeat_line
+                                              or "\n" in config.heartbeat_line):
+        # Two lines for one reply slot would put every later reply out of step.
+        raise ConfigError("heartbeat_line", "must not contain CR or LF")
     if config.heartbeat_interval is not None and not config.heartbeat_line:
         raise ConfigError("heartbeat_line", "must not be empty when heartbeat_interval is set")
     return config

@@ -91,6 +91,8 @@ def parse_json(body: bytes, max_line_bytes: int, delimiter: bytes) -> Lines:
         document = json.loads(body.decode("utf-8"))
     except (ValueError, UnicodeDecodeError) as error:
         raise BodyError(400, "invalid_json", f"the body is not valid JSON: {error}") from None
+    except RecursionError:  # e.g. 100000 nested arrays: not a 500
+        raise BodyError(400, "invalid_json", "the body's JSON is nested too deeply") from None
     if not isinstance(document, dict) or "lines" not in document:
         raise BodyError(400, "invalid_lines", 'the JSON body must be an object with "lines"')
     items = document["lines"]

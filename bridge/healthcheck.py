@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from typing import Any, Mapping, Sequence
 
-from bridge.endpoints import AddressError, split_shorthand
+from bridge.endpoints import AddressError, server_description
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 
@@ -22,16 +23,26 @@ def default_url(environ: Mapping[str, str]) -> str:
     if explicit:
         return explicit
     listen = environ.get("BRIDGE_LISTEN", "").strip()
-    try:
-        parts = split_shorthand(listen) if listen else None
-    except AddressError:
-        parts = None
-    if parts is None:
+    if not listen:
         return DEFAULT_URL
-    host, port = parts
+    try:
+        description = server_description(listen)
+    except AddressError:
+        return DEFAULT_URL
+    # tcp:PORT[:interface=HOST], tcp6:..., ssl:PORT:...: the port and interface.
+    kind, _, rest = description.partition(":")
+    if kind not in ("tcp", "tcp6", "ssl"):
+        return DEFAULT_URL  # unix: and others: set BRIDGE_HEALTHCHECK_URL
+    fields = re.split(r"(?<!\\):", rest)
+    port = fields[0]
+    host = "127.0.0.1"
+    for field in fields[1:]:
+        if field.startswith("interface="):
+            host = field[len("interface="):].replace("\\:", ":")
     if host in ("", "0.0.0.0", "::"):
         host = "127.0.0.1"
-    return f"http://{f'[{host}]' if ':' in host else host}:{port}"
+    scheme = "https" if kind == "ssl" else "http"
+    return f"{scheme}://{f'[{host}]' if ':' in host else host}:{port}"
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -70,10 +70,14 @@ class Heartbeat:
             self._schedule(self._interval)
 
     def _unanswered(self, failure: Failure) -> None:
-        if self._protocol.lost:
+        if self._protocol.lost or self._protocol.draining:
+            # Draining: the server may be slow with a backlog; an abort (RST)
+            # would make it drop lines already accepted.  The grace bounds it.
             return
         self._fail(f"no heartbeat reply within {self._timeout:g} s")
 
     def _fail(self, why: str) -> None:
+        if self._protocol.draining:
+            return  # see _unanswered
         self._protocol.counters.heartbeat_failures += 1
         self._protocol.abort(why)

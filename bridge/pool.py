@@ -66,7 +66,7 @@ class UpstreamPool(Service):
         count = len(members)
         if count == 1:
             protocol = members[0].protocol
-            if protocol is None:
+            if protocol is None or protocol.aborted:
                 raise self._unavailable()
             if protocol.paused and protocol.is_congested():
                 raise self._congested()
@@ -78,7 +78,7 @@ class UpstreamPool(Service):
         for offset in range(count):
             index = (self._next + offset) % count
             protocol = members[index].protocol
-            if protocol is None:
+            if protocol is None or protocol.aborted:
                 continue
             if protocol.paused and protocol.is_congested():
                 congested = True

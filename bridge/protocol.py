@@ -180,6 +180,7 @@ class UpstreamProtocol(Protocol):
         self.last_activity = clock.seconds()
         self.connected_at = clock.seconds()
         self.lost = False
+        self.aborted = False  # abort() called; connectionLost may come later
         self.ready = False  # set once the handshake (if any) passed
         self.draining = False
         self.paused = False  # by the transport: its write buffer is full
@@ -278,6 +279,9 @@ class UpstreamProtocol(Protocol):
     def abort(self, why: str) -> None:
         """Close the connection at once (RST), e.g. when out of step."""
         self.log.warn("upstream {member}: closing connection: {why}", member=self.name, why=why)
+        # A TCP transport delivers connectionLost one reactor turn later and
+        # drops whatever is written meanwhile: take no more work from now on.
+        self.aborted = True
         transport = self.transport
         if transport is None:
             return

@@ -228,6 +228,10 @@ class UpstreamMember:
                     f"attempts (startup_max_attempts); last error: {self.last_error}"
                 )
                 return delay
+        if self.state == DRAINING:
+            # A drained connection was closed by the server: no new one while
+            # the other members drain; stopService cancels this retry.
+            return max(delay, 3600.0)
         if self.state not in (STOPPED, DRAINING):
             self.state = WAITING
             self.log.info(
