@@ -264,3 +264,14 @@ class DefaultURLTests(unittest.TestCase):
         self.assertEqual(default_url({"BRIDGE_LISTEN": "unix:/run/b.sock"}),
                          "http://127.0.0.1:8080")
         self.assertEqual(default_url({}), "http://127.0.0.1:8080")
+
+    def test_endpoint_string_listen(self) -> None:
+        from bridge.healthcheck import default_url
+
+        self.assertEqual(default_url({"BRIDGE_LISTEN": "tcp:18482"}), "http://127.0.0.1:18482")
+        self.assertEqual(default_url({"BRIDGE_LISTEN": "tcp:9:interface=127.0.0.2"}),
+                         "http://127.0.0.2:9")
+        self.assertEqual(
+            default_url({"BRIDGE_LISTEN": "ssl:8443:privateKey=k:certKey=c:interface=0.0.0.0"}),
+            "https://127.0.0.1:8443",
+        )
