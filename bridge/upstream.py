@@ -117,7 +117,8 @@ class UpstreamMember:
     # -- AttemptObserver (called by the Connector) ------------------------------
 
     def attempt_started(self) -> None:
-        self.state = CONNECTING
+        if self.state != DRAINING:  # a retry timer set before the drain began
+            self.state = CONNECTING
         self.counters.attempts += 1
         self.attempts_since_success += 1
         self.retry_at = None
@@ -162,6 +163,12 @@ class UpstreamMember:
     def _ready(self, protocol: UpstreamProtocol) -> None:
         protocol.ready = True
         protocol.lost_listeners.append(lambda reason: self._lost(protocol, reason))
+        if self.state == DRAINING:
+            # Connected (or its handshake finished) after the drain began:
+            # nothing was written on it; close it instead of taking work.
+            assert protocol.transport is not None
+            protocol.transport.loseConnection()
+            return
         self.protocol = protocol
         self.state = CONNECTED
         self.connected_since = self._clock.seconds()

@@ -186,3 +186,47 @@ class HeartbeatDuringDrainTests(SynchronousTestCase):
         self.successResultOf(drained)
         self.successResultOf(pool.stopService())
         self.assertEqual(clock.getDelayedCalls(), [])
+
+
+class ConnectedDuringDrainTests(SynchronousTestCase):
+    """A member whose connection (or handshake) completes after the drain began
+    does not come back to life: it is closed and takes no work."""
+
+    def test_connection_completing_during_the_drain_is_closed(self) -> None:
+        from twisted.internet.defer import Deferred as _Deferred
+        from twisted.internet.task import Clock
+        from twisted.internet.testing import StringTransportWithDisconnection
+
+        from bridge.backoff import Backoff
+        from bridge.config import Config
+        from bridge.upstream import DRAINING, UpstreamMember
+
+        clock = Clock()
+        pending: list[tuple[object, _Deferred[object]]] = []
+
+        class Endpoint:
+            def connect(self, factory: object) -> _Deferred[object]:
+                waiting: _Deferred[object] = _Deferred()
+                pending.append((factory, waiting))
+                return waiting
+
+        member = UpstreamMember(
+            "0", Config(), clock, Endpoint(),  # type: ignore[arg-type]
+            lambda kind, name, line: None, Backoff(1, 2, 30, lambda: 0.0),
+        )
+        member.start()
+        self.assertEqual(len(pending), 1)
+        drained = member.drain()
+        self.successResultOf(drained)
+        factory, waiting = pending[0]
+        protocol = factory.buildProtocol(None)  # type: ignore[attr-defined]
+        transport = StringTransportWithDisconnection()
+        transport.protocol = protocol
+        protocol.makeConnection(transport)
+        waiting.callback(protocol)
+        self.assertIsNone(member.protocol)
+        self.assertEqual(member.state, DRAINING)
+        self.assertFalse(transport.connected)
+        stopped = member.stop()
+        self.successResultOf(stopped)
+        self.assertEqual(clock.getDelayedCalls(), [])
