@@ -233,3 +233,14 @@ def split_response(raw: bytes) -> tuple[bytes, dict[bytes, list[bytes]], bytes]:
         name, _, value = line.partition(b":")
         headers.setdefault(name.strip().lower(), []).append(value.strip())
     return status, headers, body
+
+
+def timed_out() -> bytes:
+    """The exact 408 answer to a request not received within request_timeout."""
+    body = json.dumps(
+        {"error": "request_timeout", "message": "the request was not received in time"}
+    ).encode()
+    return (
+        b"HTTP/1.1 408 Request Timeout\r\nContent-Type: application/json\r\n"
+        b"Connection: close\r\nContent-Length: %d\r\n\r\n" % len(body) + body
+    )

@@ -8,19 +8,12 @@ from __future__ import annotations
 
 import json
 
+from tests.fakes_http import timed_out
 from tests.test_gate import Client, Harness, HarnessTestCase, chunked, http_request
 
 TIMEOUT = 10.0
 
 
-def timed_out() -> bytes:
-    body = json.dumps(
-        {"error": "request_timeout", "message": "the request was not received in time"}
-    ).encode()
-    return (
-        b"HTTP/1.1 408 Request Timeout\r\nContent-Type: application/json\r\n"
-        b"Connection: close\r\nContent-Length: %d\r\n\r\n" % len(body) + body
-    )
 
 
 def too_large(message: str) -> bytes:

@@ -15,9 +15,10 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 import unittest
 import urllib.request
+
+from tests.polling import wait_for
 
 REDIS = shutil.which("redis-server")
 REDIS_CLI = shutil.which("redis-cli")
@@ -30,16 +31,6 @@ def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
-
-
-def _wait_for(predicate, what: str, timeout: float = 15.0):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.02)  # polling interval, not synchronisation
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _redis(port: int, *command: str) -> str:
@@ -64,7 +55,7 @@ class DrainIntoRedisTests(unittest.TestCase):
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         self.addCleanup(self._stop, self.redis)
-        _wait_for(lambda: self._redis_up(), "redis-server to answer PING")
+        wait_for(lambda: self._redis_up(), "redis-server to answer PING")
 
     def _redis_up(self) -> bool:
         try:
@@ -95,8 +86,8 @@ class DrainIntoRedisTests(unittest.TestCase):
                         return line.split("listening on ", 1)[1].strip().rstrip("/")
             return None
 
-        base = _wait_for(listening, "the bridge to listen")
-        _wait_for(lambda: self._ready(base), "the bridge to connect to redis")
+        base = wait_for(listening, "the bridge to listen")
+        wait_for(lambda: self._ready(base), "the bridge to connect to redis")
 
         accepted = 0
         for number in range(REQUESTS):

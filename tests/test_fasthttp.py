@@ -31,6 +31,7 @@ from tests.fakes_fasthttp import (
     served_by_twisted_web,
     split_answers,
 )
+from tests.fakes_http import timed_out
 
 SENT_1 = json_answer(b"202 Accepted", {"sent": 1})
 HEALTHY = json_answer(b"200 OK", {"status": "ok"})
@@ -687,14 +688,6 @@ class BodyLimitTests(FastLaneTestCase):
 TIMEOUT = 10.0
 
 
-def timed_out() -> bytes:
-    body = json.dumps(
-        {"error": "request_timeout", "message": "the request was not received in time"}
-    ).encode()
-    return (
-        b"HTTP/1.1 408 Request Timeout\r\nContent-Type: application/json\r\n"
-        b"Connection: close\r\nContent-Length: %d\r\n\r\n" % len(body) + body
-    )
 
 
 class DeadlineTests(FastLaneTestCase):

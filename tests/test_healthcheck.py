@@ -18,25 +18,11 @@ import sys
 import threading
 import time
 import unittest
-from collections.abc import Callable
-from typing import ClassVar, TypeVar
-
-T = TypeVar("T")
+from typing import ClassVar
 
 # Probes start a Python process each (about a second); keep the deadlines generous
 # for a loaded 2-core CI machine.
-DEADLINE = 30.0
-
-
-def wait_for(predicate: Callable[[], T | None], what: str, timeout: float = DEADLINE) -> T:
-    """Poll ``predicate`` until it returns something true, or fail after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.02)  # polling interval, not synchronisation
-    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+from tests.polling import DEADLINE, wait_for
 
 
 def clean_environment() -> dict[str, str]:
