@@ -1,5 +1,5 @@
 """Allow ``python -m bridge``."""
 
-from bridge.cli import main
+from bridge.app.cli import main
 
 raise SystemExit(main())

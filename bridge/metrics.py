@@ -21,9 +21,9 @@ try:
 except ImportError:  # prometheus_client < 0.22, where CONTENT_TYPE_LATEST is 0.0.4
     from prometheus_client.exposition import CONTENT_TYPE_LATEST as CONTENT_TYPE
 
-from bridge.events import EventHub
-from bridge.lifecycle import Lifecycle
-from bridge.pool import UpstreamPool
+from bridge.app.lifecycle import Lifecycle
+from bridge.http.events import EventHub
+from bridge.upstream.pool import UpstreamPool
 
 ROUTES = frozenset({"/send", "/request", "/healthz", "/readyz", "/status", "/events",
                     "/metrics"})

@@ -9,7 +9,7 @@ import sys
 from twisted.application.service import Application
 from twisted.logger import ILogObserver
 
-from bridge.cli import service_from_environment
+from bridge.app.cli import service_from_environment
 from bridge.logs import make_observer
 
 service = service_from_environment()

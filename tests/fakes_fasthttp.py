@@ -23,8 +23,8 @@ from twisted.internet.testing import (
 from twisted.python.failure import Failure
 from twisted.web.http import datetimeToString
 
+from bridge.app.service import BridgeService
 from bridge.config import Config
-from bridge.service import BridgeService
 
 CLIENT = IPv4Address("TCP", "10.1.2.3", 40000)
 UPSTREAM = IPv4Address("TCP", "127.0.0.1", 7000)

@@ -22,13 +22,13 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.iweb import IResponse
 from zope.interface import implementer
 
-from bridge.api import BridgeAPI
 from bridge.config import Config
-from bridge.events import EventHub
-from bridge.gate import make_root
-from bridge.pool import UpstreamPool
-from bridge.upstream import UpstreamMember
-from bridge.web import BridgeSite
+from bridge.http.api import BridgeAPI
+from bridge.http.events import EventHub
+from bridge.http.gate import make_root
+from bridge.http.web import BridgeSite
+from bridge.upstream.member import UpstreamMember
+from bridge.upstream.pool import UpstreamPool
 
 UPSTREAM_ADDRESS = IPv4Address("TCP", "127.0.0.1", 7000)
 CLIENT_ADDRESS = IPv4Address("TCP", "10.1.2.3", 40000)

@@ -19,11 +19,11 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransportWithDisconnection
 from zope.interface import implementer
 
-from bridge.backoff import Backoff
 from bridge.config import Config
-from bridge.pool import UpstreamPool
-from bridge.protocol import Counters, UpstreamProtocol
-from bridge.upstream import UpstreamMember
+from bridge.upstream.backoff import Backoff
+from bridge.upstream.member import UpstreamMember
+from bridge.upstream.pool import UpstreamPool
+from bridge.upstream.protocol import Counters, UpstreamProtocol
 
 UPSTREAM = IPv4Address("TCP", "127.0.0.1", 65432)
 

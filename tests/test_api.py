@@ -11,7 +11,7 @@ from twisted.internet.testing import StringTransportWithDisconnection
 from twisted.web.iweb import IResponse
 
 from bridge import __version__
-from bridge.framing import parse_body
+from bridge.http.body import parse_body
 from tests.fakes_http import Answer, Bridge, BridgeTestCase
 
 NOT_CONNECTED = {

@@ -1,10 +1,10 @@
-"""Reconnect delays (bridge.backoff)."""
+"""Reconnect delays (bridge.upstream.backoff)."""
 
 from __future__ import annotations
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from bridge.backoff import JITTER_FRACTION, Backoff
+from bridge.upstream.backoff import JITTER_FRACTION, Backoff
 
 
 class BackoffTests(SynchronousTestCase):

@@ -1,4 +1,4 @@
-"""The command line's configuration path, in-process (bridge.cli).
+"""The command line's configuration path, in-process (bridge.app.cli).
 
 Only paths that stop before the reactor starts: config errors, --help,
 --version and parse_config.
@@ -15,7 +15,7 @@ import tempfile
 from twisted.trial.unittest import SynchronousTestCase
 
 from bridge import __version__
-from bridge.cli import EXIT_CONFIG, main, parse_config
+from bridge.app.cli import EXIT_CONFIG, main, parse_config
 from bridge.config import SETTINGS, Config, Setting
 
 

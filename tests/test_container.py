@@ -3,7 +3,7 @@ with the bridge itself; and the image works (`make container-test`, when a
 Docker daemon is reachable; BRIDGE_CONTAINER_TEST=0 skips it).
 
 Checked against the code, not against copies of it: the settings table
-(:data:`bridge.config.SETTINGS`), the routes of :class:`bridge.api.BridgeAPI`
+(:data:`bridge.config.SETTINGS`), the routes of :class:`bridge.http.api.BridgeAPI`
 and ``bridge healthcheck``'s default URL.
 """
 
@@ -24,9 +24,9 @@ from urllib.parse import urlsplit
 import kubernetes_validate
 import yaml
 
-from bridge import healthcheck
-from bridge.api import BridgeAPI
+from bridge.app import healthcheck
 from bridge.config import SETTINGS, SETTINGS_BY_NAME, Config, ConfigError, load
+from bridge.http.api import BridgeAPI
 
 REPO = Path(__file__).resolve().parent.parent
 KUBERNETES = REPO / "config" / "kubernetes"

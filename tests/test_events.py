@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from twisted.internet.testing import StringTransportWithDisconnection
 
-from bridge.events import KEEPALIVE, format_event
+from bridge.http.events import KEEPALIVE, format_event
 from tests.fakes_http import CLIENT_ADDRESS, Bridge, BridgeTestCase, dechunk, split_response
 
 CONNECTED = b": connected\n\n"

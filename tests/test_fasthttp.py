@@ -1,4 +1,4 @@
-"""The HTTP fast lane (bridge.fasthttp) on the bridge's real BridgeSite.
+"""The HTTP fast lane (bridge.http.fasthttp) on the bridge's real BridgeSite.
 
 Raw HTTP bytes go into ``site.buildProtocol(...)`` over a StringTransport;
 the whole bridge (Gate, API, Lifecycle, Metrics, pool, line protocol) runs
@@ -18,8 +18,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
-from bridge.fasthttp import FastChannel
-from bridge.web import DeadlineChannel, too_large_response
+from bridge.http.fasthttp import FastChannel
+from bridge.http.web import DeadlineChannel, too_large_response
 from tests.fakes_fasthttp import (
     DATE,
     Client,

@@ -29,8 +29,8 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
+from bridge.app.service import BridgeService
 from bridge.config import Config, ConfigError, load
-from bridge.service import BridgeService
 
 UPSTREAM_HOST = "127.0.0.1"
 UPSTREAM_PORT = 7000

@@ -10,8 +10,8 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from bridge.config import Config
 from bridge.errors import NotConnectedError
-from bridge.handshake import Handshake, HandshakeError, mask
-from bridge.upstream import CONNECTED, CONNECTING, STOPPED, WAITING, UpstreamMember
+from bridge.upstream.handshake import Handshake, HandshakeError, mask
+from bridge.upstream.member import CONNECTED, CONNECTING, STOPPED, WAITING, UpstreamMember
 from tests.fakes_upstream import (
     REFUSE,
     FakeEndpoint,

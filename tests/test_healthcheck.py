@@ -235,7 +235,7 @@ class DefaultURLTests(unittest.TestCase):
     """Without --url the probe finds the bridge the way the bridge was told to listen."""
 
     def test_explicit_variable_wins(self) -> None:
-        from bridge.healthcheck import default_url
+        from bridge.app.healthcheck import default_url
 
         self.assertEqual(
             default_url({"BRIDGE_HEALTHCHECK_URL": "http://h:1", "BRIDGE_LISTEN": "0.0.0.0:9"}),
@@ -243,7 +243,7 @@ class DefaultURLTests(unittest.TestCase):
         )
 
     def test_listen_port_on_loopback(self) -> None:
-        from bridge.healthcheck import default_url
+        from bridge.app.healthcheck import default_url
 
         self.assertEqual(default_url({"BRIDGE_LISTEN": "0.0.0.0:9000"}), "http://127.0.0.1:9000")
         self.assertEqual(default_url({"BRIDGE_LISTEN": "[::1]:81"}), "http://[::1]:81")
@@ -252,7 +252,7 @@ class DefaultURLTests(unittest.TestCase):
         self.assertEqual(default_url({}), "http://127.0.0.1:8080")
 
     def test_endpoint_string_listen(self) -> None:
-        from bridge.healthcheck import default_url
+        from bridge.app.healthcheck import default_url
 
         self.assertEqual(default_url({"BRIDGE_LISTEN": "tcp:18482"}), "http://127.0.0.1:18482")
         self.assertEqual(default_url({"BRIDGE_LISTEN": "tcp:9:interface=127.0.0.2"}),

@@ -7,7 +7,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from bridge.config import Config
 from bridge.errors import UpstreamLostError
-from bridge.upstream import CONNECTED, STOPPED, WAITING, UpstreamMember
+from bridge.upstream.member import CONNECTED, STOPPED, WAITING, UpstreamMember
 from tests.fakes_upstream import CLOSED_MESSAGE, FakeEndpoint, LineLog, make_member
 
 CONFIG = Config().with_values(

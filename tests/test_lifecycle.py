@@ -8,7 +8,7 @@ from twisted.internet.task import Clock
 from twisted.logger import LogLevel, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 
-from bridge.lifecycle import DRAINING, REFUSING, RUNNING, Lifecycle
+from bridge.app.lifecycle import DRAINING, REFUSING, RUNNING, Lifecycle
 from tests.test_gate import Harness, HarnessTestCase, Response, chunked
 
 SHUTTING_DOWN = {

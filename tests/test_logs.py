@@ -117,7 +117,7 @@ class JSONTests(SynchronousTestCase):
             event(LogLevel.info, "Starting factory", "twisted.internet.protocol"),
             event(LogLevel.info, "connecting", "twisted.application._client_service"),
             event(LogLevel.warn, "trouble", "twisted.internet.protocol"),
-            event(LogLevel.info, "ours", "bridge.upstream"),
+            event(LogLevel.info, "ours", "bridge.upstream.member"),
         ]
         self.assertEqual([line["event"] for line in self.write(events, "info")],
                          ["trouble", "ours"])

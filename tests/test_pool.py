@@ -7,8 +7,8 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from bridge.config import Config
 from bridge.errors import BusyError, NotConnectedError, ReplyTimeoutError, UpstreamLostError
-from bridge.framing import Lines
-from bridge.pool import UpstreamPool
+from bridge.http.body import Lines
+from bridge.upstream.pool import UpstreamPool
 from tests.fakes_upstream import (
     CONNECT,
     REFUSE,

@@ -13,7 +13,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from bridge.errors import ReplyTimeoutError, UpstreamLostError
-from bridge.protocol import ReplySlot
+from bridge.upstream.protocol import ReplySlot
 from tests.fakes_upstream import CLOSED_MESSAGE, connected_protocol
 
 LOST_MESSAGE = (

@@ -12,8 +12,8 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from bridge.config import Config, ConfigError, load
 from bridge.errors import BodyError, NotConnectedError
-from bridge.framing import Lines, parse_body
-from bridge.pool import UpstreamPool
+from bridge.http.body import Lines, parse_body
+from bridge.upstream.pool import UpstreamPool
 from tests.fakes_fasthttp import Side, http
 from tests.fakes_upstream import (
     UPSTREAM,
@@ -197,9 +197,9 @@ class ConnectedDuringDrainTests(SynchronousTestCase):
         from twisted.internet.task import Clock
         from twisted.internet.testing import StringTransportWithDisconnection
 
-        from bridge.backoff import Backoff
         from bridge.config import Config
-        from bridge.upstream import DRAINING, UpstreamMember
+        from bridge.upstream.backoff import Backoff
+        from bridge.upstream.member import DRAINING, UpstreamMember
 
         clock = Clock()
         pending: list[tuple[object, _Deferred[object]]] = []

@@ -8,8 +8,8 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from bridge.config import Config
 from bridge.errors import NotConnectedError, UpstreamLostError
-from bridge.framing import Lines
-from bridge.upstream import CONNECTED, CONNECTING, STOPPED, WAITING, UpstreamMember
+from bridge.http.body import Lines
+from bridge.upstream.member import CONNECTED, CONNECTING, STOPPED, WAITING, UpstreamMember
 from tests.fakes_upstream import (
     CLOSED_MESSAGE,
     HANG,

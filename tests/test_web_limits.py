@@ -1,4 +1,4 @@
-"""bridge.web: body limits and the access log, on a real BridgeSite HTTP
+"""bridge.http.web: body limits and the access log, on a real BridgeSite HTTP
 channel fed raw bytes over a StringTransport (whose loseConnection, like a
 real socket's, only starts closing)."""
 
@@ -11,9 +11,9 @@ from typing import Any
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import formatEvent, globalLogPublisher
 
+from bridge.app.service import BridgeService
 from bridge.config import Config
-from bridge.service import BridgeService
-from bridge.web import BridgeSite
+from bridge.http.web import BridgeSite
 from tests.fakes_http import CLIENT_ADDRESS, Bridge, BridgeTestCase, split_response
 
 
@@ -173,7 +173,7 @@ class BodyLimitTests(WebTestCase):
         warnings: list[str] = []
 
         def observe(event: dict[str, Any]) -> None:
-            if event.get("log_namespace") == "bridge.web":
+            if event.get("log_namespace") == "bridge.http.web":
                 warnings.append(formatEvent(event))
 
         globalLogPublisher.addObserver(observe)

@@ -16,14 +16,14 @@ from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from bridge.backoff import Backoff
 from bridge.config import Config
-from bridge.connector import Connector
 from bridge.errors import NotConnectedError
-from bridge.framing import Lines
-from bridge.handshake import Handshake, HandshakeError
-from bridge.heartbeat import Heartbeat
-from bridge.protocol import Counters, UpstreamProtocol
+from bridge.upstream.backoff import Backoff
+from bridge.upstream.connector import Connector
+from bridge.upstream.handshake import Handshake, HandshakeError
+from bridge.upstream.heartbeat import Heartbeat
+from bridge.upstream.lines import Lines
+from bridge.upstream.protocol import Counters, UpstreamProtocol
 
 CONNECTING = "connecting"
 CONNECTED = "connected"

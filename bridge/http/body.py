@@ -7,25 +7,14 @@ or rejected with a :class:`BodyError` and nothing of it is sent.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 
 from bridge.errors import BodyError
+from bridge.upstream.lines import Lines
 
 _LF = b"\n"
 _CR = b"\r"
 _CRLF = b"\r\n"
 
-
-@dataclass(frozen=True)
-class Lines:
-    """Validated lines of one request, plus the exact bytes to write."""
-
-    count: int
-    payload: bytes  # the lines, each followed by the delimiter
-
-    @property
-    def size(self) -> int:
-        return len(self.payload)
 
 
 def is_json(content_type: bytes | None) -> bool:
@@ -123,8 +112,3 @@ def parse_body(
     if is_json(content_type):
         return parse_json(body, max_line_bytes, delimiter)
     return parse_text(body, max_line_bytes, delimiter)
-
-
-def split_lines(payload: bytes, delimiter: bytes) -> list[bytes]:
-    """Inverse of the payload framing: the lines without delimiters."""
-    return payload.split(delimiter)[:-1]

@@ -75,8 +75,8 @@ def run(config: Config, demo: bool) -> int:
     from twisted.internet import reactor as _reactor
     from twisted.logger import globalLogBeginner
 
+    from bridge.app.service import BridgeService
     from bridge.logs import make_observer
-    from bridge.service import BridgeService
 
     reactor: Any = _reactor
     globalLogBeginner.beginLoggingTo(
@@ -87,7 +87,7 @@ def run(config: Config, demo: bool) -> int:
 
     log = Logger(namespace="bridge")
     if demo:
-        from bridge.demo import listen_demo
+        from bridge.app.demo import listen_demo
 
         port = listen_demo(reactor)
         address = f"127.0.0.1:{port.getHost().port}"  # type: ignore[attr-defined]
@@ -123,7 +123,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     args = list(sys.argv[1:] if argv is None else argv)
     env = os.environ if environ is None else environ
     if args[:1] == ["healthcheck"]:
-        from bridge.healthcheck import main as healthcheck
+        from bridge.app.healthcheck import main as healthcheck
 
         return healthcheck(args[1:])
     try:
@@ -137,7 +137,7 @@ def service_from_environment(environ: Mapping[str, str] | None = None) -> Any:
     """The service tree configured from BRIDGE_* and BRIDGE_CONFIG (for .tac files)."""
     from twisted.internet import reactor
 
-    from bridge.service import BridgeService
+    from bridge.app.service import BridgeService
 
     env = os.environ if environ is None else environ
     try:

@@ -13,7 +13,7 @@ from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 
 from bridge.errors import BridgeError
-from bridge.protocol import UpstreamProtocol
+from bridge.upstream.protocol import UpstreamProtocol
 
 
 class HandshakeError(Exception):

@@ -31,7 +31,7 @@ from twisted.internet.interfaces import (
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from bridge.protocol import UpstreamProtocol
+from bridge.upstream.protocol import UpstreamProtocol
 
 
 class AttemptObserver(TypingProtocol):

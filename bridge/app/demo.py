@@ -15,7 +15,7 @@ from twisted.logger import Logger
 
 
 class DemoLineServer(Protocol):
-    log = Logger(namespace="bridge.demo")
+    log = Logger(namespace="bridge.app.demo")
 
     def __init__(self) -> None:
         self._buffer = b""

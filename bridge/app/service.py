@@ -11,15 +11,15 @@ from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from bridge.api import BridgeAPI
+from bridge.app.lifecycle import Lifecycle
 from bridge.config import Config
 from bridge.endpoints import client_endpoint, server_description, server_endpoint
-from bridge.events import EventHub
-from bridge.gate import make_root
-from bridge.lifecycle import Lifecycle
+from bridge.http.api import BridgeAPI
+from bridge.http.events import EventHub
+from bridge.http.gate import make_root
+from bridge.http.web import BridgeSite
 from bridge.metrics import Metrics
-from bridge.pool import UpstreamPool
-from bridge.web import BridgeSite
+from bridge.upstream.pool import UpstreamPool
 
 
 class ListenError(Exception):
@@ -138,7 +138,7 @@ class BridgeService(MultiService):
         self.metrics.request_done(request.path, code, duration)
 
     def stopService(self) -> Deferred[None]:
-        """Drain (see bridge.lifecycle), then stop the children."""
+        """Drain (see bridge.app.lifecycle), then stop the children."""
         drained = self.lifecycle.shutdown()
 
         def drain_upstream(_: object) -> Deferred[None]:

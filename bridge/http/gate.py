@@ -26,10 +26,10 @@ from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import NOT_DONE_YET
 
-from bridge.api import BridgeAPI
+from bridge.app.lifecycle import Lifecycle
 from bridge.errors import BridgeError, BusyError, ShuttingDownError
-from bridge.lifecycle import Lifecycle
-from bridge.web import error_body
+from bridge.http.api import BridgeAPI
+from bridge.http.web import error_body
 
 OPEN_PATHS = frozenset({b"/healthz", b"/readyz"})
 WORK_PATHS = frozenset({b"/send", b"/request"})

@@ -21,6 +21,7 @@ from twisted.web.iweb import IRequest
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 
 from bridge import __version__
+from bridge.app.lifecycle import Lifecycle
 from bridge.config import Config
 from bridge.errors import (
     BodyError,
@@ -29,11 +30,10 @@ from bridge.errors import (
     UpstreamLostError,
     UpstreamReplyError,
 )
-from bridge.events import EventHub
-from bridge.framing import Lines, parse_body
-from bridge.lifecycle import Lifecycle
+from bridge.http.body import Lines, parse_body
+from bridge.http.events import EventHub
 from bridge.metrics import Metrics
-from bridge.pool import UpstreamPool
+from bridge.upstream.pool import UpstreamPool
 
 JSON = b"application/json"
 

@@ -13,12 +13,12 @@ from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
 
-from bridge.backoff import Backoff
 from bridge.config import Config
 from bridge.errors import BusyError, NotConnectedError
-from bridge.framing import Lines
-from bridge.protocol import Counters, UpstreamProtocol
-from bridge.upstream import CONNECTED, MemberListener, UpstreamMember
+from bridge.upstream.backoff import Backoff
+from bridge.upstream.lines import Lines
+from bridge.upstream.member import CONNECTED, MemberListener, UpstreamMember
+from bridge.upstream.protocol import Counters, UpstreamProtocol
 
 
 class UpstreamPool(Service):

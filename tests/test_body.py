@@ -1,4 +1,4 @@
-"""The body rules of POST /send and POST /request (bridge.framing)."""
+"""The body rules of POST /send and POST /request (bridge.http.body)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
 from bridge.errors import BodyError
-from bridge.framing import Lines, is_json, parse_body, parse_json, parse_text, split_lines
+from bridge.http.body import is_json, parse_body, parse_json, parse_text
+from bridge.upstream.lines import Lines, split_lines
 
 CRLF = b"\r\n"
 LF = b"\n"

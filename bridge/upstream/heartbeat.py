@@ -8,7 +8,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from bridge.protocol import UpstreamProtocol
+from bridge.upstream.protocol import UpstreamProtocol
 
 
 class Heartbeat:

@@ -13,7 +13,7 @@ twisted.web, unchanged:
   connection for good: the bytes not yet parsed are handed to a real
   ``HTTPChannel``, which handles, or rejects, every corner of HTTP;
 * the routes, the token check, admission and shutdown are the same code
-  (:class:`bridge.gate.Gate` and the API's handlers) through a small request
+  (:class:`bridge.http.gate.Gate` and the API's handlers) through a small request
   object that offers the part of ``IRequest`` they use.
 """
 
@@ -30,12 +30,12 @@ from twisted.python.failure import Failure
 from twisted.web.http import RESPONSES, parse_qs
 from twisted.web.server import NOT_DONE_YET
 
-from bridge.web import TIMEOUT_MESSAGE, closing_response, error_body, too_large_response
+from bridge.http.web import TIMEOUT_MESSAGE, closing_response, error_body, too_large_response
 
 if TYPE_CHECKING:
-    from bridge.web import BridgeSite
+    from bridge.http.web import BridgeSite
 
-LOG = Logger(namespace="bridge.fasthttp")
+LOG = Logger(namespace="bridge.http.fasthttp")
 HOT = frozenset({(b"POST", b"/send"), (b"POST", b"/request"), (b"GET", b"/healthz"),
                  (b"GET", b"/readyz")})
 MAX_HEAD = 16384  # twisted.web's totalHeadersSize
@@ -357,7 +357,7 @@ class FastChannel(Protocol):
         self.site.count_request(request, 413)
         self.transport.loseConnection()
 
-    # -- request deadline (see bridge.web.DeadlineChannel) -----------------------------
+    # -- request deadline (see bridge.http.web.DeadlineChannel) -----------------------------
 
     def _stop_deadline(self) -> None:
         if self._deadline is not None and self._deadline.active():

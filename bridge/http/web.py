@@ -23,9 +23,9 @@ from twisted.web.server import Request, Site
 PROBE_PATHS = frozenset({b"/healthz", b"/readyz", b"/metrics"})
 
 # Module level on purpose: a Logger reached through a class or an instance is
-# rebound (Logger.__get__) to the namespace "bridge.web.BridgeSite".
+# rebound (Logger.__get__) to the namespace "bridge.http.web.BridgeSite".
 ACCESS_LOG = Logger(namespace="bridge.access")
-LOG = Logger(namespace="bridge.web")
+LOG = Logger(namespace="bridge.http.web")
 
 
 def error_body(code: str, message: str) -> bytes:
@@ -164,7 +164,7 @@ class DeadlineChannel(HTTPChannel):
 
     def waiting_since(self, since: float) -> None:
         """The request began before this channel took the connection over
-        (bridge.fasthttp hands it on): its deadline does not start again."""
+        (bridge.http.fasthttp hands it on): its deadline does not start again."""
         self._waiting_since = since
         if self._deadline is not None and self._deadline.active():
             self._deadline.reset(max(0.0, since + self._timeout() - self._now()))
@@ -232,10 +232,10 @@ class BridgeSite(Site):
         self.noisy = False
 
     def buildProtocol(self, addr: IAddress | None) -> Any:
-        """The fast lane for the hot routes (bridge.fasthttp), which hands
+        """The fast lane for the hot routes (bridge.http.fasthttp), which hands
         anything else to a twisted.web channel."""
         if self.fast_lane:
-            from bridge.fasthttp import FastChannel
+            from bridge.http.fasthttp import FastChannel
 
             return FastChannel(self, addr)
         return self.web_channel(addr)

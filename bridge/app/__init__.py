@@ -1,0 +1,1 @@
+"""The application: service tree, lifecycle, command line, healthcheck, demo upstream."""

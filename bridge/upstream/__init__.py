@@ -1,0 +1,1 @@
+"""The upstream side: line protocol, reply framing, members, pool.  Never imports HTTP code."""
