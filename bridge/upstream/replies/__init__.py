@@ -1,0 +1,1 @@
+"""Reply framings: one decoder and one planner per upstream protocol (see frames)."""
