@@ -238,11 +238,39 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("reply_error_pattern", None, regex,
             "regex; a reply matching it turns POST /request into 502 upstream_error "
             "(e.g. ^-ERR)", "REGEX"),
+    Setting("reply_framing", "line",
+            choice("line", "resp", "memcached", "status", "terminator"),
+            "how the upstream frames its replies: line (one line per line sent), resp "
+            "(Redis), memcached (text protocol), status (SMTP/FTP numbered replies) or "
+            "terminator (until a line matching reply_terminator)",
+            "FRAMING"),
+    Setting("reply_terminator", None, regex,
+            "regex ending each reply with reply_framing terminator (e.g. '^(OK|ERR .*)$')",
+            "REGEX"),
+    Setting("max_reply_bytes", 16 * MiB, positive_int,
+            "largest reply accepted from the upstream; a larger one closes the connection",
+            "BYTES"),
+    Setting("fence_line", None, optional_text,
+            "line written after every request that awaits replies, to verify alignment; "
+            "{nonce} in it is replaced by a fresh token (e.g. 'ECHO {nonce}')", "LINE"),
+    Setting("fence_expect", None, regex,
+            "regex the fence's reply matches, may contain {nonce} (e.g. '^{nonce}$')",
+            "REGEX"),
+    Setting("send_replies", None, choice("none", "discard", "check"),
+            "what the upstream answers to POST /send lines: none, discard (consume them) or "
+            "check (consume them, count and publish error replies); default check for resp, "
+            "memcached and status, none otherwise", "none|discard|check"),
+    Setting("greeting_expect", None, regex,
+            "regex the greeting must match: the upstream speaks first on every connection "
+            "(SMTP, FTP, POP3) and the connection is ready only after it", "REGEX"),
+    Setting("events_subscribe", (), line_list,
+            "lines sent on an extra connection after every connect (e.g. 'SUBSCRIBE news'); "
+            "everything it receives is published on GET /events (repeat the flag)",
+            "LINE", "append"),
     Setting("max_pending", 1000, positive_int,
             "requests awaiting replies per connection before 429 too_many_pending", "N"),
     Setting("discard_send_replies", False, boolean,
-            "the upstream answers every line: reserve and discard the replies of "
-            "POST /send lines so they never reach a /request caller", "BOOL", "switch"),
+            "the same as send_replies discard (kept for compatibility)", "BOOL", "switch"),
     Setting("pool_size", 1, positive_int, "connections kept to the upstream", "N"),
     Setting("min_ready", 1, positive_int, "connected members needed for /readyz to pass", "N"),
     Setting("handshake", (), line_list,
@@ -315,6 +343,14 @@ class Config:
     max_reply_timeout: float = 60.0
     stale_reply_timeout: float | None = None
     reply_error_pattern: str | None = None
+    reply_framing: str = "line"
+    reply_terminator: str | None = None
+    max_reply_bytes: int = 16 * MiB
+    fence_line: str | None = None
+    fence_expect: str | None = None
+    send_replies: str | None = None
+    greeting_expect: str | None = None
+    events_subscribe: tuple[str, ...] = ()
     max_pending: int = 1000
     discard_send_replies: bool = False
     pool_size: int = 1
@@ -354,6 +390,15 @@ class Config:
             return self.stale_reply_timeout
         return 3 * self.reply_timeout
 
+    @property
+    def send_replies_mode(self) -> str:
+        """send_replies, with its per-framing default resolved."""
+        if self.send_replies is not None:
+            return self.send_replies
+        if self.discard_send_replies:
+            return "discard"
+        return "check" if self.reply_framing in ("resp", "memcached", "status") else "none"
+
     def with_values(self, **values: Any) -> Config:
         """A copy with some values replaced and checked again (for tests, --demo)."""
         return _check_relations(replace(self, **values))
@@ -384,6 +429,25 @@ def _check_relations(config: Config) -> Config:
                                               or "\n" in config.heartbeat_line):
         # Two lines for one reply slot would put every later reply out of step.
         raise ConfigError("heartbeat_line", "must not contain CR or LF")
+    if config.reply_framing == "terminator" and config.reply_terminator is None:
+        raise ConfigError("reply_terminator", "must be set when reply_framing is terminator")
+    if (config.fence_line is None) != (config.fence_expect is None):
+        missing = "fence_expect" if config.fence_expect is None else "fence_line"
+        raise ConfigError(missing, "fence_line and fence_expect must be set together")
+    if config.fence_line is not None and ("\r" in config.fence_line
+                                          or "\n" in config.fence_line):
+        raise ConfigError("fence_line", "must not contain CR or LF")
+    if config.fence_expect is not None:
+        try:
+            re.compile(config.fence_expect.replace("{nonce}", "(?P<nonce>[0-9a-f]+)")
+                       .encode("utf-8"))
+        except re.error as error:
+            raise ConfigError("fence_expect", f"is not a valid regular expression: {error}"
+                              ) from None
+    if (config.discard_send_replies and config.send_replies is not None
+            and config.send_replies != "discard"):
+        raise ConfigError("discard_send_replies", f"contradicts send_replies = "
+                          f"{config.send_replies}; set only send_replies")
     if config.heartbeat_interval is not None and not config.heartbeat_line:
         raise ConfigError("heartbeat_line", "must not be empty when heartbeat_interval is set")
     return config

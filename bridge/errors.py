@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Any, Sequence
 
 
 class BridgeError(Exception):
@@ -79,12 +79,13 @@ class BusyError(BridgeError):
 
 
 class UpstreamLostError(BridgeError):
-    """The connection closed while replies were awaited."""
+    """The connection closed while replies were awaited.  ``replies`` holds
+    the reply frames that had arrived (as do the two errors below)."""
 
     status = 502
     code = "upstream_lost"
 
-    def __init__(self, message: str, replies: Sequence[bytes] = ()) -> None:
+    def __init__(self, message: str, replies: Sequence[Any] = ()) -> None:
         super().__init__(message)
         self.replies = list(replies)
 
@@ -95,7 +96,7 @@ class ReplyTimeoutError(BridgeError):
     status = 504
     code = "reply_timeout"
 
-    def __init__(self, message: str, replies: Sequence[bytes] = ()) -> None:
+    def __init__(self, message: str, replies: Sequence[Any] = ()) -> None:
         super().__init__(message)
         self.replies = list(replies)
 
@@ -106,7 +107,7 @@ class UpstreamReplyError(BridgeError):
     status = 502
     code = "upstream_error"
 
-    def __init__(self, message: str, replies: Sequence[bytes]) -> None:
+    def __init__(self, message: str, replies: Sequence[Any]) -> None:
         super().__init__(message)
         self.replies = list(replies)
 

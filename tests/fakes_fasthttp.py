@@ -104,12 +104,8 @@ class Side:
         self.upstream.protocol.dataReceived(data)
 
     def awaited(self) -> int:
-        """Reply lines the upstream connections still wait for (abandoned ones too)."""
-        return sum(
-            member.protocol.pending_lines
-            for member in self.service.pool.members
-            if member.protocol is not None
-        )
+        """Requests the upstream connections still await replies for (abandoned ones too)."""
+        return self.service.pool.pending()
 
     def client(self) -> Client:
         client = Client(self.site)

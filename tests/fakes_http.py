@@ -97,7 +97,7 @@ class Bridge:
             self.clock, self.config.max_event_backlog, self.config.event_heartbeat
         )
         self.pool = UpstreamPool(
-            self.config, self.clock, self.endpoint, self.events.publish, jitter=lambda: 0.0
+            self.config, self.clock, self.endpoint, self.events.publish_frame, jitter=lambda: 0.0
         )
         self.http_counts = {"requests": 0}
         self.api = BridgeAPI(self.config, self.pool, self.events, self.clock, self.http_counts)

@@ -8,8 +8,9 @@ the socket is replaced and time is an injected ``Clock``.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable, Sequence
 
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, fail, succeed
@@ -21,9 +22,12 @@ from zope.interface import implementer
 
 from bridge.config import Config
 from bridge.upstream.backoff import Backoff
+from bridge.upstream.fence import Fence
 from bridge.upstream.member import UpstreamMember
 from bridge.upstream.pool import UpstreamPool
 from bridge.upstream.protocol import Counters, UpstreamProtocol
+from bridge.upstream.replies.frames import Frame, Framing
+from bridge.upstream.slots import REQUEST
 
 UPSTREAM = IPv4Address("TCP", "127.0.0.1", 65432)
 
@@ -127,12 +131,31 @@ class FakeEndpoint:
 
 @dataclass
 class LineLog:
-    """An ``on_line`` listener that keeps what it is told."""
+    """An ``on_frame`` listener that keeps what it is told: each Frame as its
+    text, and without a trailing ``None`` line number, so that events read
+    ``("unsolicited", b"hello")`` or ``("send_error", b"-ERR x", 2)``."""
 
     events: list[tuple[Any, ...]] = field(default_factory=list)
 
     def __call__(self, *event: Any) -> None:
-        self.events.append(event)
+        items = [item.text if isinstance(item, Frame) else item for item in event]
+        if items and items[-1] is None:
+            items.pop()
+        self.events.append(tuple(items))
+
+
+def texts(frames: Sequence[Frame]) -> list[bytes]:
+    """The text of each frame (for line framing: the line)."""
+    return [frame.text for frame in frames]
+
+
+def send_request(
+    protocol: UpstreamProtocol, payload: bytes, count: int, timeout: float
+) -> Deferred[list[bytes]]:
+    """Write ``count`` lines awaiting one reply each; fires with the reply texts."""
+    replies = protocol.submit(payload, count, mode=REQUEST, expected=count, timeout=timeout)
+    assert replies is not None
+    return replies.addCallback(texts)
 
 
 def backoff_for(config: Config) -> Backoff:
@@ -153,13 +176,21 @@ def make_member(
     return member, endpoint, clock, log
 
 
+def counting_nonces(prefix: str = "n") -> Callable[[], str]:
+    """Fence nonces n1, n2, ... so that tests know the bytes on the wire."""
+    numbers = itertools.count(1)
+    return lambda: f"{prefix}{next(numbers)}"
+
+
 def make_pool(
     config: Config, endpoint: FakeEndpoint, clock: Clock | None = None
 ) -> tuple[UpstreamPool, Clock, LineLog]:
-    """A pool (not started) over a fake endpoint, without jitter."""
+    """A pool (not started) over a fake endpoint, without jitter, with
+    counting fence nonces."""
     clock = clock if clock is not None else Clock()
     log = LineLog()
-    pool = UpstreamPool(config, clock, endpoint, log, jitter=no_jitter)
+    pool = UpstreamPool(config, clock, endpoint, log, jitter=no_jitter,
+                        nonce=counting_nonces())
     return pool, clock, log
 
 
@@ -168,6 +199,8 @@ def connected_protocol(
     *,
     max_line_bytes: int = 64 * 1024,
     stale_timeout: float = 15.0,
+    framing: Framing | None = None,
+    fence: Fence | None = None,
 ) -> tuple[UpstreamProtocol, RecordingTransport, LineLog]:
     """A bare line protocol connected to a transport that reports its loss."""
     log = LineLog()
@@ -176,7 +209,9 @@ def connected_protocol(
         counters=Counters(),
         max_line_bytes=max_line_bytes,
         stale_timeout=stale_timeout,
-        on_line=log,
+        on_frame=log,
+        framing=framing,
+        fence=fence,
     )
     transport = RecordingTransport()
     transport.protocol = protocol

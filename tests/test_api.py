@@ -269,7 +269,7 @@ class RequestTests(BridgeTestCase):
         answer = self.finish(bridge, pending)
         self.assertEqual(
             (answer.code, answer.content_type, answer.body),
-            (200, "text/plain; charset=utf-8", b"one\ntwo\n"),
+            (200, "text/plain; charset=utf-8", b"one\r\ntwo\r\n"),  # as received
         )
 
     def test_accept_json_and_text_gives_json(self) -> None:
@@ -365,8 +365,12 @@ class RequestTests(BridgeTestCase):
             "message": "the upstream sent 1 of 2 replies within 2 s",
             "replies": ["A"],
         })
+        # line framing cannot tell B from c's reply: nothing goes out until B came
+        refused = self.finish(bridge, self.request(bridge, b"c\n"))
+        self.assertJSON(refused, 503, waiting_for_late_replies(6))
+        bridge.reply(b"B\r\n")
         second = self.request(bridge, b"c\n")
-        bridge.reply(b"B\r\nC\r\n")
+        bridge.reply(b"C\r\n")
         self.assertJSON(self.finish(bridge, second), 200, {"replies": ["C"]})
         self.assertEqual(bridge.upstream.value(), b"a\r\nb\r\nc\r\n")
         self.assertEqual(bridge.pool.totals().late_replies, 1)
@@ -434,8 +438,11 @@ class RequestTests(BridgeTestCase):
         self.assertEqual(bridge.clock.getDelayedCalls()[0].getTime(), 15.0)  # stale guard only
         self.assertEqual(len(bridge.clock.getDelayedCalls()), 1)
 
+        refused = self.finish(bridge, self.request(bridge, b"b\n"))
+        self.assertJSON(refused, 503, waiting_for_late_replies(15))
+        bridge.reply(b"for-a\r\n")
         nxt = self.request(bridge, b"b\n")
-        bridge.reply(b"for-a\r\nfor-b\r\n")
+        bridge.reply(b"for-b\r\n")
         self.assertJSON(self.finish(bridge, nxt), 200, {"replies": ["for-b"]})
         self.assertEqual(bridge.upstream.value(), b"a\r\nb\r\n")
         self.assertEqual(bridge.pool.totals().late_replies, 1)
@@ -448,9 +455,20 @@ class RequestTests(BridgeTestCase):
         replies = bridge.pool.request(parse_body(b"x\n", None, 100, b"\r\n"), 5.0)
         replies.cancel()
         self.failureResultOf(replies)
+        bridge.reply(b"X\n")
         nxt = self.request(bridge, b"y\n")
-        bridge.reply(b"X\nY\n")
+        bridge.reply(b"Y\n")
         self.assertJSON(self.finish(bridge, nxt), 200, {"replies": ["Y"]})
+
+
+def waiting_for_late_replies(stale: int) -> dict[str, str]:
+    return {
+        "error": "upstream_unavailable",
+        "message": "every upstream connection is waiting for the late replies of a request "
+                   "that gave up; with reply_framing line and no fence they cannot be told "
+                   "from new replies (the connection is closed if they do not come within "
+                   f"stale_reply_timeout, {stale} s); nothing was sent",
+    }
 
 
 class BrokenTransport(StringTransportWithDisconnection):
@@ -534,7 +552,7 @@ class ProbeAndStatusTests(BridgeTestCase):
             "http_requests": 7,
             "lines_sent": 2,
             "bytes_sent": len(b"SET a 1\r\nSET b 2\r\n"),
-            "lines_received": 1,
+            "frames_received": 1,
             "connects": 1,
             "disconnects": 0,
         })
@@ -564,7 +582,7 @@ class ProbeAndStatusTests(BridgeTestCase):
             "last_error": refused,
         })
         self.assertSubset(document["counters"], {
-            "lines_sent": 0, "bytes_sent": 0, "lines_received": 0, "connects": 0,
+            "lines_sent": 0, "bytes_sent": 0, "frames_received": 0, "connects": 0,
             "disconnects": 0,
         })
         self.assertSubset(document["members"][0], {

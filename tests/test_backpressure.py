@@ -57,7 +57,7 @@ class ProducerTests(SynchronousTestCase):
     def connect(self) -> tuple[UpstreamProtocol, SocketTransport]:
         protocol = UpstreamProtocol(
             clock=Clock(), counters=Counters(), max_line_bytes=1000, stale_timeout=10,
-            on_line=lambda kind, line: None, write_high_water=100, write_low_water=40,
+            on_frame=lambda kind, frame, line: None, write_high_water=100, write_low_water=40,
         )
         transport = SocketTransport()
         transport.protocol = protocol
@@ -121,7 +121,7 @@ class ProducerTests(SynchronousTestCase):
         many bulk requests per iteration that alone would fill the buffer."""
         protocol = UpstreamProtocol(
             clock=Clock(), counters=Counters(), max_line_bytes=1000, stale_timeout=10,
-            on_line=lambda kind, line: None, write_high_water=4 * 1024 * 1024,
+            on_frame=lambda kind, frame, line: None, write_high_water=4 * 1024 * 1024,
             write_low_water=1024,
         )
         transport = SocketTransport()

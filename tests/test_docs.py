@@ -17,7 +17,32 @@ def read(*parts: str) -> str:
         return handle.read()
 
 
+def settings_table() -> str:
+    """The README's settings table, as the code defines it."""
+    rows = ["| Flag | Environment | File key | Default | Meaning |", "|---|---|---|---|---|"]
+    for setting in SETTINGS:
+        default = setting.default
+        if default in (None, "", ()):
+            shown = "(none)"
+        elif isinstance(default, bool):
+            shown = "true" if default else "false"
+        else:
+            shown = str(default)
+        flag = setting.flag
+        if setting.flag_kind == "switch" or isinstance(default, bool):
+            flag += " / --no-" + setting.flag[2:]
+        meaning = setting.help.replace("|", "\\|")
+        rows.append(f"| `{flag}` | `{setting.env}` | `{setting.name}` | `{shown}` | {meaning} |")
+    return "\n".join(rows) + "\n"
+
+
 class ReadmeTests(SynchronousTestCase):
+    def test_settings_table_is_generated_from_the_code(self) -> None:
+        readme = read("README.md")
+        table = settings_table()
+        self.assertIn(table, readme, "the README's settings table is out of date; it should "
+                      "read:\n" + table)
+
     def test_settings_table_lists_every_setting_with_its_default(self) -> None:
         readme = read("README.md")
         for setting in SETTINGS:

@@ -103,7 +103,7 @@ class FastPathTests(FastLaneTestCase):
         side.reply(b"A\r\n")
         self.assertEqual(
             client.received,
-            answer(b"200 OK", b"A\n", [(b"Content-Type", b"text/plain; charset=utf-8")]),
+            answer(b"200 OK", b"A\r\n", [(b"Content-Type", b"text/plain; charset=utf-8")]),
         )
 
     def test_probes(self) -> None:

@@ -265,7 +265,7 @@ class FuzzTests(SynchronousTestCase):
                 self.assertEqual(
                     (response.status, response.header(b"Content-Type"), response.body),
                     (200, b"text/plain; charset=utf-8",
-                     "".join(r + "\n" for r in replies).encode()),
+                     "".join(r + "\r\n" for r in replies).encode()),  # as received
                 )
             else:
                 self.assertEqual((response.status, response.json()),

@@ -697,9 +697,11 @@ class OverloadTests(HarnessTestCase):
         second.disconnect()
         self.assertEqual(harness.service.lifecycle.inflight, 0)
         self.assertEqual(harness.call("POST", "/send", b"x\n").status, 202)
-        # The late replies go to the abandoned slots, not to new requests.
+        # The late replies go to the abandoned slots, not to new requests
+        # (line framing takes no new request until they came).
+        harness.upstream.peer_sends(b"A\r\nB\r\n")
         third = harness.start("POST", "/request", b"GET c\n")
-        harness.upstream.peer_sends(b"A\r\nB\r\nC\r\n")
+        harness.upstream.peer_sends(b"C\r\n")
         self.assertJSONResponse(third.response(), 200, {"replies": ["C"]})
         self.assertEqual(harness.service.lifecycle.inflight, 0)
 
@@ -716,6 +718,7 @@ class OverloadTests(HarnessTestCase):
         harness.reactor.advance(1)
         self.assertEqual(late.response().status, 504)
         self.assertEqual(harness.service.lifecycle.inflight, 0)
+        harness.upstream.peer_sends(b"late\r\n")
         # Connection lost (502), on both lanes.
         lost = harness.start("POST", "/request", b"x\n")
         other = harness.client()

@@ -18,6 +18,7 @@ from tests.fakes_upstream import (
     LineLog,
     connected_protocol,
     make_member,
+    send_request,
 )
 
 CONFIG = Config().with_values(
@@ -87,7 +88,7 @@ class HandshakeSuccessTests(HandshakeTestCase):
         self.assertIsNone(member.last_error)
         self.assertEqual(log.events, [])  # handshake replies are not events
 
-        reply = member.live().request(b"GET k\r\n", 1, 5.0)
+        reply = send_request(member.live(), b"GET k\r\n", 1, 5.0)
         connection.feed(b"v\r\n")
         self.assertEqual(self.successResultOf(reply), [b"v"])
         self.assert_secret_never_shown(member)

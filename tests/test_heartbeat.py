@@ -8,7 +8,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from bridge.config import Config
 from bridge.errors import UpstreamLostError
 from bridge.upstream.member import CONNECTED, STOPPED, WAITING, UpstreamMember
-from tests.fakes_upstream import CLOSED_MESSAGE, FakeEndpoint, LineLog, make_member
+from tests.fakes_upstream import FakeEndpoint, LineLog, make_member, send_request
 
 CONFIG = Config().with_values(
     heartbeat_interval=10.0,
@@ -94,7 +94,7 @@ class ActivityTests(HeartbeatTestCase):
         member, endpoint, clock, _ = self.start()
         connection = endpoint.last
         clock.advance(1.0)
-        reply = member.live().request(b"SLOW\r\n", 1, 30.0)
+        reply = send_request(member.live(), b"SLOW\r\n", 1, 30.0)
         self.assertEqual(connection.take(), b"SLOW\r\n")
         clock.advance(14.0)  # t=15: idle for 14 s, but a reply is awaited
         self.assertEqual(connection.written(), b"")
@@ -124,7 +124,7 @@ class SilentPeerTests(HeartbeatTestCase):
         self.assertEqual(member.counters.disconnects, 1)
         self.assertEqual(member.state, WAITING)
         self.assertIsNone(member.protocol)
-        self.assertEqual(member.last_error, f"connection lost: {CLOSED_MESSAGE}")
+        self.assertEqual(member.last_error, "closed by the bridge: no heartbeat reply within 3 s")
         self.assertEqual(member.current_delay, 1.0)
 
         clock.advance(1.0)  # t=14
@@ -152,7 +152,7 @@ class SilentPeerTests(HeartbeatTestCase):
     def test_requests_behind_an_unanswered_heartbeat_fail_with_502(self) -> None:
         member, endpoint, clock, _ = self.start()
         clock.advance(10.0)
-        reply = member.live().request(b"GET\r\n", 1, 30.0)
+        reply = send_request(member.live(), b"GET\r\n", 1, 30.0)
         clock.advance(3.0)
         error = self.failureResultOf(reply, UpstreamLostError).value
         self.assertEqual(error.status, 502)

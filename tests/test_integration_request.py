@@ -81,7 +81,16 @@ class RequestReplyTests(BridgeTestCase):
                    "message": "the upstream sent 0 of 1 replies within 0.2 s",
                    "replies": []}),
         )
-        # Sent after the timeout, answered after the late reply.
+        # Line framing cannot tell the late reply from the next one: until it
+        # came, no request is written to that connection.
+        reply = await self.http.post("/request", "fast\n")
+        self.assertEqual((reply.status, reply.json()["error"]), (503, "upstream_unavailable"))
+        self.assertIn("waiting for the late replies", reply.json()["message"])
+
+        async def late_reply_came() -> bool:
+            return (await self.counters())["late_replies"] == late_before + 1
+
+        await wait_for(late_reply_came, what="the late reply")
         reply = await self.http.post("/request", "fast\n")
         self.assertEqual((reply.status, reply.json()), (200, {"replies": ["reply to fast"]}))
         self.assertEqual(server.received, b"slow\r\nfast\r\n")

@@ -66,9 +66,11 @@ class MetricsTests(HarnessTestCase):
         expected = {
             "bridge_lines_sent_total": 0.0,
             "bridge_bytes_sent_total": 0.0,
-            "bridge_lines_received_total": 0.0,
-            "bridge_unsolicited_lines_total": 0.0,
+            "bridge_frames_received_total": 0.0,
+            "bridge_unsolicited_frames_total": 0.0,
             "bridge_late_replies_total": 0.0,
+            "bridge_discarded_replies_total": 0.0,
+            "bridge_send_errors_total": 0.0,
             "bridge_upstream_connects_total": 1.0,
             "bridge_upstream_disconnects_total": 0.0,
             "bridge_upstream_connection_attempts_total": 1.0,
@@ -162,6 +164,7 @@ class MetricsTests(HarnessTestCase):
         # cancelled
         waiting = harness.start("POST", "/request", b"GET d\n")
         waiting.disconnect()
+        harness.upstream.peer_sends(b"late\r\n")
         # lost
         waiting = harness.start("POST", "/request", b"GET e\n")
         harness.upstream.peer_closes()
@@ -180,7 +183,7 @@ class MetricsTests(HarnessTestCase):
         })
         self.assertEqual(value(samples, "bridge_lines_sent_total"), 5.0)
         self.assertEqual(value(samples, "bridge_bytes_sent_total"), 35.0)
-        self.assertEqual(value(samples, "bridge_lines_received_total"), 3.0)
+        self.assertEqual(value(samples, "bridge_frames_received_total"), 4.0)  # 1, -ERR no, and the two late ones
         self.assertEqual(value(samples, "bridge_late_replies_total"), 1.0)
         self.assertEqual(value(samples, "bridge_upstream_disconnects_total"), 1.0)
         self.assertEqual(value(samples, "bridge_upstream_connected_members"), 0.0)
@@ -232,7 +235,7 @@ class MetricsTests(HarnessTestCase):
         self.assertEqual(value(samples, "bridge_pending_replies"), 2.0)
         self.assertEqual(value(samples, "bridge_http_inflight_requests"), 2.0)
         self.assertEqual(value(samples, "bridge_events_subscribers"), 1.0)
-        self.assertEqual(value(samples, "bridge_lines_received_total"), 1.0)
+        self.assertEqual(value(samples, "bridge_frames_received_total"), 1.0)
         harness.upstream.kernel_takes(15)
         harness.upstream.peer_sends(b"B\r\nC\r\nhello\r\n")
         self.assertEqual(first.response().json(), {"replies": ["A", "B"]})
@@ -243,8 +246,8 @@ class MetricsTests(HarnessTestCase):
         self.assertEqual(value(samples, "bridge_pending_replies"), 0.0)
         self.assertEqual(value(samples, "bridge_http_inflight_requests"), 0.0)
         self.assertEqual(value(samples, "bridge_events_subscribers"), 0.0)
-        self.assertEqual(value(samples, "bridge_unsolicited_lines_total"), 1.0)
-        self.assertEqual(value(samples, "bridge_lines_received_total"), 4.0)
+        self.assertEqual(value(samples, "bridge_unsolicited_frames_total"), 1.0)
+        self.assertEqual(value(samples, "bridge_frames_received_total"), 4.0)
 
     def test_each_bridge_has_its_own_registry(self) -> None:
         one = self.harness()

@@ -7,7 +7,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from bridge.config import Config
 from bridge.errors import BusyError, NotConnectedError, ReplyTimeoutError, UpstreamLostError
-from bridge.http.body import Lines
+from bridge.upstream.lines import Lines
 from bridge.upstream.pool import UpstreamPool
 from tests.fakes_upstream import (
     CONNECT,
@@ -16,6 +16,7 @@ from tests.fakes_upstream import (
     FakeEndpoint,
     LineLog,
     make_pool,
+    texts,
 )
 
 BASE = Config().with_values(backoff_initial=1.0, backoff_factor=2.0, backoff_max=8.0)
@@ -73,7 +74,7 @@ class SelectionTests(PoolTestCase):
         r2 = pool.request(line("r2"), 5.0)
         self.assertEqual(self.written([c0, c1, c2]), [b"r0\r\n", b"r1\r\n", b"r2\r\n"])
         c1.feed(b"one\r\n")
-        self.assertEqual(self.successResultOf(r1), [b"one"])
+        self.assertEqual(texts(self.successResultOf(r1)), [b"one"])
         self.assertEqual(pool.pending(), 2)
 
         r3 = pool.request(line("r3"), 5.0)  # only member 1 has nothing pending
@@ -84,7 +85,7 @@ class SelectionTests(PoolTestCase):
         c1.feed(b"three\r\n")
         c2.feed(b"two\r\nfour\r\n")
         self.assertEqual(
-            [self.successResultOf(d) for d in (r0, r2, r3, r4)],
+            [texts(self.successResultOf(d)) for d in (r0, r2, r3, r4)],
             [[b"zero"], [b"two"], [b"three"], [b"four"]],
         )
         self.assertEqual(pool.pending(), 0)
@@ -108,7 +109,9 @@ class SelectionTests(PoolTestCase):
         writes = [c.transport.writes for c in endpoint.connections]
         self.assertEqual(writes, [[payload], [b"x\r\ny\r\n"], []])
         endpoint.connections[0].feed(b"+OK\r\n+QUEUED\r\n+QUEUED\r\n*2\r\n")
-        self.assertEqual(self.successResultOf(reply), [b"+OK", b"+QUEUED", b"+QUEUED", b"*2"])
+        self.assertEqual(
+            texts(self.successResultOf(reply)), [b"+OK", b"+QUEUED", b"+QUEUED", b"*2"]
+        )
 
 
 class LimitTests(SynchronousTestCase):
@@ -130,11 +133,11 @@ class LimitTests(SynchronousTestCase):
         self.assertEqual(endpoint.last.written(), b"1\r\n2\r\n")  # nothing of the third
 
         endpoint.last.feed(b"one\r\n")
-        self.assertEqual(self.successResultOf(first), [b"one"])
+        self.assertEqual(texts(self.successResultOf(first)), [b"one"])
         third = pool.request(line("3"), 5.0)
         endpoint.last.feed(b"two\r\nthree\r\n")
-        self.assertEqual(self.successResultOf(second), [b"two"])
-        self.assertEqual(self.successResultOf(third), [b"three"])
+        self.assertEqual(texts(self.successResultOf(second)), [b"two"])
+        self.assertEqual(texts(self.successResultOf(third)), [b"three"])
         self.successResultOf(pool.stopService())
         self.assertEqual(clock.getDelayedCalls(), [])
 
@@ -151,18 +154,39 @@ class LimitTests(SynchronousTestCase):
         self.failureResultOf(second, UpstreamLostError)
         self.assertEqual(clock.getDelayedCalls(), [])
 
+    def test_a_connection_waiting_for_late_line_replies_takes_no_request(self) -> None:
+        endpoint = FakeEndpoint()
+        pool, clock, _ = make_pool(BASE, endpoint)
+        pool.startService()
+        first = pool.request(line("1"), 1.0)
+        clock.advance(1.0)
+        self.failureResultOf(first, ReplyTimeoutError)
+        error = self.assertRaises(NotConnectedError, pool.request, line("2"), 5.0)
+        self.assertEqual(error.status, 503)
+        self.assertIn("waiting for the late replies", error.message)
+        self.assertEqual(endpoint.last.take(), b"1\r\n")  # nothing of the second was sent
+        endpoint.last.feed(b"late\r\n")
+        second = pool.request(line("2"), 5.0)
+        endpoint.last.feed(b"two\r\n")
+        self.assertEqual(texts(self.successResultOf(second)), [b"two"])
+        self.successResultOf(pool.stopService())
+        self.assertEqual(clock.getDelayedCalls(), [])
+
     def test_timed_out_requests_still_count_as_pending(self) -> None:
         endpoint = FakeEndpoint()
-        pool, clock, _ = make_pool(BASE.with_values(max_pending=1), endpoint)
+        config = BASE.with_values(max_pending=1, fence_line="PING {nonce}",
+                                  fence_expect="^PONG {nonce}$")
+        pool, clock, _ = make_pool(config, endpoint)
         pool.startService()
         first = pool.request(line("1"), 1.0)
         clock.advance(1.0)
         self.failureResultOf(first, ReplyTimeoutError)
         self.assertRaises(BusyError, pool.request, line("2"), 5.0)  # its slot still waits
-        endpoint.last.feed(b"late\r\n")
+        endpoint.last.feed(b"late\r\nPONG n1\r\n")
         second = pool.request(line("2"), 5.0)
-        endpoint.last.feed(b"two\r\n")
-        self.assertEqual(self.successResultOf(second), [b"two"])
+        endpoint.last.feed(b"two\r\nPONG n2\r\n")
+        self.assertEqual(texts(self.successResultOf(second)), [b"two"])
+        self.assertEqual(endpoint.last.written(), b"1\r\nPING n1\r\n2\r\nPING n2\r\n")
         self.successResultOf(pool.stopService())
         self.assertEqual(clock.getDelayedCalls(), [])
 
@@ -229,8 +253,9 @@ class DiscardSendRepliesTests(PoolTestCase):
         endpoint.last.feed(b"+OK\r\n+OK\r\n")
         self.assertNoResult(reply)
         endpoint.last.feed(b"1\r\n")
-        self.assertEqual(self.successResultOf(reply), [b"1"])
-        self.assertEqual(log.events, [("late_reply", "0", b"+OK"), ("late_reply", "0", b"+OK")])
+        self.assertEqual(texts(self.successResultOf(reply)), [b"1"])
+        self.assertEqual(log.events, [])  # discarded, not published as late replies
+        self.assertEqual((pool.totals().discarded_replies, pool.totals().late_replies), (2, 0))
         self.assertEqual(pool.pending(), 0)
 
     def test_without_discard_a_send_reserves_nothing(self) -> None:

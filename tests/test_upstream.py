@@ -8,7 +8,6 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from bridge.config import Config
 from bridge.errors import NotConnectedError, UpstreamLostError
-from bridge.http.body import Lines
 from bridge.upstream.member import CONNECTED, CONNECTING, STOPPED, WAITING, UpstreamMember
 from tests.fakes_upstream import (
     CLOSED_MESSAGE,
@@ -19,6 +18,7 @@ from tests.fakes_upstream import (
     LineLog,
     backoff_for,
     make_member,
+    send_request,
 )
 
 CONFIG = Config().with_values(backoff_initial=1.0, backoff_factor=2.0, backoff_max=8.0)
@@ -91,7 +91,7 @@ class BackoffTests(SynchronousTestCase):
         self.assertEqual(len(endpoint.connections), 2)
         self.assertEqual(member.state, CONNECTED)
         self.assertIs(member.live(), member.protocol)
-        member.send(Lines(1, b"HELLO\r\n"))
+        member.live().write_lines(b"HELLO\r\n", 1)
         self.assertEqual(endpoint.last.written(), b"HELLO\r\n")
         self.assertEqual(first.written(), b"")
         self.assertEqual(member.counters.connects, 2)
@@ -146,7 +146,7 @@ class NotConnectedTests(SynchronousTestCase):
         config = CONFIG.with_values(backoff_initial=2.5)
         member, _, clock, _ = make_member(config, FakeEndpoint(default=REFUSE))
         member.start()
-        for call in (member.live, lambda: member.send(Lines(1, b"X\r\n"))):
+        for call in (member.live, lambda: member.live().write_lines(b"X\r\n", 1)):
             error = self.assertRaises(NotConnectedError, call)
             self.assertEqual(error.status, 503)
             self.assertEqual(error.code, "upstream_unavailable")
@@ -186,12 +186,12 @@ class NotConnectedTests(SynchronousTestCase):
     def test_nothing_is_buffered_while_disconnected(self) -> None:
         member, endpoint, clock, _ = make_member(CONFIG, FakeEndpoint(REFUSE))
         member.start()
-        self.assertRaises(NotConnectedError, member.send, Lines(1, b"LOST\r\n"))
+        self.assertRaises(NotConnectedError, member.live)
         clock.advance(1.0)
         self.assertEqual(member.state, CONNECTED)
         connection = endpoint.last
         self.assertEqual(connection.written(), b"")
-        member.send(Lines(2, b"A\r\nB\r\n"))
+        member.live().write_lines(b"A\r\nB\r\n", 2)
         self.assertEqual(connection.transport.writes, [b"A\r\nB\r\n"])
         self.assertEqual(member.counters.lines_sent, 2)
         self.assertEqual(member.counters.bytes_sent, 6)
@@ -203,7 +203,7 @@ class LifecycleTests(SynchronousTestCase):
     def test_stop_closes_the_connection_and_fails_pending_requests(self) -> None:
         member, endpoint, clock, _ = make_member(CONFIG)
         member.start()
-        reply = member.live().request(b"GET\r\n", 1, 5.0)
+        reply = send_request(member.live(), b"GET\r\n", 1, 5.0)
         stopped = member.stop()
         self.successResultOf(stopped)
         self.assertFalse(endpoint.last.open)
@@ -219,7 +219,7 @@ class LifecycleTests(SynchronousTestCase):
         clock.advance(10.0)
         member.start()
         clock.advance(2.5)
-        member.live().request(b"GET\r\n", 1, 5.0).addErrback(lambda failure: None)
+        send_request(member.live(), b"GET\r\n", 1, 5.0).addErrback(lambda failure: None)
         self.assertEqual(
             member.status(),
             {
@@ -232,6 +232,7 @@ class LifecycleTests(SynchronousTestCase):
                 "retry_in": None,
                 "last_error": None,
                 "pending": 1,
+                "waiting_for_late_replies": False,
             },
         )
         self.successResultOf(member.stop())

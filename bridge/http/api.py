@@ -8,7 +8,6 @@ empty 200 for dicts) never reach a client.
 from __future__ import annotations
 
 import json
-import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -34,8 +33,10 @@ from bridge.http.body import Lines, parse_body
 from bridge.http.events import EventHub
 from bridge.metrics import Metrics
 from bridge.upstream.pool import UpstreamPool
+from bridge.upstream.replies.frames import Frame, Plan
 
 JSON = b"application/json"
+MAX_REPLIES = 100_000  # ?replies=N
 
 
 def _iso(timestamp: float | None) -> str | None:
@@ -61,7 +62,7 @@ def respond_error(request: IRequest, error: BridgeError) -> bytes:
     document: dict[str, Any] = {"error": error.code, "message": error.message}
     replies = getattr(error, "replies", None)
     if replies is not None:
-        document["replies"] = [reply.decode("utf-8", "replace") for reply in replies]
+        document["replies"] = [frame.value for frame in replies]
     document.update(error.extra())
     return respond(request, error.status, document, error.retry_after())
 
@@ -92,11 +93,6 @@ class BridgeAPI:
         self.metrics = metrics
         self.started_at = clock.seconds()
         self.http_counts = http_counts if http_counts is not None else {"requests": 0}
-        self._error_pattern = (
-            re.compile(config.reply_error_pattern.encode("utf-8"))
-            if config.reply_error_pattern
-            else None
-        )
 
     def resource(self) -> Any:
         return self.app.resource()
@@ -113,11 +109,16 @@ class BridgeAPI:
             self.config.delimiter_bytes,
         )
 
-    def _timeout(self, request: IRequest) -> float:
-        values = request.args.get(b"timeout") if request.args else None
+    def _query(self, request: IRequest, name: bytes) -> str | None:
+        values = request.args.get(name) if request.args else None
         if not values:
+            return None
+        return values[0].decode("ascii", "replace")
+
+    def _timeout(self, request: IRequest) -> float:
+        text = self._query(request, b"timeout")
+        if text is None:
             return self.config.reply_timeout
-        text = values[0].decode("ascii", "replace")
         try:
             timeout = float(text)
         except ValueError:
@@ -132,23 +133,52 @@ class BridgeAPI:
             )
         return timeout
 
+    def _replies(self, request: IRequest) -> int | None:
+        text = self._query(request, b"replies")
+        if text is None:
+            return None
+        if not text.isdigit() or int(text) > MAX_REPLIES:
+            raise BodyError(400, "invalid_replies",
+                            f"replies must be a whole number from 0 to {MAX_REPLIES}, got {text!r}")
+        return int(text)
+
+    def _confirm(self, request: IRequest) -> bool:
+        text = self._query(request, b"confirm")
+        if text is None:
+            return False
+        if text.lower() in ("true", "1", "yes"):
+            return True
+        if text.lower() in ("false", "0", "no"):
+            return False
+        raise BodyError(400, "invalid_confirm", f"confirm must be true or false, got {text!r}")
+
     # -- lines out ------------------------------------------------------------
 
     @app.route("/send", methods=["POST"])
-    def send(self, request: IRequest) -> bytes:
+    def send(self, request: IRequest) -> bytes | Deferred[bytes]:
         try:
+            confirm = self._confirm(request)
+            timeout = self._timeout(request) if confirm else 0.0
             lines = self._lines(request)
-            self.pool.send(lines)
+            if not confirm:
+                self.pool.send(lines)
+                return respond(request, 202, {"sent": lines.count})
+            plan, replies = self.pool.send_confirmed(lines, timeout)
         except BridgeError as error:
             return respond_error(request, error)
-        return respond(request, 202, {"sent": lines.count})
+        started = self.clock.seconds()
+        return replies.addCallbacks(
+            self._confirmed, self._failed, callbackArgs=(request, started, lines.count, plan),
+            errbackArgs=(request,),
+        )
 
     @app.route("/request", methods=["POST"])
     def request(self, request: IRequest) -> bytes | Deferred[bytes]:
         try:
             timeout = self._timeout(request)
+            count = self._replies(request)
             lines = self._lines(request)
-            replies = self.pool.request(lines, timeout)
+            replies = self.pool.request(lines, timeout, count)
         except BridgeError as error:
             return respond_error(request, error)
         started = self.clock.seconds()
@@ -161,27 +191,39 @@ class BridgeAPI:
         if self.metrics is not None:
             self.metrics.count_reply(outcome)
 
-    def _replied(self, replies: list[bytes], request: IRequest, started: float) -> bytes:
+    def _observe(self, started: float) -> None:
         if self.metrics is not None:
             self.metrics.reply_latency.observe(self.clock.seconds() - started)
-        pattern = self._error_pattern
-        if pattern is not None and any(pattern.search(reply) for reply in replies):
+
+    def _replied(self, replies: list[Frame], request: IRequest, started: float) -> bytes:
+        self._observe(started)
+        if any(self.pool.is_error(frame) for frame in replies):
             self._outcome("upstream_error")
-            return respond_error(
-                request,
-                UpstreamReplyError("a reply matched reply_error_pattern", replies),
-            )
+            why = ("the upstream answered with an error reply"
+                   if any(frame.error for frame in replies)
+                   else "a reply matched reply_error_pattern")
+            return respond_error(request, UpstreamReplyError(why, replies))
         self._outcome("ok")
         accept = request.getHeader(b"Accept") or b""
         if b"text/plain" in accept and b"application/json" not in accept:
             request.setResponseCode(200)
             request.setHeader(b"Content-Type", b"text/plain; charset=utf-8")
-            body = b"\n".join(replies) + b"\n"
+            body = b"".join(frame.raw for frame in replies)
             request.setHeader(b"Content-Length", b"%d" % len(body))
             return body
-        return respond(
-            request, 200, {"replies": [reply.decode("utf-8", "replace") for reply in replies]}
-        )
+        return respond(request, 200, {"replies": [frame.value for frame in replies]})
+
+    def _confirmed(
+        self, replies: list[Frame], request: IRequest, started: float, count: int, plan: Plan
+    ) -> bytes:
+        self._observe(started)
+        errors = [
+            {"line": plan.line_of(index) if index < plan.replies else index + 1,
+             "reply": frame.value}
+            for index, frame in enumerate(replies) if self.pool.is_error(frame)
+        ]
+        self._outcome("upstream_error" if errors else "ok")
+        return respond(request, 200, {"sent": count, "errors": errors})
 
     def _failed(self, failure: Failure, request: IRequest) -> Any:
         if failure.check(CancelledError):
@@ -266,10 +308,12 @@ class BridgeAPI:
                 "http_requests": self.http_counts["requests"],
                 "lines_sent": totals.lines_sent,
                 "bytes_sent": totals.bytes_sent,
-                "lines_received": totals.lines_received,
+                "frames_received": totals.frames_received,
                 "unsolicited": totals.unsolicited,
                 "late_replies": totals.late_replies,
-                "lines_too_long": totals.lines_too_long,
+                "discarded_replies": totals.discarded_replies,
+                "send_errors": totals.send_errors,
+                "fences": totals.fences,
                 "connection_attempts": totals.attempts,
                 "connects": totals.connects,
                 "disconnects": totals.disconnects,
@@ -280,7 +324,21 @@ class BridgeAPI:
             "events": {"subscribers": self.events.subscribers,
                        "published": self.events.published, "dropped": self.events.dropped},
             "members": members,
+            "reply_framing": pool.framing.name,
+            "send_replies": pool.send_mode,
+            "fence": pool.fence is not None,
+            "events_subscriber": self._subscriber_status(),
         }
+
+    def _subscriber_status(self) -> dict[str, Any] | None:
+        subscriber = self.pool.subscriber
+        if subscriber is None:
+            return None
+        document = subscriber.status()
+        document["connected_since"] = _iso(document["connected_since"])  # type: ignore[arg-type]
+        document["lines"] = list(self.config.events_subscribe)
+        document["messages"] = subscriber.counters.unsolicited
+        return document
 
     @app.route("/metrics", methods=["GET", "HEAD"])
     def metrics_page(self, request: IRequest) -> bytes:

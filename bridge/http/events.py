@@ -8,12 +8,15 @@ never makes the bridge buffer without bound.
 
 from __future__ import annotations
 
+import json
 from collections import deque
 
 from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 from zope.interface import implementer
+
+from bridge.upstream.replies.frames import Frame
 
 
 def format_event(kind: str, member: str, sequence: int, line: bytes) -> bytes:
@@ -99,6 +102,15 @@ class EventHub:
         event = format_event(kind, member, self._sequence, line)
         for subscriber in list(self._subscribers):
             subscriber.deliver(event)
+
+    def publish_frame(self, kind: str, member: str, frame: Frame, line: int | None) -> None:
+        """One event per upstream frame nobody waits for; a ``send_error``
+        carries the number of the /send line it answers."""
+        if line is not None:
+            lines = [json.dumps({"line": line, "reply": frame.value}, ensure_ascii=False)]
+        else:
+            lines = frame.event_lines()
+        self.publish(kind, member, "\n".join(lines).encode("utf-8"))
 
     def subscribe(self, request: IRequest) -> Subscriber:
         subscriber = Subscriber(self, request, self._max_backlog)

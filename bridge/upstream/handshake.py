@@ -1,7 +1,9 @@
-"""Lines sent right after connecting, before a member counts as ready.
+"""What a connection must pass before a member counts as ready.
 
-Used as ClientService's ``prepareConnection``: only after every reply matched
-``handshake_expect`` is the member connected and its backoff reset.
+Used as ClientService's ``prepareConnection``: the greeting of a server that
+speaks first (``greeting_expect``), then the handshake lines, each reply
+checked against ``handshake_expect``.  Only then is the member connected and
+its backoff reset.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from twisted.python.failure import Failure
 
 from bridge.errors import BridgeError
 from bridge.upstream.protocol import UpstreamProtocol
+from bridge.upstream.replies.frames import Frame
 
 
 class HandshakeError(Exception):
@@ -27,7 +30,7 @@ def mask(line: str) -> str:
 
 
 class Handshake:
-    """Send each line in turn and check each reply."""
+    """Await the greeting (if expected), then send each line and check each reply."""
 
     def __init__(
         self,
@@ -35,18 +38,20 @@ class Handshake:
         expect: str | None,
         timeout: float,
         delimiter: bytes,
+        greeting: str | None = None,
     ) -> None:
         self._lines = [line.encode("utf-8") + delimiter for line in lines]
         self._shown = [mask(line) for line in lines]
         self._expect = re.compile(expect.encode("utf-8")) if expect else None
+        self._greeting = re.compile(greeting.encode("utf-8")) if greeting else None
         self._timeout = timeout
 
     def __bool__(self) -> bool:
-        return bool(self._lines)
+        return bool(self._lines) or self._greeting is not None
 
     def run(self, protocol: UpstreamProtocol) -> Deferred[None]:
         """Fires with None when accepted; fails with HandshakeError otherwise."""
-        current: list[Deferred[list[bytes]]] = []
+        current: list[Deferred[list[Frame]]] = []
 
         def cancel(_: Deferred[None]) -> None:
             if current:
@@ -54,37 +59,39 @@ class Handshake:
 
         done: Deferred[None] = Deferred(cancel)
 
+        def refuse(message: str) -> None:
+            if not done.called:
+                done.errback(HandshakeError(message))
+
         def step(index: int) -> None:
             if index == len(self._lines):
                 done.callback(None)
                 return
-            reply = protocol.request(self._lines[index], 1, self._timeout)
+            shown = f"handshake line {index + 1} ({self._shown[index]})"
+            reply = protocol.ask(self._lines[index], self._timeout)
             current[:] = [reply]
+            reply.addCallbacks(lambda frames: checked(frames, shown, self._expect, index),
+                               lambda failure: failed(failure, shown))
 
-            def got(replies: list[bytes]) -> None:
-                line = replies[0]
-                if self._expect is not None and not self._expect.search(line):
-                    done.errback(
-                        HandshakeError(
-                            f"handshake line {index + 1} ({self._shown[index]}) got "
-                            f"{line[:200]!r}, which does not match {self._expect.pattern!r}"
-                        )
-                    )
-                    return
-                step(index + 1)
+        def checked(frames: list[Frame], what: str, pattern: re.Pattern[bytes] | None,
+                    index: int) -> None:
+            text = frames[0].text
+            if pattern is not None and not pattern.search(text):
+                refuse(f"{what} got {text[:200]!r}, which does not match {pattern.pattern!r}")
+                return
+            step(index + 1)
 
-            def failed(failure: Failure) -> None:
-                if done.called:
-                    return
-                error = failure.value
-                reason = error.message if isinstance(error, BridgeError) else str(error)
-                done.errback(
-                    HandshakeError(
-                        f"handshake line {index + 1} ({self._shown[index]}) failed: {reason}"
-                    )
-                )
+        def failed(failure: Failure, what: str) -> None:
+            error = failure.value
+            reason = error.message if isinstance(error, BridgeError) else str(error)
+            refuse(f"{what} failed: {reason}")
 
-            reply.addCallbacks(got, failed)
-
-        step(0)
+        if self._greeting is not None:
+            greeting = protocol.await_greeting(self._timeout)
+            current[:] = [greeting]
+            greeting.addCallbacks(lambda frames: checked(frames, "the greeting", self._greeting,
+                                                         -1),
+                                  lambda failure: failed(failure, "the greeting"))
+        else:
+            step(0)
         return done

@@ -9,6 +9,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from bridge.upstream.protocol import UpstreamProtocol
+from bridge.upstream.replies.frames import Frame
 
 
 class Heartbeat:
@@ -58,12 +59,13 @@ class Heartbeat:
         if idle < self._interval or self._protocol.pending:
             self._schedule(self._interval - idle if idle < self._interval else self._interval)
             return
-        reply = self._protocol.request(self._line, 1, self._timeout)
+        reply = self._protocol.ask(self._line, self._timeout)
         reply.addCallbacks(self._answered, self._unanswered)
 
-    def _answered(self, replies: list[bytes]) -> None:
-        if self._expect is not None and not self._expect.search(replies[0]):
-            self._fail(f"heartbeat reply {replies[0][:200]!r} does not match "
+    def _answered(self, replies: list[Frame]) -> None:
+        text = replies[0].text
+        if self._expect is not None and not self._expect.search(text):
+            self._fail(f"heartbeat reply {text[:200]!r} does not match "
                        f"{self._expect.pattern!r}")
             return
         if not self._protocol.lost:

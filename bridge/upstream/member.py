@@ -20,10 +20,11 @@ from bridge.config import Config
 from bridge.errors import NotConnectedError
 from bridge.upstream.backoff import Backoff
 from bridge.upstream.connector import Connector
+from bridge.upstream.fence import Fence
 from bridge.upstream.handshake import Handshake, HandshakeError
 from bridge.upstream.heartbeat import Heartbeat
-from bridge.upstream.lines import Lines
 from bridge.upstream.protocol import Counters, UpstreamProtocol
+from bridge.upstream.replies.frames import Frame, Framing
 
 CONNECTING = "connecting"
 CONNECTED = "connected"
@@ -31,7 +32,11 @@ WAITING = "waiting"
 STOPPED = "stopped"
 DRAINING = "draining"
 
-MemberListener = Callable[[str, str, bytes], None]  # (kind, member, line)
+#: (kind, member name, frame, line number of the /send line it answers or None)
+MemberListener = Callable[[str, str, Frame, "int | None"], None]
+
+POOL = "pool"  # a member that takes requests
+SUBSCRIBER = "subscriber"  # the events_subscribe connection
 
 
 class _ProtocolFactory(Factory):
@@ -58,8 +63,17 @@ class UpstreamMember:
         on_line: MemberListener,
         backoff: Backoff,
         on_give_up: Callable[[str], None] | None = None,
+        *,
+        framing: Framing | None = None,
+        fence: Fence | None = None,
+        role: str = POOL,
+        is_error: Callable[[Frame], bool] | None = None,
     ) -> None:
         self.name = name
+        self.role = role
+        self._framing = framing
+        self._fence = fence
+        self._is_error = is_error
         self.config = config
         self._clock = clock
         self._on_line = on_line
@@ -77,7 +91,7 @@ class UpstreamMember:
         self._attempt: UpstreamProtocol | None = None
         self._handshake = Handshake(
             config.handshake, config.handshake_expect, config.handshake_timeout,
-            config.delimiter_bytes,
+            config.delimiter_bytes, config.greeting_expect,
         )
         self.service = ClientService(
             Connector(endpoint, clock, config.connect_timeout, self),
@@ -100,19 +114,25 @@ class UpstreamMember:
 
     def new_protocol(self) -> UpstreamProtocol:
         config = self.config
-        return UpstreamProtocol(
+        protocol = UpstreamProtocol(
             clock=self._clock,
             counters=self.counters,
             max_line_bytes=config.max_line_bytes,
             stale_timeout=config.stale_timeout,
-            on_line=self._line_from_upstream,
+            on_frame=self._frame_from_upstream,
+            framing=self._framing,
+            fence=self._fence,
+            is_error=self._is_error,
             name=self.name,
             write_high_water=config.write_high_water,
             write_low_water=config.write_low_water,
         )
+        if self.role == SUBSCRIBER:
+            protocol.unsolicited_kind = "message"
+        return protocol
 
-    def _line_from_upstream(self, kind: str, line: bytes) -> None:
-        self._on_line(kind, self.name, line)
+    def _frame_from_upstream(self, kind: str, frame: Frame, line: int | None) -> None:
+        self._on_line(kind, self.name, frame, line)
 
     # -- AttemptObserver (called by the Connector) ------------------------------
 
@@ -182,6 +202,13 @@ class UpstreamMember:
             member=self.name, address=self.config.upstream,
         )
         config = self.config
+        if self.role == SUBSCRIBER:
+            lines = config.events_subscribe
+            protocol.write_lines(
+                b"".join(line.encode("utf-8") + config.delimiter_bytes for line in lines),
+                len(lines),
+            )
+            return
         if config.heartbeat_interval is not None:
             Heartbeat(
                 protocol, self._clock, (config.heartbeat_line or "PING").encode("utf-8")
@@ -194,7 +221,10 @@ class UpstreamMember:
             self.protocol = None
         self.connected_since = None
         self.counters.disconnects += 1
-        self.last_error = f"connection lost: {reason.getErrorMessage()}"
+        if protocol.close_reason is not None:
+            self.last_error = f"closed by the bridge: {protocol.close_reason}"
+        else:
+            self.last_error = f"connection lost: {reason.getErrorMessage()}"
         if self.state == DRAINING:
             self.log.info("upstream {member}: drained and closed", member=self.name)
         elif self.state != STOPPED:
@@ -267,9 +297,6 @@ class UpstreamMember:
             )
         return protocol
 
-    def send(self, lines: Lines) -> None:
-        self.live().write_lines(lines.payload, lines.count)
-
     def status(self) -> dict[str, object]:
         now = self._clock.seconds()
         protocol = self.protocol
@@ -284,4 +311,5 @@ class UpstreamMember:
             "retry_in": None if self.retry_in() is None else round(self.retry_in() or 0.0, 3),
             "last_error": self.last_error,
             "pending": protocol.pending if protocol is not None else 0,
+            "waiting_for_late_replies": protocol.suspect if protocol is not None else False,
         }

@@ -14,67 +14,91 @@ from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
 
 from bridge.config import Config
-from bridge.errors import BusyError, NotConnectedError
+from bridge.errors import BodyError, BusyError, NotConnectedError
 from bridge.upstream.backoff import Backoff
-from bridge.upstream.lines import Lines
-from bridge.upstream.member import CONNECTED, MemberListener, UpstreamMember
+from bridge.upstream.fence import Fence, fresh_nonce
+from bridge.upstream.judge import ErrorRule
+from bridge.upstream.lines import Lines, split_lines
+from bridge.upstream.member import CONNECTED, POOL, SUBSCRIBER, MemberListener, UpstreamMember
 from bridge.upstream.protocol import Counters, UpstreamProtocol
+from bridge.upstream.replies import make_framing
+from bridge.upstream.replies.frames import Frame, Plan
+from bridge.upstream.slots import CHECK, DISCARD, REQUEST
 
 
 class UpstreamPool(Service):
-    """``pool_size`` members to one upstream, started and stopped as one."""
+    """``pool_size`` members to one upstream, started and stopped as one,
+    plus the events_subscribe connection when one is configured."""
 
     def __init__(
         self,
         config: Config,
         clock: IReactorTime,
         endpoint: IStreamClientEndpoint,
-        on_line: MemberListener,
+        on_frame: MemberListener,
         jitter: Callable[[], float] = random.random,
         on_give_up: Callable[[str], None] | None = None,
+        nonce: Callable[[], str] = fresh_nonce,
     ) -> None:
         self.config = config
         self._clock = clock
-        self.members: Sequence[UpstreamMember] = [
-            UpstreamMember(
-                str(index), config, clock, endpoint, on_line,
+        self.framing = make_framing(
+            config.reply_framing, max_line_bytes=config.max_line_bytes,
+            max_reply_bytes=config.max_reply_bytes, terminator=config.reply_terminator,
+        )
+        # line and terminator plans are one reply per line: no need to split.
+        self._plan_by_count = self.framing.name in ("line", "terminator")
+        self.fence = (
+            Fence(config.fence_line, config.fence_expect, config.delimiter_bytes, nonce)
+            if config.fence_line is not None and config.fence_expect is not None else None
+        )
+        self.send_mode = config.send_replies_mode
+        self.is_error = ErrorRule(config.reply_error_pattern)
+
+        def member(name: str, role: str) -> UpstreamMember:
+            return UpstreamMember(
+                name, config, clock, endpoint, on_frame,
                 Backoff(config.backoff_initial, config.backoff_factor, config.backoff_max,
                         jitter),
-                on_give_up,
+                on_give_up if role == POOL else None,
+                framing=self.framing, fence=self.fence if role == POOL else None, role=role,
+                is_error=self.is_error,
             )
-            for index in range(config.pool_size)
+
+        self.members: Sequence[UpstreamMember] = [
+            member(str(index), POOL) for index in range(config.pool_size)
         ]
+        self.subscriber = member("events", SUBSCRIBER) if config.events_subscribe else None
         self._next = 0
         self.setName("upstream")
 
+    @property
+    def all_members(self) -> list[UpstreamMember]:
+        extra = [self.subscriber] if self.subscriber is not None else []
+        return [*self.members, *extra]
+
     def startService(self) -> None:
         super().startService()
-        for member in self.members:
+        for member in self.all_members:
             member.start()
 
     def stopService(self) -> Deferred[None]:
         super().stopService()
-        stopped = DeferredList([member.stop() for member in self.members])
+        stopped = DeferredList([member.stop() for member in self.all_members])
         return stopped.addCallback(lambda _: None)
 
     # -- choosing a member --------------------------------------------------------
 
-    def pick(self) -> UpstreamProtocol:
+    def pick(self, replies: bool = True) -> UpstreamProtocol:
         """The connection of a connected, uncongested member with the fewest
-        pending replies (round robin on ties)."""
+        pending replies (round robin on ties).  With ``replies``, a connection
+        waiting for late replies it could not tell from new ones is skipped."""
         members = self.members
         count = len(members)
-        if count == 1:
-            protocol = members[0].protocol
-            if protocol is None or protocol.aborted:
-                raise self._unavailable()
-            if protocol.paused and protocol.is_congested():
-                raise self._congested()
-            return protocol
         best: UpstreamProtocol | None = None
         best_pending = 0
         best_index = 0
-        congested = False
+        congested = suspect = False
         for offset in range(count):
             index = (self._next + offset) % count
             protocol = members[index].protocol
@@ -83,12 +107,18 @@ class UpstreamPool(Service):
             if protocol.paused and protocol.is_congested():
                 congested = True
                 continue
+            if replies and protocol.suspect:
+                suspect = True
+                continue
             pending = protocol.pending
             if best is None or pending < best_pending:
                 best, best_pending, best_index = protocol, pending, index
         if best is None:
-            raise self._congested() if congested else self._unavailable()
-        self._next = (best_index + 1) % count
+            if congested:
+                raise self._congested()
+            raise self._waiting() if suspect else self._unavailable()
+        if count > 1:
+            self._next = (best_index + 1) % count
         return best
 
     def _congested(self) -> BusyError:
@@ -105,23 +135,79 @@ class UpstreamPool(Service):
             min(delays) if delays else None,
         )
 
+    def _waiting(self) -> NotConnectedError:
+        return NotConnectedError(
+            "every upstream connection is waiting for the late replies of a request that "
+            f"gave up; with reply_framing {self.framing.name} and no fence they cannot be "
+            "told from new replies (the connection is closed if they do not come within "
+            f"stale_reply_timeout, {self.config.stale_timeout:g} s); nothing was sent",
+            1.0,
+        )
+
     # -- the operations -------------------------------------------------------------
 
-    def send(self, lines: Lines) -> UpstreamProtocol:
-        """Write all lines on one connection, contiguously; raise if none is live."""
-        protocol = self.pick()
-        if self.config.discard_send_replies:
-            self._check_pending(protocol.pending)
-        protocol.write_lines(lines.payload, lines.count)
-        if self.config.discard_send_replies:
-            protocol.discard_replies(lines.count)
-        return protocol
+    def plan(self, lines: Lines) -> Plan:
+        """How the upstream will answer ``lines``; BodyError (400) for lines it
+        would misread, before anything is written."""
+        if self._plan_by_count:
+            return Plan(lines.count)
+        return self.framing.plan(split_lines(lines.payload, self.config.delimiter_bytes))
 
-    def request(self, lines: Lines, timeout: float) -> Deferred[list[bytes]]:
-        """Write all lines on one connection and wait for one reply per line."""
+    def _expected(self, plan: Plan) -> int | None:
+        if self.fence is not None and not self.framing.counts_known:
+            return None  # the fence, not a count, ends the replies
+        return plan.replies
+
+    def send(self, lines: Lines) -> None:
+        """Write all lines on one connection, contiguously (202: written to a
+        live connection); raise if none is live."""
+        mode = self.send_mode
+        if mode == "none":
+            if not self._plan_by_count:
+                self.plan(lines)  # refuse what the upstream would misread
+            self.pick(replies=False).write_lines(lines.payload, lines.count)
+            return
+        plan = self.plan(lines)
         protocol = self.pick()
         self._check_pending(protocol.pending)
-        return protocol.request(lines.payload, lines.count, timeout)
+        protocol.submit(
+            lines.payload, lines.count, mode=CHECK if mode == "check" else DISCARD,
+            expected=self._expected(plan), timeout=self.config.reply_timeout, plan=plan,
+        )
+
+    def send_confirmed(self, lines: Lines, timeout: float) -> tuple[Plan, Deferred[list[Frame]]]:
+        """Write the lines and wait until the upstream answered every one."""
+        if self.send_mode == "none" and self.fence is None:
+            raise BodyError(
+                400, "confirm_unavailable",
+                "?confirm=true needs an upstream that answers /send lines (send_replies "
+                "discard or check) or a fence; with send_replies none nothing answers them",
+            )
+        plan = self.plan(lines)
+        expected = 0 if self.send_mode == "none" else self._expected(plan)
+        return plan, self._submit(lines, plan, expected, timeout)
+
+    def request(
+        self, lines: Lines, timeout: float, replies: int | None = None
+    ) -> Deferred[list[Frame]]:
+        """Write all lines on one connection and wait for their replies:
+        as many as the framing's plan says, or exactly ``replies``."""
+        plan = self.plan(lines)
+        if replies is not None:
+            return self._submit(lines, None, replies, timeout)
+        return self._submit(lines, plan, self._expected(plan), timeout)
+
+    def _submit(
+        self, lines: Lines, plan: Plan | None, expected: int | None, timeout: float
+    ) -> Deferred[list[Frame]]:
+        protocol = self.pick()
+        self._check_pending(protocol.pending)
+        replies = protocol.submit(
+            lines.payload, lines.count, mode=REQUEST, expected=expected, timeout=timeout,
+            plan=plan,
+        )
+        assert replies is not None
+        return replies
 
     def _check_pending(self, pending: int) -> None:
         if pending >= self.config.max_pending:
@@ -135,7 +221,7 @@ class UpstreamPool(Service):
         """Half-close every connection and wait (at most ``within`` seconds)
         until the upstream has closed its side: lines it received but had not
         yet processed are then processed, not thrown away by a reset."""
-        drained = DeferredList([member.drain() for member in self.members])
+        drained = DeferredList([member.drain() for member in self.all_members])
         done: Deferred[None] = Deferred()
 
         def finished(_: object) -> None:
@@ -145,7 +231,7 @@ class UpstreamPool(Service):
                 done.callback(None)
 
         def give_up() -> None:
-            for member in self.members:
+            for member in self.all_members:
                 member.abort()
             if not done.called:
                 done.callback(None)

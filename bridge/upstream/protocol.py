@@ -1,15 +1,17 @@
-"""The line protocol spoken on one upstream connection.
+"""The protocol spoken on one upstream connection.
 
-It frames lines in both directions and correlates replies with requests
-through a FIFO of reply slots (section 6 of the engineering guide):
+Lines go out; the bytes that come back go through the upstream's reply
+framing (:mod:`bridge.upstream.replies`) and the frames fill the connection's
+FIFO of reply slots in order (section 6 of the engineering guide):
 
-* every written line owns one slot; replies fill slots in order;
-* a request that timed out or was cancelled keeps its slots, and the late
-  replies that fill them are discarded (published as ``late_reply``), never
+* every request that awaits replies owns one slot; frames fill slots in order;
+* a request that timed out or was cancelled keeps its slot, and the late
+  frames that fill it are discarded (published as ``late_reply``), never
   handed to the next request;
-* when the oldest slot stays unanswered too long the connection is out of
-  step: it is closed, and everything pending on it fails;
-* lines that arrive while no slot waits are unsolicited.
+* when the connection is out of step (bytes the framing cannot parse, a fence
+  reply where another reply was due, a slot waiting far too long) it is
+  closed, and everything pending on it fails;
+* frames that arrive while no slot waits, and RESP3 pushes, are unsolicited.
 """
 
 from __future__ import annotations
@@ -19,17 +21,19 @@ from dataclasses import dataclass
 from typing import Callable
 from typing import Protocol as TypingProtocol
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from bridge.errors import ReplyTimeoutError, UpstreamLostError
-
-_LF = b"\n"
-_CR = b"\r"
+from bridge.errors import UpstreamLostError
+from bridge.upstream.fence import NONE, OWN, Fence
+from bridge.upstream.judge import ErrorRule
+from bridge.upstream.replies import make_framing
+from bridge.upstream.replies.frames import Frame, Framing, FramingError, Plan
+from bridge.upstream.slots import CHECK, REQUEST, ReplySlot
 
 
 @dataclass
@@ -38,10 +42,12 @@ class Counters:
 
     lines_sent: int = 0
     bytes_sent: int = 0
-    lines_received: int = 0
+    frames_received: int = 0
     unsolicited: int = 0
     late_replies: int = 0
-    lines_too_long: int = 0
+    discarded_replies: int = 0
+    send_errors: int = 0
+    fences: int = 0
     attempts: int = 0
     connects: int = 0
     disconnects: int = 0
@@ -50,76 +56,15 @@ class Counters:
     desyncs: int = 0
 
 
-class LineListener(TypingProtocol):
-    """Receives lines nobody asked for: ``kind`` is unsolicited or late_reply."""
+class FrameListener(TypingProtocol):
+    """Receives frames nobody waits for.
 
-    def __call__(self, kind: str, line: bytes) -> None: ...
+    ``kind`` is ``unsolicited``, ``late_reply``, ``send_error`` (with the
+    1-based ``line`` of the /send line it answers) or ``message`` (on the
+    events_subscribe connection).
+    """
 
-
-class ReplySlot:
-    """One request's claim on ``expected`` consecutive replies."""
-
-    __slots__ = ("_timer", "abandoned", "deferred", "expected", "replies", "timeout")
-
-    def __init__(self, expected: int, timeout: float) -> None:
-        self.expected = expected
-        self.replies: list[bytes] = []
-        self.deferred: Deferred[list[bytes]] = Deferred(self._cancel)
-        self.timeout = timeout
-        self._timer: IDelayedCall | None = None
-        self.abandoned = False
-
-    def _cancel(self, deferred: Deferred[list[bytes]]) -> None:
-        # The HTTP client went away: free what we hold; the slots stay queued.
-        self._abandon()
-
-    def _abandon(self) -> None:
-        self.abandoned = True
-        self.replies = []
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
-        self._timer = None
-
-    def start_timer(self, clock: IReactorTime) -> None:
-        self._timer = clock.callLater(self.timeout, self._expire)
-
-    def _expire(self) -> None:
-        self._timer = None
-        replies = self.replies
-        self._abandon()
-        self.deferred.errback(
-            ReplyTimeoutError(
-                # self.expected counts the replies still missing, not the total
-                f"the upstream sent {len(replies)} of {len(replies) + self.expected} replies "
-                f"within {self.timeout:g} s",
-                replies,
-            )
-        )
-
-    def fail(self, reason: Exception) -> None:
-        if self.abandoned:
-            return
-        replies = self.replies
-        self._abandon()
-        if isinstance(reason, UpstreamLostError) and not reason.replies:
-            reason = UpstreamLostError(reason.message, replies)
-        self.deferred.errback(reason)
-
-    def add(self, line: bytes) -> bool:
-        """Take one reply; True when this slot is now complete."""
-        if not self.abandoned:
-            self.replies.append(line)
-        self.expected -= 1
-        if self.expected == 0:
-            if not self.abandoned:
-                if self._timer is not None and self._timer.active():
-                    self._timer.cancel()
-                self._timer = None
-                self.abandoned = True  # done: nothing more may happen to it
-                replies, self.replies = self.replies, []
-                self.deferred.callback(replies)
-            return True
-        return False
+    def __call__(self, kind: str, frame: Frame, line: int | None) -> None: ...
 
 
 def _innermost(transport: object) -> object:
@@ -146,7 +91,7 @@ def unsent_bytes(transport: object) -> int:
 
 @implementer(IPushProducer)
 class UpstreamProtocol(Protocol):
-    """Frames lines and correlates replies on one connection.
+    """Writes lines and correlates reply frames on one connection.
 
     It is also the push producer of its transport: the transport pauses it
     when more than ``write_high_water`` bytes wait to be sent, which marks the
@@ -160,28 +105,40 @@ class UpstreamProtocol(Protocol):
         *,
         clock: IReactorTime,
         counters: Counters,
-        max_line_bytes: int,
         stale_timeout: float,
-        on_line: LineListener,
+        on_frame: FrameListener,
+        framing: Framing | None = None,
+        fence: Fence | None = None,
+        is_error: Callable[[Frame], bool] | None = None,
         name: str = "0",
         write_high_water: int = 1024 * 1024,
         write_low_water: int = 256 * 1024,
+        max_line_bytes: int = 64 * 1024,
     ) -> None:
         self._clock = clock
         self.counters = counters
-        self._max_line_bytes = max_line_bytes
         self._stale_timeout = stale_timeout
-        self._on_line = on_line
+        self._on_frame = on_frame
+        self.framing = framing or make_framing(
+            "line", max_line_bytes=max_line_bytes, max_reply_bytes=16 * max_line_bytes
+        )
+        self._decoder = self.framing.decoder()
+        self._fence = fence
+        # Replies can be told apart after a timeout only when the framing
+        # knows every command's count, or a fence closes each request.
+        self._counts_verified = self.framing.counts_known or fence is not None
+        self.is_error = is_error or ErrorRule(None)
         self.name = name
-        self._buffer = b""
         self._slots: deque[ReplySlot] = deque()
-        self._pending_lines = 0
+        self._uncertain: set[ReplySlot] = set()
         self._stale_timer: IDelayedCall | None = None
         self.last_activity = clock.seconds()
         self.connected_at = clock.seconds()
+        self.unsolicited_kind = "unsolicited"
         self.lost = False
         self.aborted = False  # abort() called; connectionLost may come later
-        self.ready = False  # set once the handshake (if any) passed
+        self.close_reason: str | None = None  # why the bridge closed it, if it did
+        self.ready = False  # set once the greeting and handshake (if any) passed
         self.draining = False
         self.paused = False  # by the transport: its write buffer is full
         self.congested = False
@@ -220,11 +177,15 @@ class UpstreamProtocol(Protocol):
         self.lost = True
         self._cancel_stale_timer()
         slots, self._slots = self._slots, deque()
-        self._pending_lines = 0
-        error = UpstreamLostError(
-            "the upstream connection closed before every reply arrived; "
-            "the lines may or may not have been processed"
-        )
+        self._uncertain.clear()
+        if self.close_reason is not None:
+            message = (f"the bridge closed the upstream connection ({self.close_reason}) "
+                       "before every reply arrived; the lines may or may not have been "
+                       "processed")
+        else:
+            message = ("the upstream connection closed before every reply arrived; "
+                       "the lines may or may not have been processed")
+        error = UpstreamLostError(message)
         for slot in slots:
             slot.fail(error)
         for listener in self.lost_listeners:
@@ -282,6 +243,8 @@ class UpstreamProtocol(Protocol):
         # A TCP transport delivers connectionLost one reactor turn later and
         # drops whatever is written meanwhile: take no more work from now on.
         self.aborted = True
+        if self.close_reason is None:
+            self.close_reason = why
         transport = self.transport
         if transport is None:
             return
@@ -291,6 +254,14 @@ class UpstreamProtocol(Protocol):
         else:
             transport.loseConnection()
 
+    def out_of_step(self, why: str) -> None:
+        """The replies can no longer be matched to requests: close, so that
+        everything pending fails (502) and a fresh connection is made."""
+        if self.aborted or self.lost:
+            return
+        self.counters.desyncs += 1
+        self.abort(f"out of step: {why}")
+
     # -- writing ------------------------------------------------------------
 
     @property
@@ -299,115 +270,195 @@ class UpstreamProtocol(Protocol):
         return len(self._slots)
 
     @property
-    def pending_lines(self) -> int:
-        return self._pending_lines
+    def suspect(self) -> bool:
+        """A request gave up while its replies were still due, and the framing
+        cannot tell its late replies from the next request's: take no new
+        requests until they came (or the connection is closed as stale)."""
+        return bool(self._uncertain)
 
     def write_lines(self, payload: bytes, count: int) -> None:
-        """Write ``count`` already framed lines in one write."""
+        """Write ``count`` already framed lines in one write; no replies awaited."""
         assert self.transport is not None
         self.transport.write(payload)
         self.counters.lines_sent += count
         self.counters.bytes_sent += len(payload)
         self.last_activity = self._clock.seconds()
 
-    def expect_replies(self, count: int, timeout: float) -> Deferred[list[bytes]]:
-        """Queue ``count`` reply slots for lines just written.
+    def submit(
+        self,
+        payload: bytes,
+        count: int,
+        *,
+        mode: str,
+        expected: int | None,
+        timeout: float,
+        plan: Plan | None = None,
+        fenced: bool = True,
+    ) -> Deferred[list[Frame]] | None:
+        """Write lines that await ``expected`` replies (None: until the fence).
 
-        The Deferred fires with the replies, or fails with
-        :class:`ReplyTimeoutError` or :class:`UpstreamLostError`; cancelling it
-        frees it and leaves its slots to swallow the late replies.
+        For REQUEST the Deferred fires with the frames, or fails with
+        ReplyTimeoutError or UpstreamLostError; cancelling it leaves its slot
+        to swallow the late replies.  DISCARD and CHECK return None.
         """
-        slot = ReplySlot(count, timeout)
+        fence = self._fence if fenced else None
+        nonce: str | None = None
+        if fence is not None:
+            nonce, fence_line = fence.next()
+            payload += fence_line
+            self.counters.fences += 1
+        elif expected is None:
+            raise ValueError("a slot without a count needs a fence")
+        if self.lost:
+            if mode == REQUEST:
+                failed = ReplySlot(mode, expected, timeout)
+                failed.fail(UpstreamLostError("the upstream connection is closed"))
+                return failed.deferred
+            return None
+        self.write_lines(payload, count)
+        if nonce is None and expected == 0:
+            return succeed([]) if mode == REQUEST else None
+        return self._queue(ReplySlot(
+            mode, expected, timeout, nonce=nonce, plan=plan, on_abandon=self._abandoned,
+        ))
+
+    def ask(self, payload: bytes, timeout: float) -> Deferred[list[Frame]]:
+        """Write one command and await its one reply (handshake, heartbeat)."""
+        replies = self.submit(payload, 1, mode=REQUEST, expected=1, timeout=timeout,
+                              fenced=False)
+        assert replies is not None
+        return replies
+
+    def await_greeting(self, timeout: float) -> Deferred[list[Frame]]:
+        """Await the frame a server that speaks first sends on connecting."""
+        slot = ReplySlot(REQUEST, 1, timeout, on_abandon=self._abandoned)
         if self.lost:
             slot.fail(UpstreamLostError("the upstream connection is closed"))
+            assert slot.deferred is not None
             return slot.deferred
-        slot.start_timer(self._clock)
+        deferred = self._queue(slot)
+        assert deferred is not None
+        return deferred
+
+    def _queue(self, slot: ReplySlot) -> Deferred[list[Frame]] | None:
+        if slot.mode == REQUEST:
+            slot.start_timer(self._clock)
         self._slots.append(slot)
-        self._pending_lines += count
         if len(self._slots) == 1:
-            self._start_stale_timer()
+            self._arm_stale_timer()
         return slot.deferred
 
-    def request(self, payload: bytes, count: int, timeout: float) -> Deferred[list[bytes]]:
-        """Write lines and wait for one reply per line."""
-        self.write_lines(payload, count)
-        return self.expect_replies(count, timeout)
-
-    def discard_replies(self, count: int) -> None:
-        """Reserve slots whose replies nobody wants (lines sent by /send to a
-        server that answers every line)."""
-        slot = ReplySlot(count, 0)
-        slot.abandoned = True
-        self._slots.append(slot)
-        self._pending_lines += count
-        if len(self._slots) == 1:
-            self._start_stale_timer()
+    def _abandoned(self, slot: ReplySlot) -> None:
+        if not self._counts_verified and not slot.closed:
+            self._uncertain.add(slot)
 
     # -- reading ------------------------------------------------------------
 
     def dataReceived(self, data: bytes) -> None:
         self.last_activity = self._clock.seconds()
-        buffer = self._buffer + data if self._buffer else data
-        if _LF not in data:
-            self._buffer = buffer
-            self._check_partial_line()
-            return
-        lines = buffer.split(_LF)
-        self._buffer = lines.pop()
-        for line in lines:
-            if line.endswith(_CR):
-                line = line[:-1]
-            if len(line) > self._max_line_bytes:
-                self._line_too_long(len(line))
-                return
-            self.line_received(line)
-            if self.lost:
-                return
-        self._check_partial_line()
+        decoder = self._decoder
+        try:
+            decoder.feed(data)
+            while not self.lost and not self.aborted:
+                frame = decoder.gets(bool(self._slots))
+                if frame is None:
+                    return
+                self.frame_received(frame)
+        except FramingError as error:
+            self.out_of_step(str(error))
 
-    def _check_partial_line(self) -> None:
-        if len(self._buffer) > self._max_line_bytes + 1:
-            self._line_too_long(len(self._buffer))
-
-    def _line_too_long(self, length: int) -> None:
-        self.counters.lines_too_long += 1
-        self._buffer = b""
-        self.abort(
-            f"received a line of at least {length} bytes; max_line_bytes is "
-            f"{self._max_line_bytes}"
-        )
-
-    def line_received(self, line: bytes) -> None:
-        self.counters.lines_received += 1
-        if not self._slots:
-            self.counters.unsolicited += 1
-            self.log.debug(
-                "upstream {member}: unsolicited line {line!r}", member=self.name, line=line
-            )
-            self._on_line("unsolicited", line)
+    def frame_received(self, frame: Frame) -> None:
+        self.counters.frames_received += 1
+        if frame.push or not self._slots:
+            self._unsolicited(frame)
             return
         slot = self._slots[0]
-        late = slot.abandoned
-        self._pending_lines -= 1
-        if slot.expected == 1:
-            # Dequeue before add() fires the caller's callbacks: they may write
-            # a new request or close the connection (which empties the queue).
-            self._slots.popleft()
-        slot.add(line)
-        if late:
-            self.counters.late_replies += 1
-            self.log.debug(
-                "upstream {member}: late reply discarded {line!r}", member=self.name, line=line
-            )
-            self._on_line("late_reply", line)
-        if self._slots:
-            self._start_stale_timer()
-        else:
-            self._cancel_stale_timer()
+        if slot.nonce is not None:
+            assert self._fence is not None
+            verdict = self._fence.match(frame, slot.nonce)
+            if verdict == OWN:
+                if slot.expected is not None and slot.received != slot.expected:
+                    self.out_of_step(
+                        f"the fence reply came after {slot.received} of {slot.expected} replies"
+                    )
+                    return
+                self._finish_head()
+                return
+            if verdict != NONE:
+                self.out_of_step("the fence reply of another request arrived")
+                return
+            if slot.expected is not None and slot.received == slot.expected:
+                self.out_of_step(
+                    f"a reply arrived where the fence reply was due: {frame.text[:200]!r}"
+                )
+                return
+        index = slot.received
+        slot.take(frame)
+        self._account(slot, index, frame)
+        plan = slot.plan
+        if plan is not None and plan.accept:
+            check = plan.accept.get(index)
+            if check is not None and not check(frame):
+                self._finish_head()
+                self.out_of_step(
+                    f"reply {frame.text[:200]!r} to line {plan.line_of(index)} means the "
+                    "lines written after it will be misread"
+                )
+                return
+        if slot.complete_by_count:
+            self._finish_head()
+
+    def _account(self, slot: ReplySlot, index: int, frame: Frame) -> None:
+        """Counters and events for a frame that filled ``slot``."""
+        mode = slot.mode
+        if mode == REQUEST:
+            if slot.abandoned:
+                self.counters.late_replies += 1
+                self.log.debug("upstream {member}: late reply discarded {text!r}",
+                               member=self.name, text=frame.text)
+                self._on_frame("late_reply", frame, None)
+            return
+        self.counters.discarded_replies += 1
+        if mode == CHECK and self.is_error(frame):
+            line = slot.plan.line_of(index) if slot.plan is not None else index + 1
+            slot.errors.append((line, frame))
+
+    def _finish_head(self) -> None:
+        # Dequeue before complete() fires the caller's callbacks: they may
+        # write a new request or close the connection (which empties the queue).
+        slot = self._slots.popleft()
+        self._uncertain.discard(slot)
+        self._arm_stale_timer()
+        slot.complete()
+        if slot.mode == CHECK and slot.errors:
+            self._report_send_errors(slot)
+
+    def _report_send_errors(self, slot: ReplySlot) -> None:
+        self.counters.send_errors += len(slot.errors)
+        first_line, first = slot.errors[0]
+        self.log.warn(
+            "upstream {member}: {count} error replies to POST /send lines; the first, to "
+            "line {line}: {text!r}", member=self.name, count=len(slot.errors), line=first_line,
+            text=first.text[:200],
+        )
+        for line, frame in slot.errors:
+            self._on_frame("send_error", frame, line)
+
+    def _unsolicited(self, frame: Frame) -> None:
+        self.counters.unsolicited += 1
+        self.log.debug("upstream {member}: unsolicited {text!r}", member=self.name,
+                       text=frame.text)
+        self._on_frame(self.unsolicited_kind, frame, None)
 
     # -- out-of-step detection ----------------------------------------------
 
-    def _start_stale_timer(self) -> None:
+    def _arm_stale_timer(self) -> None:
+        """The slot at the head may wait max(stale_timeout, its own timeout)
+        from when it became the head; replies to earlier slots do not extend
+        that, so steady traffic cannot hide a connection out of step."""
+        if not self._slots:
+            self._cancel_stale_timer()
+            return
         delay = max(self._stale_timeout, self._slots[0].timeout)
         if self._stale_timer is not None and self._stale_timer.active():
             self._stale_timer.reset(delay)
@@ -421,8 +472,9 @@ class UpstreamProtocol(Protocol):
 
     def _stale(self) -> None:
         self._stale_timer = None
-        self.counters.desyncs += 1
-        self.abort(
-            f"the oldest awaited reply is more than {self._stale_timeout:g} s late; "
-            "the connection is out of step"
+        head = self._slots[0] if self._slots else None
+        waited = max(self._stale_timeout, head.timeout) if head is not None else 0.0
+        self.out_of_step(
+            f"the oldest awaited reply is more than {waited:g} s late "
+            "(stale_reply_timeout)"
         )
