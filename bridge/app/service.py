@@ -105,7 +105,9 @@ class BridgeService(MultiService):
                 on_fatal(message, 2)
 
         self._clock = reactor
-        self.pool = UpstreamPool(config, reactor, endpoint, self.events.publish_frame, jitter, give_up)
+        self.pool = UpstreamPool(
+            config, reactor, endpoint, self.events.publish_frame, jitter, give_up
+        )
         self.lifecycle = Lifecycle(
             reactor, config.max_inflight, config.shutdown_delay, config.shutdown_grace
         )
