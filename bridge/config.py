@@ -439,8 +439,8 @@ def _check_relations(config: Config) -> Config:
         raise ConfigError("fence_line", "must not contain CR or LF")
     if config.fence_expect is not None:
         try:
-            re.compile(config.fence_expect.replace("{nonce}", "(?P<nonce>[0-9a-f]+)")
-                       .encode("utf-8"))
+            re.compile(config.fence_expect.replace("{nonce}", "(?P<nonce>x)", 1)
+                       .replace("{nonce}", "(?P=nonce)").encode("utf-8"))
         except re.error as error:
             raise ConfigError("fence_expect", f"is not a valid regular expression: {error}"
                               ) from None

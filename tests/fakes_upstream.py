@@ -176,6 +176,10 @@ def make_member(
     return member, endpoint, clock, log
 
 
+#: The shape of counting_nonces() (pass it as a Fence's nonce_pattern).
+COUNTING_NONCE = "n[0-9]+"
+
+
 def counting_nonces(prefix: str = "n") -> Callable[[], str]:
     """Fence nonces n1, n2, ... so that tests know the bytes on the wire."""
     numbers = itertools.count(1)
@@ -190,7 +194,7 @@ def make_pool(
     clock = clock if clock is not None else Clock()
     log = LineLog()
     pool = UpstreamPool(config, clock, endpoint, log, jitter=no_jitter,
-                        nonce=counting_nonces())
+                        nonce=counting_nonces(), nonce_pattern=COUNTING_NONCE)
     return pool, clock, log
 
 

@@ -23,8 +23,13 @@ OTHER = "other"  # a fence reply with another nonce
 NONE = "none"  # not a fence reply
 
 
+#: What a nonce looks like; distinctive, so that an ordinary reply is not
+#: mistaken for another request's fence reply.
+NONCE_PATTERN = "fence-[0-9a-f]{16}"
+
+
 def fresh_nonce() -> str:
-    return secrets.token_hex(8)
+    return "fence-" + secrets.token_hex(8)
 
 
 class Fence:
@@ -36,12 +41,13 @@ class Fence:
         expect: str,
         delimiter: bytes,
         nonce: Callable[[], str] = fresh_nonce,
+        nonce_pattern: str = NONCE_PATTERN,
     ) -> None:
         self._line = line
         self._delimiter = delimiter
         self._nonce = nonce
         self._checks_nonce = PLACEHOLDER in expect
-        escaped = expect.replace(PLACEHOLDER, "(?P<nonce>[0-9A-Za-z_-]+)", 1)
+        escaped = expect.replace(PLACEHOLDER, f"(?P<nonce>{nonce_pattern})", 1)
         escaped = escaped.replace(PLACEHOLDER, "(?P=nonce)")
         self._pattern = re.compile(escaped.encode("utf-8"))
 

@@ -16,7 +16,7 @@ from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
 from bridge.config import Config
 from bridge.errors import BodyError, BusyError, NotConnectedError
 from bridge.upstream.backoff import Backoff
-from bridge.upstream.fence import Fence, fresh_nonce
+from bridge.upstream.fence import NONCE_PATTERN, Fence, fresh_nonce
 from bridge.upstream.judge import ErrorRule
 from bridge.upstream.lines import Lines, split_lines
 from bridge.upstream.member import CONNECTED, POOL, SUBSCRIBER, MemberListener, UpstreamMember
@@ -39,6 +39,7 @@ class UpstreamPool(Service):
         jitter: Callable[[], float] = random.random,
         on_give_up: Callable[[str], None] | None = None,
         nonce: Callable[[], str] = fresh_nonce,
+        nonce_pattern: str = NONCE_PATTERN,
     ) -> None:
         self.config = config
         self._clock = clock
@@ -49,7 +50,8 @@ class UpstreamPool(Service):
         # line and terminator plans are one reply per line: no need to split.
         self._plan_by_count = self.framing.name in ("line", "terminator")
         self.fence = (
-            Fence(config.fence_line, config.fence_expect, config.delimiter_bytes, nonce)
+            Fence(config.fence_line, config.fence_expect, config.delimiter_bytes, nonce,
+                  nonce_pattern)
             if config.fence_line is not None and config.fence_expect is not None else None
         )
         self.send_mode = config.send_replies_mode
