@@ -84,6 +84,7 @@ class FencedRequestTests(SynchronousTestCase):
         assert fast is not None
         protocol.dataReceived(b"slow 1\r\nslow 2\r\nn1\r\nfast\r\nn2\r\n")
         self.assertEqual(texts(self.successResultOf(fast)), [b"fast"])
+        self.assertEqual(transport.value(), b"SLOW\r\nECHO n1\r\nFAST\r\nECHO n2\r\n")
         self.assertEqual(protocol.counters.late_replies, 2)
         self.assertEqual(clock.getDelayedCalls(), [])
 
