@@ -39,7 +39,7 @@ HANG = "hang"
 #: the given exception.
 Outcome = str | Exception
 
-REFUSED_MESSAGE = "Connection was refused by other side: Connection refused."
+REFUSED_MESSAGE = "connection refused by localhost:65432"
 CLOSED_MESSAGE = "Connection was closed cleanly: Bye.."  # ConnectionDone("Bye.")
 
 

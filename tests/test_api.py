@@ -14,10 +14,14 @@ from bridge import __version__
 from bridge.http.body import parse_body
 from tests.fakes_http import Answer, Bridge, BridgeTestCase
 
-NOT_CONNECTED = {
-    "error": "upstream_unavailable",
-    "message": "the upstream localhost:65432 is not connected; nothing was sent",
-}
+REFUSED = "connection refused by localhost:65432"
+
+
+def not_connected(why: str) -> dict[str, str]:
+    return {
+        "error": "upstream_unavailable",
+        "message": f"the upstream localhost:65432 is not connected ({why}); nothing was sent",
+    }
 
 
 class SendTests(BridgeTestCase):
@@ -171,14 +175,14 @@ class SendTests(BridgeTestCase):
         bridge = self.bridge(refuse=True, backoff_initial=2.5)
         self.assertEqual(bridge.member.retry_in(), 2.5)
         answer = self.send(bridge, b"SET a 1\n")
-        self.assertJSON(answer, 503, NOT_CONNECTED)
+        self.assertJSON(answer, 503, not_connected(f"{REFUSED}; next attempt in 2.5 s"))
         self.assertEqual(answer.header("Retry-After"), ["3"])
 
         bridge.clock.advance(1.7)
         retry_in = bridge.member.retry_in()
         assert retry_in is not None
         answer = self.send(bridge, b"SET a 1\n")
-        self.assertJSON(answer, 503, NOT_CONNECTED)
+        self.assertJSON(answer, 503, not_connected(f"{REFUSED}; next attempt in 0.8 s"))
         self.assertEqual(answer.header("Retry-After"), [str(math.ceil(retry_in))])
         self.assertEqual(answer.header("Retry-After"), ["1"])
 
@@ -188,19 +192,20 @@ class SendTests(BridgeTestCase):
         self.assertEqual(bridge.endpoint.attempts, 2)
         bridge.clock.advance(0.5)
         answer = self.send(bridge, b"x\n")
-        self.assertJSON(answer, 503, NOT_CONNECTED)
+        self.assertJSON(answer, 503, not_connected(f"{REFUSED}; next attempt in 11.5 s"))
         self.assertEqual(answer.header("Retry-After"), ["12"])  # ceil(11.5)
 
     def test_retry_after_is_at_least_one_second_while_connecting(self) -> None:
         bridge = self.bridge(hang=True)
         self.assertEqual(bridge.member.state, "connecting")
         answer = self.send(bridge, b"x\n")
-        self.assertJSON(answer, 503, NOT_CONNECTED)
+        self.assertJSON(answer, 503, not_connected("connecting now"))
         self.assertEqual(answer.header("Retry-After"), ["1"])
 
     def test_nothing_is_queued_while_not_connected(self) -> None:
         bridge = self.bridge(refuse=True, backoff_initial=2.0)
-        self.assertJSON(self.send(bridge, b"SET a 1\n"), 503, NOT_CONNECTED)
+        self.assertJSON(self.send(bridge, b"SET a 1\n"), 503,
+                        not_connected(f"{REFUSED}; next attempt in 2.0 s"))
         bridge.endpoint.refuse = False
         bridge.clock.advance(2.0)
         self.assertEqual(bridge.member.state, "connected")
@@ -213,7 +218,8 @@ class SendTests(BridgeTestCase):
         first = bridge.upstream
         first.loseConnection()
         answer = self.send(bridge, b"x\n")
-        self.assertJSON(answer, 503, NOT_CONNECTED)
+        self.assertJSON(answer, 503, not_connected(
+            "localhost:65432 closed the connection; next attempt in 1.0 s"))
         self.assertEqual(answer.header("Retry-After"), ["1"])
         self.assertEqual(first.value(), b"")
 
@@ -420,7 +426,7 @@ class RequestTests(BridgeTestCase):
     def test_not_connected(self) -> None:
         bridge = self.bridge(refuse=True, backoff_initial=1.5)
         answer = self.finish(bridge, self.request(bridge, b"a\n"))
-        self.assertJSON(answer, 503, NOT_CONNECTED)
+        self.assertJSON(answer, 503, not_connected(f"{REFUSED}; next attempt in 1.5 s"))
         self.assertEqual(answer.header("Retry-After"), ["2"])
 
     def test_client_gone_cancels_and_late_reply_is_discarded(self) -> None:
@@ -573,7 +579,7 @@ class ProbeAndStatusTests(BridgeTestCase):
         bridge.clock.advance(2.0)  # second refusal: next delay 4 s
         answer = self.call(bridge, "GET", "/status")
         document = answer.json()
-        refused = "Connection was refused by other side: refused by the test."
+        refused = "connection refused by localhost:65432"
         self.assertSubset(document, {
             "state": "waiting",
             "connected_since": None,

@@ -139,7 +139,8 @@ class FastPathTests(FastLaneTestCase):
             json_answer(
                 b"503 Service Unavailable",
                 {"error": "upstream_unavailable",
-                 "message": "the upstream tcp:127.0.0.1:7000 is not connected; nothing was sent"},
+                 "message": "the upstream tcp:127.0.0.1:7000 is not connected (connecting "
+                            "now); nothing was sent"},
                 (b"Retry-After", b"1"),
             ),
         )

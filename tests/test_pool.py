@@ -199,7 +199,8 @@ class AvailabilityTests(PoolTestCase):
             error = self.assertRaises(NotConnectedError, call)
             self.assertEqual(error.status, 503)
             self.assertEqual(
-                error.message, "the upstream localhost:65432 is not connected; nothing was sent"
+                error.message, "the upstream localhost:65432 is not connected (connection "
+                "refused by localhost:65432; next attempt in 2.0 s); nothing was sent"
             )
             self.assertEqual(error.retry_in, 2.0)
             self.assertEqual(error.retry_after(), 2)

@@ -10,7 +10,6 @@ from bridge.config import Config
 from bridge.errors import NotConnectedError, UpstreamLostError
 from bridge.upstream.member import CONNECTED, CONNECTING, STOPPED, WAITING, UpstreamMember
 from tests.fakes_upstream import (
-    CLOSED_MESSAGE,
     HANG,
     REFUSE,
     REFUSED_MESSAGE,
@@ -66,14 +65,18 @@ class BackoffTests(SynchronousTestCase):
 
         clock.advance(100.0)
         endpoint.last.peer_closes()
+        # A connection that was up a while: the first retry is at once
+        # (jitter aside), the backoff starts over from the next failure.
         self.assertEqual(member.state, WAITING)
         self.assertIsNone(member.protocol)
-        self.assertEqual(member.current_delay, 1.0)
-        self.assertEqual(member.retry_in(), 1.0)
-        self.assertEqual(member.last_error, f"connection lost: {CLOSED_MESSAGE}")
+        self.assertEqual(member.current_delay, 0.0)
+        self.assertEqual(member.retry_in(), 0.0)
+        self.assertEqual(member.last_error, "localhost:65432 closed the connection")
         self.assertEqual(member.counters.disconnects, 1)
 
         endpoint.default = REFUSE
+        clock.advance(0.0)
+        self.assertEqual(member.current_delay, 1.0)
         clock.advance(1.0)
         self.assertEqual(member.current_delay, 2.0)
         self.successResultOf(member.stop())
@@ -110,7 +113,7 @@ class ConnectTimeoutTests(SynchronousTestCase):
 
         clock.advance(1.0)
         self.assertEqual(member.state, WAITING)
-        self.assertEqual(member.last_error, "connect timed out after 5 s")
+        self.assertEqual(member.last_error, "connecting to localhost:65432 timed out after 5 s")
         self.assertEqual(member.current_delay, 1.0)
         self.assertEqual(member.retry_in(), 1.0)
 
@@ -127,7 +130,7 @@ class ConnectTimeoutTests(SynchronousTestCase):
         member, _, clock, _ = make_member(config, FakeEndpoint(default=HANG))
         member.start()
         clock.advance(0.5)
-        self.assertEqual(member.last_error, "connect timed out after 0.5 s")
+        self.assertEqual(member.last_error, "connecting to localhost:65432 timed out after 0.5 s")
         self.successResultOf(member.stop())
         self.assertEqual(clock.getDelayedCalls(), [])
 
@@ -151,7 +154,8 @@ class NotConnectedTests(SynchronousTestCase):
             self.assertEqual(error.status, 503)
             self.assertEqual(error.code, "upstream_unavailable")
             self.assertEqual(
-                error.message, "the upstream localhost:65432 is not connected (waiting)"
+                error.message, "the upstream localhost:65432 is not connected "
+                f"({REFUSED_MESSAGE}; next attempt in 2.5 s)"
             )
             self.assertEqual(error.retry_in, 2.5)
             self.assertEqual(error.retry_after(), 3)
@@ -165,7 +169,7 @@ class NotConnectedTests(SynchronousTestCase):
         member.start()
         error = self.assertRaises(NotConnectedError, member.live)
         self.assertEqual(
-            error.message, "the upstream localhost:65432 is not connected (connecting)"
+            error.message, "the upstream localhost:65432 is not connected (connecting now)"
         )
         self.assertEqual(error.retry_in, 0.0)
         self.assertEqual(error.retry_after(), 1)

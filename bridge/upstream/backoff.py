@@ -38,6 +38,11 @@ class Backoff:
             return self.maximum
         return min(delay, self.maximum)
 
+    def at_once(self) -> float:
+        """The first retry after an established connection dropped: at once,
+        but spread over up to JITTER_FRACTION of the first delay."""
+        return self.initial * JITTER_FRACTION * self._jitter()
+
     def __call__(self, attempt: int) -> float:
         base = self.base(attempt)
         return base - base * JITTER_FRACTION * self._jitter()

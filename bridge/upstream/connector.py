@@ -20,6 +20,7 @@ from typing import Protocol as TypingProtocol
 
 from twisted.internet.defer import Deferred
 from twisted.internet.defer import TimeoutError as DeferredTimeoutError
+from twisted.internet.error import ConnectionRefusedError, DNSLookupError
 from twisted.internet.interfaces import (
     IAddress,
     IProtocol,
@@ -44,10 +45,15 @@ class AttemptObserver(TypingProtocol):
     def protocol_built(self, protocol: UpstreamProtocol) -> None: ...
 
 
-def describe_failure(failure: Failure, connect_timeout: float) -> str:
-    """A short human reason for a failed attempt."""
+def describe_failure(failure: Failure, connect_timeout: float, address: str = "") -> str:
+    """A short human reason for a failed attempt, naming the address."""
+    at = f" {address}" if address else ""
     if failure.check(DeferredTimeoutError):
-        return f"connect timed out after {connect_timeout:g} s"
+        return f"connecting to{at} timed out after {connect_timeout:g} s"
+    if failure.check(ConnectionRefusedError):
+        return f"connection refused by{at or ' the upstream'}"
+    if failure.check(DNSLookupError):
+        return f"cannot resolve the host name of{at or ' the upstream'}"
     value = failure.value
     text = str(value).strip() or value.__class__.__name__
     return " ".join(text.split())
@@ -108,8 +114,10 @@ class Connector:
         clock: IReactorTime,
         connect_timeout: float,
         observer: AttemptObserver,
+        address: str = "",
     ) -> None:
         self._endpoint = endpoint
+        self._address = address
         self._clock = clock
         self._connect_timeout = connect_timeout
         self._observer = observer
@@ -124,7 +132,9 @@ class Connector:
             return guard._proxy
 
         def failed(failure: Failure) -> Failure:
-            self._observer.attempt_failed(describe_failure(failure, self._connect_timeout))
+            self._observer.attempt_failed(
+                describe_failure(failure, self._connect_timeout, self._address)
+            )
             return failure
 
         attempt.addCallbacks(connected, failed)

@@ -11,6 +11,7 @@ from typing import Any, Callable
 
 from twisted.application.internet import ClientService
 from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
@@ -89,12 +90,13 @@ class UpstreamMember:
         self.retry_at: float | None = None
         self.last_error: str | None = None
         self._attempt: UpstreamProtocol | None = None
+        self._reconnect_at_once = False
         self._handshake = Handshake(
             config.handshake, config.handshake_expect, config.handshake_timeout,
             config.delimiter_bytes, config.greeting_expect,
         )
         self.service = ClientService(
-            Connector(endpoint, clock, config.connect_timeout, self),
+            Connector(endpoint, clock, config.connect_timeout, self, config.upstream),
             _ProtocolFactory(self),
             retryPolicy=self._next_delay,
             clock=clock,
@@ -190,6 +192,7 @@ class UpstreamMember:
             protocol.transport.loseConnection()
             return
         self.protocol = protocol
+        self._reconnect_at_once = False
         self.state = CONNECTED
         self.connected_since = self._clock.seconds()
         self.attempts_since_success = 0
@@ -223,8 +226,16 @@ class UpstreamMember:
         self.counters.disconnects += 1
         if protocol.close_reason is not None:
             self.last_error = f"closed by the bridge: {protocol.close_reason}"
+        elif reason.check(ConnectionDone):
+            self.last_error = f"{self.config.upstream} closed the connection"
+        elif reason.check(ConnectionLost):
+            self.last_error = f"the connection to {self.config.upstream} was lost"
         else:
             self.last_error = f"connection lost: {reason.getErrorMessage()}"
+        # A connection that had been up a while reconnects at once: the
+        # upstream probably restarted (backoff starts with the next failure).
+        connected_for = self._clock.seconds() - protocol.connected_at
+        self._reconnect_at_once = connected_for >= max(1.0, self.config.backoff_initial)
         if self.state == DRAINING:
             self.log.info("upstream {member}: drained and closed", member=self.name)
         elif self.state != STOPPED:
@@ -254,7 +265,12 @@ class UpstreamMember:
             self._attempt.abort("shutdown_grace is over")
 
     def _next_delay(self, failed_attempts: int) -> float:
-        delay = self._backoff(failed_attempts)
+        if self._reconnect_at_once:
+            # failed_attempts counts the lost connection as the first failure.
+            delay = (self._backoff.at_once() if failed_attempts == 1
+                     else self._backoff(failed_attempts - 1))
+        else:
+            delay = self._backoff(failed_attempts)
         self.current_delay = delay
         self.retry_at = self._clock.seconds() + delay
         limit = self.config.startup_max_attempts
@@ -287,12 +303,25 @@ class UpstreamMember:
             return 0.0
         return None
 
+    def why_not_connected(self) -> str:
+        """Why there is no usable connection, for a 503's message."""
+        if self.state == CONNECTING:
+            reason = "connecting now"
+            if self.last_error:
+                reason = f"{self.last_error}; connecting again now"
+            return reason
+        retry_in = self.retry_in()
+        if self.state == WAITING and retry_in is not None:
+            return f"{self.last_error or 'not connected'}; next attempt in {retry_in:.1f} s"
+        return self.state
+
     def live(self) -> UpstreamProtocol:
         """The usable protocol, or NotConnectedError at once."""
         protocol = self.protocol
         if protocol is None:
             raise NotConnectedError(
-                f"the upstream {self.config.upstream} is not connected ({self.state})",
+                f"the upstream {self.config.upstream} is not connected "
+                f"({self.why_not_connected()})",
                 self.retry_in(),
             )
         return protocol

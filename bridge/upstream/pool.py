@@ -131,10 +131,13 @@ class UpstreamPool(Service):
         )
 
     def _unavailable(self) -> NotConnectedError:
-        delays = [d for d in (m.retry_in() for m in self.members) if d is not None]
+        waiting = [(m.retry_in(), index) for index, m in enumerate(self.members)
+                   if m.retry_in() is not None]
+        soonest = self.members[min(waiting)[1]] if waiting else self.members[0]
         return NotConnectedError(
-            f"the upstream {self.config.upstream} is not connected; nothing was sent",
-            min(delays) if delays else None,
+            f"the upstream {self.config.upstream} is not connected "
+            f"({soonest.why_not_connected()}); nothing was sent",
+            soonest.retry_in(),
         )
 
     def _waiting(self) -> NotConnectedError:
