@@ -41,9 +41,11 @@ class MaskTests(SynchronousTestCase):
 class HandshakeTestCase(SynchronousTestCase):
     def setUp(self) -> None:
         self.logged: list[str] = []
+        self.levels: list[str] = []
 
         def observe(event: dict[str, Any]) -> None:
             self.logged.append(formatEvent(event) or "")
+            self.levels.append(event["log_level"].name)
 
         globalLogPublisher.addObserver(observe)
         self.addCleanup(globalLogPublisher.removeObserver, observe)
@@ -142,7 +144,11 @@ class HandshakeFailureTests(HandshakeTestCase):
         )
         self.assertEqual(member.current_delay, 1.0)
         self.assertEqual(log.events, [])
-        self.assertIn(f"upstream 0: {member.last_error}", self.logged)
+        # Said once, at warn level, with the next attempt.
+        ours = [text for text in self.logged if text.startswith("upstream 0:")]
+        self.assertEqual(ours, ["upstream 0: connecting to localhost:65432 (attempt 1)",
+                                f"upstream 0: {member.last_error}; next attempt in 1 s"])
+        self.assertEqual(self.levels[-2:], ["warn", "info"])  # ClientService's own line last
         self.assert_secret_never_shown(member)
 
         clock.advance(1.0)  # ClientService tries again, and backs off further

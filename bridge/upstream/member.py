@@ -14,7 +14,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
 from twisted.internet.protocol import Factory
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 
 from bridge.config import Config
@@ -91,6 +91,7 @@ class UpstreamMember:
         self.last_error: str | None = None
         self._attempt: UpstreamProtocol | None = None
         self._reconnect_at_once = False
+        self._handshake_failed = False
         self._handshake = Handshake(
             config.handshake, config.handshake_expect, config.handshake_timeout,
             config.delimiter_bytes, config.greeting_expect,
@@ -174,9 +175,9 @@ class UpstreamMember:
                 self.last_error = str(failure.value)
             else:
                 self.last_error = f"handshake interrupted: {failure.getErrorMessage()}"
-            self.log.warn("upstream {member}: {error}", member=self.name, error=self.last_error)
+            self._handshake_failed = True  # the retry line says why, at warn level
             if not protocol.lost:
-                protocol.abort("handshake failed")
+                protocol.abort("handshake failed", quiet=True)
             return failure
 
         done.addCallbacks(accepted, rejected)
@@ -201,8 +202,9 @@ class UpstreamMember:
         self.retry_at = None
         self.counters.connects += 1
         self.log.info(
-            "upstream {member}: connected to {address}",
+            "upstream {member}: connected to {address}{handshake}",
             member=self.name, address=self.config.upstream,
+            handshake=" (greeting and handshake accepted)" if self._handshake else "",
         )
         config = self.config
         if self.role == SUBSCRIBER:
@@ -287,8 +289,10 @@ class UpstreamMember:
             return max(delay, 3600.0)
         if self.state not in (STOPPED, DRAINING):
             self.state = WAITING
-            self.log.info(
-                "upstream {member}: {error}; next attempt in {delay:.3g} s",
+            level = LogLevel.warn if self._handshake_failed else LogLevel.info
+            self._handshake_failed = False
+            self.log.emit(
+                level, "upstream {member}: {error}; next attempt in {delay:.3g} s",
                 member=self.name, error=self.last_error or "not connected", delay=delay,
             )
         return delay

@@ -237,9 +237,12 @@ class UpstreamProtocol(Protocol):
             transport.loseConnection()
         return closed
 
-    def abort(self, why: str) -> None:
-        """Close the connection at once (RST), e.g. when out of step."""
-        self.log.warn("upstream {member}: closing connection: {why}", member=self.name, why=why)
+    def abort(self, why: str, quiet: bool = False) -> None:
+        """Close the connection at once (RST), e.g. when out of step.
+        ``quiet`` when the caller logs the reason itself."""
+        if not quiet:
+            self.log.warn("upstream {member}: closing connection: {why}", member=self.name,
+                          why=why)
         # A TCP transport delivers connectionLost one reactor turn later and
         # drops whatever is written meanwhile: take no more work from now on.
         self.aborted = True
