@@ -22,6 +22,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.iweb import IResponse
 from zope.interface import implementer
 
+from bridge.app.service import line_publisher
 from bridge.config import Config
 from bridge.http.api import BridgeAPI
 from bridge.http.events import EventHub
@@ -32,6 +33,7 @@ from bridge.upstream.pool import UpstreamPool
 
 UPSTREAM_ADDRESS = IPv4Address("TCP", "127.0.0.1", 7000)
 CLIENT_ADDRESS = IPv4Address("TCP", "10.1.2.3", 40000)
+BOOT = "b1"  # the event-id boot token of every in-memory bridge
 
 
 @implementer(IStreamClientEndpoint)
@@ -87,6 +89,7 @@ class Bridge:
         transport_factory: Callable[[], StringTransportWithDisconnection] | None = None,
         start: bool = True,
         now: float = 0.0,
+        boot: str = BOOT,
         **values: Any,
     ) -> None:
         self.clock = Clock()
@@ -94,10 +97,16 @@ class Bridge:
         self.config = Config().with_values(**values)
         self.endpoint = FakeUpstreamEndpoint(refuse, hang, transport_factory)
         self.events = EventHub(
-            self.clock, self.config.max_event_backlog, self.config.event_heartbeat
+            self.clock,
+            boot,
+            max_backlog=self.config.max_event_backlog,
+            stall_timeout=self.config.event_stall_timeout,
+            heartbeat=self.config.event_heartbeat,
+            replay=self.config.event_replay,
         )
         self.pool = UpstreamPool(
-            self.config, self.clock, self.endpoint, self.events.publish, jitter=lambda: 0.0
+            self.config, self.clock, self.endpoint, line_publisher(self.events),
+            jitter=lambda: 0.0,
         )
         self.http_counts = {"requests": 0}
         self.api = BridgeAPI(self.config, self.pool, self.events, self.clock, self.http_counts)

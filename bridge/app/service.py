@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import secrets
 from typing import Any, Callable
 
 from twisted.application.service import MultiService, Service
@@ -19,7 +20,21 @@ from bridge.http.events import EventHub
 from bridge.http.gate import make_root
 from bridge.http.web import BridgeSite
 from bridge.metrics import Metrics
+from bridge.upstream.member import MemberListener
 from bridge.upstream.pool import UpstreamPool
+
+
+def line_publisher(events: EventHub) -> MemberListener:
+    """The pool's ``on_line(kind, member, line)`` as one event per line.
+
+    A stand-in until the pool publishes whole frames (one event per
+    unsolicited reply, several lines each) through ``EventHub.publish``.
+    """
+
+    def on_line(kind: str, member: str, line: bytes) -> None:
+        events.publish(kind, [line.decode("utf-8", "replace")])
+
+    return on_line
 
 
 class ListenError(Exception):
@@ -90,10 +105,20 @@ class BridgeService(MultiService):
         *,
         jitter: Callable[[], float] = random.random,
         on_fatal: Callable[[str, int], None] | None = None,
+        boot: str | None = None,
     ) -> None:
         super().__init__()
         self.config = config
-        self.events = EventHub(reactor, config.max_event_backlog, config.event_heartbeat)
+        # A new token per process: event ids of an earlier run are never
+        # taken for ids of this one (see bridge.http.replay).
+        self.events = EventHub(
+            reactor,
+            boot if boot is not None else secrets.token_hex(4),
+            max_backlog=config.max_event_backlog,
+            stall_timeout=config.event_stall_timeout,
+            heartbeat=config.event_heartbeat,
+            replay=config.event_replay,
+        )
         endpoint = client_endpoint(reactor, config.upstream, config.connect_timeout)
 
         def give_up(message: str) -> None:
@@ -105,7 +130,9 @@ class BridgeService(MultiService):
                 on_fatal(message, 2)
 
         self._clock = reactor
-        self.pool = UpstreamPool(config, reactor, endpoint, self.events.publish, jitter, give_up)
+        self.pool = UpstreamPool(
+            config, reactor, endpoint, line_publisher(self.events), jitter, give_up
+        )
         self.lifecycle = Lifecycle(
             reactor, config.max_inflight, config.shutdown_delay, config.shutdown_grace
         )
