@@ -266,7 +266,7 @@ SETTINGS: tuple[Setting, ...] = (
             "its last bytes before its connection is aborted", "SECONDS"),
     Setting("event_replay", 1000, non_negative_int,
             "recent events kept for GET /events clients that reconnect with Last-Event-ID "
-            "(0 = none)", "N"),
+            "(0 = none; at most 64 MiB of them)", "N"),
     Setting("event_heartbeat", 15.0, seconds,
             "seconds between keep-alive comments on GET /events", "SECONDS"),
     Setting("startup_max_attempts", 0, non_negative_int,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from bridge.http.replay import EventLog
+from bridge.http.replay import MAX_KEPT_BYTES, EventLog
 from bridge.http.sse import check_boot, escape, event_id, format_event, parse_event_id
 
 
@@ -202,6 +202,19 @@ class EventLogTests(SynchronousTestCase):
         self.assertEqual(resume.events[0], event(501))
         self.assertEqual(resume.gap, gap(500, "events after b1-0 are no longer kept; "
                                               "500 were missed"))
+
+    def test_kept_events_fit_in_max_bytes(self) -> None:
+        self.assertEqual(MAX_KEPT_BYTES, 64 * 1024 * 1024)
+        size = len(event(1))  # every event of this test is as long (ids 1 to 9)
+        log = EventLog("b1", 1000, max_bytes=3 * size)
+        for number in range(1, 10):
+            log.record("unsolicited", [f"line {number}"])
+        resume = log.resume("b1-5")
+        self.assertEqual(resume.gap, gap(6, "events after b1-5 are no longer kept; "
+                                            "1 were missed"))
+        self.assertEqual(tuple(resume.events), (event(7), event(8), event(9)))
+        log.record("unsolicited", ["x" * (4 * size)])  # alone too big: nothing is kept
+        self.assertEqual(tuple(log.resume("b1-9").events), ())
 
     def test_bad_arguments(self) -> None:
         self.assertRaises(ValueError, EventLog, "b1", -1)

@@ -19,6 +19,12 @@ from bridge.http.sse import check_boot, event_id, format_event, parse_event_id
 
 _SHOWN_ID_CHARS = 64
 
+#: Kept events never take more than this, whatever ``keep`` says: an event
+#: may be large (a multi-line reply, a big pub/sub message), and the log is
+#: shared by every subscriber for the life of the process.  The oldest go
+#: first; a client that needed them gets an ``event: gap``.
+MAX_KEPT_BYTES = 64 * 1024 * 1024
+
 
 @dataclass(frozen=True)
 class Resume:
@@ -31,25 +37,34 @@ class Resume:
 
 
 class EventLog:
-    """Gives events their ids and keeps the last ``keep`` (0 keeps none).
+    """Gives events their ids and keeps the last ``keep`` (0 keeps none), as
+    long as they fit in ``max_bytes``.
 
     Kept events are always the newest ones, numbered without holes, so the
     sequence numbers of what is kept follow from ``sequence`` and the count.
     """
 
-    def __init__(self, boot: str, keep: int) -> None:
+    def __init__(self, boot: str, keep: int, max_bytes: int = MAX_KEPT_BYTES) -> None:
         if keep < 0:
             raise ValueError(f"keep must be 0 or more, got {keep}")
         self.boot = check_boot(boot)
         #: Sequence number of the newest event (0: none yet); counts from 1.
         self.sequence = 0
-        self._kept: deque[bytes] = deque(maxlen=keep)
+        self._keep = keep
+        self._max_bytes = max_bytes
+        self._kept: deque[bytes] = deque()
+        self._kept_bytes = 0
 
     def record(self, kind: str, lines: Sequence[str]) -> bytes:
         """Number a new event, keep it, and return its wire form."""
         self.sequence += 1
         event = format_event(kind, event_id(self.boot, self.sequence), lines)
-        self._kept.append(event)
+        if self._keep:
+            kept = self._kept
+            kept.append(event)
+            self._kept_bytes += len(event)
+            while len(kept) > self._keep or self._kept_bytes > self._max_bytes:
+                self._kept_bytes -= len(kept.popleft())
         return event
 
     def resume(self, last_event_id: str | None) -> Resume:
