@@ -12,6 +12,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from twisted.internet.testing import MemoryReactorClock
+
+from bridge.app.service import BridgeService
+from bridge.config import Config
 from bridge.http.events import MAX_QUEUED_BYTES, MiB
 from bridge.http.sse import CONNECTED, KEEPALIVE, format_event
 from tests.fakes_http import (
@@ -32,7 +36,8 @@ class Stream:
     """One GET /events over a real HTTP channel of a BridgeSite."""
 
     def __init__(
-        self, bridge: Bridge, last_event_id: bytes | None = None, buffer_size: int = 64 * 1024
+        self, bridge: Bridge, last_event_id: bytes | None = None, buffer_size: int = 64 * 1024,
+        version: bytes = b"HTTP/1.1",
     ) -> None:
         self.bridge = bridge
         self.site = bridge.site()
@@ -42,7 +47,8 @@ class Stream:
         self.transport.protocol = self.channel
         self.channel.makeConnection(self.transport)
         header = b"" if last_event_id is None else b"Last-Event-ID: " + last_event_id + b"\r\n"
-        self.channel.dataReceived(b"GET /events HTTP/1.1\r\nHost: bridge\r\n" + header + b"\r\n")
+        self.channel.dataReceived(
+            b"GET /events " + version + b"\r\nHost: bridge\r\n" + header + b"\r\n")
 
     @property
     def status(self) -> bytes:
@@ -366,6 +372,17 @@ class BackpressureTests(EventsTestCase):
         self.assertTrue(stream.transport.aborted)
         self.assertEqual(stream.site.reactor.getDelayedCalls(), [])
 
+    def test_an_http_10_stream_ends_by_closing(self) -> None:
+        bridge = self.bridge(max_event_backlog=1, event_stall_timeout=1.0)
+        stream = Stream(bridge, buffer_size=0, version=b"HTTP/1.0")
+        publish(bridge, [1, 2, 3])
+        bridge.clock.advance(1.0)
+        self.assertEqual(stream.raw_body, CONNECTED + event(1) + stalled(1, 1))
+        self.assertTrue(stream.transport.disconnecting)
+        stream.read()
+        self.assertEqual((stream.transport.connected, stream.transport.aborted), (False, False))
+        self.assertEqual(stream.site.reactor.getDelayedCalls(), [])
+
     def test_the_stall_clock_starts_at_the_pause_not_at_the_backlog(self) -> None:
         bridge = self.bridge(max_event_backlog=3, event_stall_timeout=10.0)
         stream = Stream(bridge, buffer_size=0)
@@ -542,3 +559,13 @@ class EndToEndTests(EventsTestCase):
         bridge.treq.flush()
         self.assertIsNone(self.successResultOf(done))  # the body ended, no error
         self.assertEqual(b"".join(received), CONNECTED + stalled(2, 1))
+
+
+class ServiceTests(EventsTestCase):
+    def test_each_process_draws_its_own_boot_token(self) -> None:
+        boots = {BridgeService(Config(), MemoryReactorClock()).events.boot for _ in range(3)}
+        self.assertEqual(len(boots), 3)
+        for boot in boots:
+            self.assertRegex(boot, r"^[0-9a-f]{8}$")
+        self.assertEqual(BridgeService(Config(), MemoryReactorClock(), boot="b7").events.boot,
+                         "b7")

@@ -104,7 +104,7 @@ class Subscriber:
         taken within ``close_within`` seconds."""
         if self.closed:
             return
-        self._stop()
+        self.stop()
         request: Any = self._request
         channel = request.channel
         request.unregisterProducer()
@@ -120,7 +120,10 @@ class Subscriber:
 
     def stop(self) -> None:
         """The connection is gone: forget what waits and stop every timer."""
-        self._stop()
+        self.closed = True
+        self._cancel_stall_timer()
+        self._queue.clear()
+        self._queued_bytes = 0
 
     # -- IPushProducer (called by the connection) -----------------------------------
 
@@ -176,12 +179,6 @@ class Subscriber:
             if self._stall_timer.active():
                 self._stall_timer.cancel()
             self._stall_timer = None
-
-    def _stop(self) -> None:
-        self.closed = True
-        self._cancel_stall_timer()
-        self._queue.clear()
-        self._queued_bytes = 0
 
 
 class EventHub:
