@@ -286,7 +286,15 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("heartbeat_timeout", 5.0, seconds,
             "wait for the heartbeat reply before reconnecting, seconds", "SECONDS"),
     Setting("max_event_backlog", 1000, positive_int,
-            "lines a GET /events subscriber may fall behind before it is dropped", "N"),
+            "events waiting for a GET /events subscriber above which it is dropped if its "
+            "connection has also taken nothing for event_stall_timeout seconds", "N"),
+    Setting("event_stall_timeout", 10.0, seconds,
+            "seconds a GET /events subscriber with more than max_event_backlog events waiting "
+            "may take nothing before it is dropped; also how long a dropped one has to take "
+            "its last bytes before its connection is aborted", "SECONDS"),
+    Setting("event_replay", 1000, non_negative_int,
+            "recent events kept for GET /events clients that reconnect with Last-Event-ID "
+            "(0 = none; at most 64 MiB of them)", "N"),
     Setting("event_heartbeat", 15.0, seconds,
             "seconds between keep-alive comments on GET /events", "SECONDS"),
     Setting("startup_max_attempts", 0, non_negative_int,
@@ -363,6 +371,8 @@ class Config:
     heartbeat_expect: str | None = None
     heartbeat_timeout: float = 5.0
     max_event_backlog: int = 1000
+    event_stall_timeout: float = 10.0
+    event_replay: int = 1000
     event_heartbeat: float = 15.0
     startup_max_attempts: int = 0
     write_high_water: int = MiB

@@ -63,6 +63,10 @@ class _PoolCollector(Collector):
              totals.attempts),
             ("bridge_upstream_desyncs", "Connections closed because replies were out of step",
              totals.desyncs),
+            ("bridge_events_published", "Events published to GET /events",
+             self._events.published),
+            ("bridge_events_dropped", "GET /events subscribers dropped for not reading",
+             self._events.dropped),
         ]
         for name, documentation, value in counters:
             family = CounterMetricFamily(name, documentation)

@@ -14,10 +14,16 @@ from typing import Any, Callable
 from treq.testing import StubTreq
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, fail, succeed
-from twisted.internet.error import ConnectionRefusedError
+from twisted.internet.error import (
+    ConnectionAborted,
+    ConnectionDone,
+    ConnectionLost,
+    ConnectionRefusedError,
+)
 from twisted.internet.interfaces import IProtocolFactory, IStreamClientEndpoint
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock, StringTransportWithDisconnection
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.iweb import IResponse
 from zope.interface import implementer
@@ -32,6 +38,7 @@ from bridge.upstream.pool import UpstreamPool
 
 UPSTREAM_ADDRESS = IPv4Address("TCP", "127.0.0.1", 7000)
 CLIENT_ADDRESS = IPv4Address("TCP", "10.1.2.3", 40000)
+BOOT = "b1"  # the event-id boot token of every in-memory bridge
 
 
 @implementer(IStreamClientEndpoint)
@@ -76,6 +83,81 @@ class FakeUpstreamEndpoint:
         return self.transports[-1]
 
 
+class SocketTransport(StringTransportWithDisconnection):
+    """A StringTransport with the write side of Twisted's TCP transport.
+
+    ``value()`` holds every byte written; ``unsent`` counts those the peer has
+    not taken yet.  As in ``twisted.internet.abstract.FileDescriptor``: every
+    write that leaves more than ``buffer_size`` bytes unsent pauses the
+    streaming producer; the producer is resumed only when the peer has taken
+    *everything* (:meth:`take`, one ``doWrite``); ``loseConnection`` closes
+    once everything is taken; ``abortConnection`` closes at once.
+    """
+
+    def __init__(self, buffer_size: int = 64 * 1024, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.buffer_size = buffer_size
+        self.unsent = 0
+        self.producer_paused = False
+        self.aborted = False
+        self.lost_reason: Failure | None = None
+
+    def write(self, data: bytes) -> None:
+        super().write(data)
+        self._buffered(len(data))
+
+    def writeSequence(self, data: Any) -> None:
+        joined = b"".join(data)
+        super().write(joined)
+        self._buffered(len(joined))
+
+    def _buffered(self, size: int) -> None:
+        if not self.connected:
+            return
+        self.unsent += size
+        if self.producer is not None and self.streaming and self.unsent > self.buffer_size:
+            self.producer_paused = True
+            self.producer.pauseProducing()
+
+    def take(self, limit: int | None = None) -> int:
+        """The peer reads up to ``limit`` bytes (default: all); returns how many."""
+        if not self.connected:
+            return 0
+        taken = self.unsent if limit is None else min(limit, self.unsent)
+        self.unsent -= taken
+        if self.unsent == 0:
+            if self.producer is not None and (not self.streaming or self.producer_paused):
+                self.producer_paused = False
+                self.producer.resumeProducing()
+            elif self.disconnecting:
+                self._lost(ConnectionDone("the bridge closed the connection"))
+        return taken
+
+    def peer_closes(self) -> None:
+        """The client goes away (closes or resets its end)."""
+        self._lost(ConnectionLost("the client went away"))
+
+    def loseConnection(self) -> None:
+        self.disconnecting = True
+        if self.unsent == 0:
+            self._lost(ConnectionDone("the bridge closed the connection"))
+
+    def abortConnection(self) -> None:
+        if self.connected:
+            self.aborted = self.disconnected = True
+            self._lost(ConnectionAborted("the bridge aborted the connection"))
+
+    def _lost(self, error: Exception) -> None:
+        if not self.connected:
+            return
+        self.connected = False
+        self.lost_reason = Failure(error)
+        if self.producer is not None:
+            producer, self.producer = self.producer, None
+            producer.stopProducing()
+        self.protocol.connectionLost(self.lost_reason)
+
+
 class Bridge:
     """A bridge assembled in memory: Clock, fake upstream, real pool and API."""
 
@@ -87,6 +169,7 @@ class Bridge:
         transport_factory: Callable[[], StringTransportWithDisconnection] | None = None,
         start: bool = True,
         now: float = 0.0,
+        boot: str = BOOT,
         **values: Any,
     ) -> None:
         self.clock = Clock()
@@ -94,10 +177,16 @@ class Bridge:
         self.config = Config().with_values(**values)
         self.endpoint = FakeUpstreamEndpoint(refuse, hang, transport_factory)
         self.events = EventHub(
-            self.clock, self.config.max_event_backlog, self.config.event_heartbeat
+            self.clock,
+            boot,
+            max_backlog=self.config.max_event_backlog,
+            stall_timeout=self.config.event_stall_timeout,
+            heartbeat=self.config.event_heartbeat,
+            replay=self.config.event_replay,
         )
         self.pool = UpstreamPool(
-            self.config, self.clock, self.endpoint, self.events.publish_frame, jitter=lambda: 0.0
+            self.config, self.clock, self.endpoint, self.events.publish_frame,
+            jitter=lambda: 0.0,
         )
         self.http_counts = {"requests": 0}
         self.api = BridgeAPI(self.config, self.pool, self.events, self.clock, self.http_counts)
@@ -211,17 +300,19 @@ class BridgeTestCase(SynchronousTestCase):
 
 def dechunk(data: bytes) -> bytes:
     """The payload of a complete or partial chunked body (complete chunks only)."""
-    out = b""
-    while data:
-        size_line, separator, rest = data.partition(b"\r\n")
-        if not separator:
+    out: list[bytes] = []
+    position = 0
+    while True:  # by offsets: bodies of many megabytes are dechunked in linear time
+        line_end = data.find(b"\r\n", position)
+        if line_end < 0:
             break
-        size = int(size_line.split(b";")[0], 16)
-        if size == 0 or len(rest) < size + 2:
+        size = int(data[position:line_end].split(b";")[0], 16)
+        start = line_end + 2
+        if size == 0 or len(data) < start + size + 2:
             break
-        out += rest[:size]
-        data = rest[size + 2 :]
-    return out
+        out.append(data[start:start + size])
+        position = start + size + 2
+    return b"".join(out)
 
 
 def split_response(raw: bytes) -> tuple[bytes, dict[bytes, list[bytes]], bytes]:

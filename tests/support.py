@@ -74,10 +74,12 @@ __all__ = [
     "BridgeTestCase",
     "EventStream",
     "LineServer",
+    "RawEventClient",
     "Reply",
     "SSEEvent",
     "ServerConnection",
     "concurrently",
+    "parse_sse_block",
     "reactor",
     "unused_port",
     "wait_for",
@@ -572,6 +574,28 @@ class SSEEvent:
     data: str
 
 
+def parse_sse_block(block: bytes) -> tuple[SSEEvent | None, list[str]]:
+    """One ``\\n\\n``-terminated block of an event stream (without the
+    terminator): its event, if it has fields, and its comments.  Several
+    ``data:`` fields are joined with LF, as EventSource does."""
+    fields: dict[str, str] = {}
+    data: list[str] = []
+    comments: list[str] = []
+    for line in block.decode("utf-8").split("\n"):
+        if line.startswith(":"):
+            comments.append(line[1:].strip())
+            continue
+        name, _, value = line.partition(":")
+        value = value[1:] if value.startswith(" ") else value
+        if name == "data":
+            data.append(value)
+        else:
+            fields[name] = value
+    if not fields and not data:
+        return None, comments
+    return SSEEvent(fields.get("event", "message"), fields.get("id"), "\n".join(data)), comments
+
+
 class EventStream(Protocol):
     """Reads a ``text/event-stream`` body incrementally, as it arrives.
 
@@ -594,18 +618,10 @@ class EventStream(Protocol):
         blocks = (self._buffer + data).split(b"\n\n")
         self._buffer = blocks.pop()
         for block in blocks:
-            fields: dict[str, str] = {}
-            for line in block.decode("utf-8").split("\n"):
-                if line.startswith(":"):
-                    self.comments.append(line[1:].strip())
-                    continue
-                name, _, value = line.partition(":")
-                fields[name] = value[1:] if value.startswith(" ") else value
-            if fields:
-                self.events.append(
-                    SSEEvent(fields.get("event", "message"), fields.get("id"),
-                             fields.get("data", ""))
-                )
+            event, comments = parse_sse_block(block)
+            self.comments.extend(comments)
+            if event is not None:
+                self.events.append(event)
 
     def connectionLost(self, reason: Failure | None = None) -> None:
         self.end_reason = reason
@@ -625,6 +641,99 @@ class EventStream(Protocol):
         if not self.done.called and self.transport is not None:
             self.transport.stopProducing()  # type: ignore[attr-defined]
         await self.done
+
+
+class RawEventClient:
+    """``GET /events`` over a plain socket, as bytes, with nothing in between.
+
+    The socket is non-blocking: :meth:`poll` takes whatever has arrived,
+    de-chunks it and parses the events, so a test polls it with
+    :func:`wait_for` while the reactor (and the test's line server) runs.
+    ``ended``: the chunked body ended properly; ``eof``: the bridge closed
+    the connection (FIN); ``reset``: the connection was reset (RST).
+    """
+
+    def __init__(
+        self, port: int, last_event_id: str | None = None, receive_buffer: int | None = None
+    ) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        if receive_buffer is not None:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+        self.sock.connect((LOOPBACK, port))
+        header = "" if last_event_id is None else f"Last-Event-ID: {last_event_id}\r\n"
+        self.sock.sendall(
+            f"GET /events HTTP/1.1\r\nHost: {LOOPBACK}\r\n{header}\r\n".encode())
+        self.sock.setblocking(False)
+        self.head: bytes | None = None
+        self.events: list[SSEEvent] = []
+        self.comments: list[str] = []
+        self.received = 0
+        self.ended = self.eof = self.reset = False
+        self._wire = bytearray()  # received, not yet de-chunked
+        self._body = bytearray()  # de-chunked, not yet parsed
+
+    def poll(self) -> int:
+        """Read what has arrived (never blocks); returns the events so far."""
+        while not (self.eof or self.reset):
+            try:
+                data = self.sock.recv(1 << 20)
+            except BlockingIOError:
+                break
+            except ConnectionResetError:
+                self.reset = True
+                break
+            if not data:
+                self.eof = True
+                break
+            self.received += len(data)
+            self._wire += data
+        self._dechunk()
+        self._parse()
+        return len(self.events)
+
+    def _dechunk(self) -> None:
+        wire = self._wire
+        position = 0
+        if self.head is None:
+            end = wire.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            self.head, position = bytes(wire[:end]), end + 4
+        while not self.ended:
+            line_end = wire.find(b"\r\n", position)
+            if line_end < 0:
+                break
+            size = int(wire[position:line_end], 16)
+            start = line_end + 2
+            if len(wire) < start + size + 2:
+                break
+            if size == 0:
+                self.ended = True
+            self._body += wire[start:start + size]
+            position = start + size + 2
+        del wire[:position]
+
+    def _parse(self) -> None:
+        body = self._body
+        position = 0
+        while (end := body.find(b"\n\n", position)) >= 0:
+            event, comments = parse_sse_block(bytes(body[position:end]))
+            self.comments.extend(comments)
+            if event is not None:
+                self.events.append(event)
+            position = end + 2
+        del body[:position]
+
+    def data(self, kind: str = "unsolicited") -> list[str]:
+        return [event.data for event in self.events if event.kind == kind]
+
+    def describe(self) -> str:
+        last = self.events[-1] if self.events else None
+        return (f"raw /events client: {self.received} bytes, {len(self.events)} events "
+                f"(last {last}), ended={self.ended} eof={self.eof} reset={self.reset}")
+
+    def close(self) -> None:
+        self.sock.close()
 
 
 class BridgeClient:
@@ -664,9 +773,14 @@ class BridgeClient:
     ) -> Reply:
         return await self.request("POST", path, body, headers)
 
-    async def events(self, path: str = "/events") -> EventStream:
+    async def events(
+        self, path: str = "/events", headers: Mapping[str, str] | None = None
+    ) -> EventStream:
         """Open a ``GET /events`` stream; it reads until closed."""
-        response = await self.treq.get(self.base_url + path, unbuffered=True)
+        response = await self.treq.get(
+            self.base_url + path, unbuffered=True,
+            headers=Headers({k: [v] for k, v in (headers or {}).items()}),
+        )
         stream = EventStream(status=response.code)
         self._streams.append(stream)
         response.deliverBody(stream)

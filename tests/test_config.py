@@ -69,6 +69,8 @@ class DefaultsTests(SynchronousTestCase):
             "heartbeat_expect": None,
             "heartbeat_timeout": 5.0,
             "max_event_backlog": 1000,
+            "event_stall_timeout": 10.0,
+            "event_replay": 1000,
             "event_heartbeat": 15.0,
             "startup_max_attempts": 0,
             "log_level": "info",
@@ -149,6 +151,23 @@ class PrecedenceTests(ConfigTestCase):
              config.heartbeat_interval),
             (3, 2, True, True, "lf", 100, None, 2.5),
         )
+
+    def test_event_settings_from_each_source(self) -> None:
+        path = self.write_file("event_stall_timeout = 3\nevent_replay = 7\n")
+        self.assertEqual(
+            (load({}, {}, path).event_stall_timeout, load({}, {}, path).event_replay), (3.0, 7))
+        config = load({}, {"BRIDGE_EVENT_STALL_TIMEOUT": "2.5", "BRIDGE_EVENT_REPLAY": "0"}, path)
+        self.assertEqual((config.event_stall_timeout, config.event_replay), (2.5, 0))
+        config = load({"event_stall_timeout": "1", "event_replay": "5"},
+                      {"BRIDGE_EVENT_STALL_TIMEOUT": "2.5", "BRIDGE_EVENT_REPLAY": "0"}, path)
+        self.assertEqual((config.event_stall_timeout, config.event_replay), (1.0, 5))
+        self.assertEqual((config.sources["event_stall_timeout"], config.sources["event_replay"]),
+                         ("--event-stall-timeout", "--event-replay"))
+
+    def test_bad_event_settings(self) -> None:
+        self.assertConfigError("event_stall_timeout", environ={"BRIDGE_EVENT_STALL_TIMEOUT": "0"})
+        self.assertConfigError("event_replay", environ={"BRIDGE_EVENT_REPLAY": "-1"})
+        self.assertConfigError("event_replay", environ={"BRIDGE_EVENT_REPLAY": "1.5"})
 
     def test_other_environment_variables_are_ignored(self) -> None:
         self.assertEqual(load({}, {"PATH": "/bin", "BACKOFF_MAX": "-1"}), Config())

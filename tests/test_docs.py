@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import tempfile
 
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -75,3 +76,16 @@ class SampleConfigTests(SynchronousTestCase):
         config = load({}, {}, os.path.join(ROOT, "config", "bridge.toml"))
         defaults = load({}, {})
         self.assertEqual(config, defaults)
+
+    def test_commented_examples_are_valid_when_uncommented(self) -> None:
+        sample = read("config", "bridge.toml")
+        names = "|".join(re.escape(setting.name) for setting in SETTINGS)
+        uncommented = re.sub(rf"(?m)^# ((?:{names}) = .+)$", r"\1", sample)
+        with tempfile.TemporaryDirectory() as directory:
+            path = os.path.join(directory, "bridge.toml")
+            with open(path, "w", encoding="utf-8") as handle:
+                handle.write(uncommented)
+            config = load({}, {}, path)
+        for name in ("event_stall_timeout", "event_replay"):
+            self.assertEqual(config.sources[name], path, name)
+            self.assertEqual(getattr(config, name), getattr(load({}, {}), name), name)

@@ -1,4 +1,6 @@
-"""POST /request, the pool and /events: the real bridge against real line servers.
+"""POST /request and the pool: the real bridge against real line servers.
+
+(GET /events against real processes: tests/test_integration_events.py.)
 
 The line servers answer in order, as real ones do; what the tests check is
 that every reply reaches the caller whose lines caused it, and only that one.
@@ -6,7 +8,6 @@ that every reply reaches the caller whose lines caused it, and only that one.
 
 from __future__ import annotations
 
-import socket
 from typing import Any
 
 from twisted.internet.defer import Deferred
@@ -157,77 +158,6 @@ class PoolTests(BridgeTestCase):
         )
         self.assertEqual(runs, [[f"{name}.{part}".encode() for part in (1, 2, 3)]
                                 for name in names])
-
-
-class EventsTests(BridgeTestCase):
-    bridge_args = ("--max-event-backlog", "32")
-
-    async def events_status(self) -> dict[str, int]:
-        assert self.http is not None
-        status = await self.http.get("/status")
-        events: dict[str, int] = status.json()["events"]
-        return events
-
-    async def wait_subscribers(self, count: int) -> None:
-        async def subscribed() -> bool:
-            return (await self.events_status())["subscribers"] == count
-
-        await wait_for(subscribed, what=f"{count} /events subscribers")
-
-    async def test_two_subscribers_receive_unsolicited_lines(self) -> None:
-        server = await self.start_upstream(None)
-        assert self.http is not None
-        first = await self.http.events()
-        second = await self.http.events()
-        self.assertEqual((first.status, second.status), (200, 200))
-        await self.wait_subscribers(2)
-
-        pushed = ["news 1", "news 2 with \\ and \r inside", "news 3"]
-        self.assertEqual(server.push(*pushed), 1)
-        expected = ["news 1", "news 2 with \\\\ and \\r inside", "news 3"]
-        await wait_for(lambda: len(first.data()) >= 3 and len(second.data()) >= 3,
-                       what="3 events on each stream")
-        for stream in (first, second):
-            self.assertEqual(stream.data(), expected)
-            self.assertEqual(stream.comments[:1], ["connected"])
-
-    async def test_a_stuck_subscriber_is_dropped_and_the_other_keeps_receiving(self) -> None:
-        server = await self.start_upstream(None)
-        assert self.http is not None and self.bridge is not None
-        dropped_before = (await self.events_status())["dropped"]
-        healthy = await self.http.events()
-
-        # A raw client that asks for /events and never reads a byte.
-        stuck = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.addCleanup(stuck.close)
-        stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        stuck.connect(("127.0.0.1", self.bridge.port or 0))
-        stuck.sendall(b"GET /events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
-        await self.wait_subscribers(2)
-
-        # Push in batches smaller than the backlog limit and let the healthy
-        # subscriber catch up after each, until the stuck one is dropped.
-        pushed: list[str] = []
-        filler = "x" * 16000
-        for batch in range(200):
-            lines = [f"{batch:03d}.{index:02d} {filler}" for index in range(16)]
-            server.push(*lines)
-            pushed.extend(lines)
-            await wait_for(lambda: len(healthy.data()) >= len(pushed),
-                           what=f"{len(pushed)} events on the healthy stream")
-            if (await self.events_status())["dropped"] > dropped_before:
-                break
-        else:
-            self.fail("the stuck subscriber was never dropped")
-
-        events = await self.events_status()
-        self.assertEqual((events["subscribers"], events["dropped"]), (1, dropped_before + 1))
-        server.push("after the drop")
-        await wait_for(lambda: len(healthy.data()) > len(pushed),
-                       what="the line pushed after the drop")
-        self.assertEqual(healthy.data(), [*pushed, "after the drop"])
-        self.assertIn("dropping an /events subscriber: more than 32 events behind",
-                      self.bridge.stdout())
 
 
 class HandshakeTests(BridgeTestCase):

@@ -81,6 +81,8 @@ class MetricsTests(HarnessTestCase):
             "bridge_upstream_unsent_bytes": 0.0,
             "bridge_http_inflight_requests": 0.0,
             "bridge_events_subscribers": 0.0,
+            "bridge_events_published_total": 0.0,
+            "bridge_events_dropped_total": 0.0,
             "bridge_reply_latency_seconds_count": 0.0,
             "bridge_reply_latency_seconds_sum": 0.0,
         }
@@ -248,6 +250,7 @@ class MetricsTests(HarnessTestCase):
         self.assertEqual(value(samples, "bridge_http_inflight_requests"), 0.0)
         self.assertEqual(value(samples, "bridge_events_subscribers"), 0.0)
         self.assertEqual(value(samples, "bridge_unsolicited_frames_total"), 1.0)
+        self.assertEqual(value(samples, "bridge_events_published_total"), 1.0)
         self.assertEqual(value(samples, "bridge_frames_received_total"), 4.0)
 
     def test_each_bridge_has_its_own_registry(self) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import secrets
 from typing import Any, Callable
 
 from twisted.application.service import MultiService, Service
@@ -90,10 +91,20 @@ class BridgeService(MultiService):
         *,
         jitter: Callable[[], float] = random.random,
         on_fatal: Callable[[str, int], None] | None = None,
+        boot: str | None = None,
     ) -> None:
         super().__init__()
         self.config = config
-        self.events = EventHub(reactor, config.max_event_backlog, config.event_heartbeat)
+        # A new token per process: event ids of an earlier run are never
+        # taken for ids of this one (see bridge.http.replay).
+        self.events = EventHub(
+            reactor,
+            boot if boot is not None else secrets.token_hex(4),
+            max_backlog=config.max_event_backlog,
+            stall_timeout=config.event_stall_timeout,
+            heartbeat=config.event_heartbeat,
+            replay=config.event_replay,
+        )
         endpoint = client_endpoint(reactor, config.upstream, config.connect_timeout)
 
         def give_up(message: str) -> None:

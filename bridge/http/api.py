@@ -31,6 +31,7 @@ from bridge.errors import (
 )
 from bridge.http.body import Lines, parse_body
 from bridge.http.events import EventHub
+from bridge.http.sse import CONNECTED
 from bridge.metrics import Metrics
 from bridge.upstream.pool import UpstreamPool
 from bridge.upstream.replies.frames import Frame, Plan
@@ -357,15 +358,14 @@ class BridgeAPI:
         request.setHeader(b"Content-Type", b"text/event-stream; charset=utf-8")
         request.setHeader(b"Cache-Control", b"no-cache")
         request.setHeader(b"X-Accel-Buffering", b"no")
-        request.write(b": connected\n\n")
-        subscriber = self.events.subscribe(request)
-        finished: Deferred[None] = request.notifyFinish()  # type: ignore[attr-defined]
-        finished.addBoth(lambda _: self.events.remove(subscriber))
+        request.write(CONNECTED)
+        # EventSource sends Last-Event-ID by itself when it reconnects.
+        subscriber = self.events.subscribe(request, request.getHeader(b"Last-Event-ID"))
         # Not NOT_DONE_YET: to Klein that is just a value, and it finishes the
-        # request at once.  This Deferred never fires; Klein cancels it when the
-        # client goes away (or the hub drops it), and the stream ends then.
-        stream: Deferred[None] = Deferred(lambda _: self.events.remove(subscriber))
-        return stream
+        # request at once.  This Deferred fires only after the hub has finished
+        # the response itself (a dropped subscriber, shutdown); Klein cancels it
+        # when the client goes away, which removes the subscriber.
+        return subscriber.stream
 
     # -- errors -------------------------------------------------------------------
 

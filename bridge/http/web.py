@@ -131,6 +131,7 @@ class DeadlineChannel(HTTPChannel):
 
     _deadline: IDelayedCall | None = None
     _waiting_since: float | None = None  # None while a request is being handled
+    _lost = False
 
     def _respondToBadRequestAndDisconnect(self) -> None:
         """twisted.web's answer to malformed HTTP, as JSON like every other error."""
@@ -169,7 +170,25 @@ class DeadlineChannel(HTTPChannel):
         if self._deadline is not None and self._deadline.active():
             self._deadline.reset(max(0.0, since + self._timeout() - self._now()))
 
+    def close_within(self, seconds: float) -> None:
+        """Close once the bytes written so far are sent (a clean end), but
+        abort if the connection is still open ``seconds`` later: a client that
+        does not read would otherwise hold it, and those bytes, forever."""
+        transport = self.transport
+        if transport is None or self._lost:
+            return
+        if self._deadline is not None and self._deadline.active():
+            self._deadline.cancel()
+        self._deadline = None
+        if not transport.disconnecting:  # type: ignore[attr-defined]
+            self.loseConnection()
+        if not self._lost:  # a transport with nothing unsent may close at once
+            self._deadline = self.callLater(
+                seconds, getattr(transport, "abortConnection", transport.loseConnection)
+            )
+
     def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self._lost = True
         if self._deadline is not None and self._deadline.active():
             self._deadline.cancel()
         self._deadline = None
