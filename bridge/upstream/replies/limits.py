@@ -52,6 +52,7 @@ def text_of(data: bytes | bytearray) -> str:
 
 def shown(line: bytes, limit: int = 60) -> str:
     """A line quoted for an error message, cut to ``limit`` bytes."""
+    quoted = repr(line[:limit])[1:]  # without the b prefix
     if len(line) > limit:
-        return repr(line[:limit])[:-1] + "...'"
-    return repr(line)
+        return quoted[:-1] + "..." + quoted[-1]
+    return quoted
