@@ -345,7 +345,10 @@ class FtpTests(TestCase):
             while chunk := data.recv(65536):
                 received += chunk
         self.assertEqual(received, b"hello\r\n")
-        self.assertEqual([line[:3] for line in retrieved.value], ["150", "226"])
+        # 125 when the server saw the data connection open before RETR, else 150.
+        self.assertIn(retrieved.value[0][:3], ("125", "150"))
+        self.assertEqual(retrieved.value[-1][:3], "226")
+        self.assertEqual(len(retrieved.value), 2)
         self.assertFalse(retrieved.error)
 
     def test_quit(self) -> None:

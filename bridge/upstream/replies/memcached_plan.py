@@ -53,6 +53,7 @@ _NOREPLY = {
 }
 _LONG_LINES = frozenset((b"get", b"gets"))
 _CRAWLER_DUMPS = frozenset((b"metadump", b"mgdump"))
+_OTHER_BLANKS = (b"\t", b"\x0b", b"\x0c", b"\r")
 
 
 def plan_memcached(lines: Sequence[bytes]) -> Plan:
@@ -61,10 +62,14 @@ def plan_memcached(lines: Sequence[bytes]) -> Plan:
     answered: list[int] = []
     index = 0
     count = len(lines)
+    # memcached splits on spaces only; without other blanks anywhere,
+    # bytes.split() (C, on any run of blanks) gives the same tokens, faster.
+    text = b"".join(lines)
+    plain = not any(blank in text for blank in _OTHER_BLANKS)
     while index < count:
         number = index + 1
         line = lines[index]
-        tokens = [token for token in line.split(b" ") if token]
+        tokens = line.split() if plain else [token for token in line.split(b" ") if token]
         command = tokens[0] if tokens else b""
         index += 1
         if command in _STORAGE or command == b"cas" or command == b"ms":
