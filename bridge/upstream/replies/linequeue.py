@@ -18,24 +18,32 @@ CR = b"\r"
 class LineQueue:
     """Lines received and not yet taken, and the partial line after them."""
 
-    __slots__ = ("_limits", "_lines", "_next", "_partial", "_unread")
+    __slots__ = ("_limits", "_lines", "_next", "_partial", "_partial_size", "_unread")
 
     def __init__(self, limits: Limits) -> None:
         self._limits = limits
         self._lines: list[bytes] = []
         self._next = 0
-        self._partial = b""
+        #: pieces of the partial line, joined once its LF arrives (a long
+        #: line trickling in costs no repeated copies)
+        self._partial: list[bytes] = []
+        self._partial_size = 0
         self._unread = 0
 
     def feed(self, data: bytes) -> None:
         """Buffer ``data``; split what completes lines."""
         self._unread += len(data)
         if LF not in data:
-            self._partial = self._partial + data if self._partial else data
+            self._partial.append(data)
+            self._partial_size += len(data)
             return
-        buffer = self._partial + data if self._partial else data
-        lines = buffer.split(LF)
-        self._partial = lines.pop()
+        if self._partial:
+            self._partial.append(data)
+            data = b"".join(self._partial)
+        lines = data.split(LF)
+        last = lines.pop()
+        self._partial = [last] if last else []
+        self._partial_size = len(last)
         if self._next < len(self._lines):
             lines = self._lines[self._next :] + lines
         self._lines = lines
@@ -57,8 +65,8 @@ class LineQueue:
             if length > self._limits.max_line_bytes:
                 raise self._limits.line_too_long(length)
             return line
-        if len(self._partial) > self._limits.max_line_bytes + 1:  # + a CR
-            raise self._limits.line_too_long(len(self._partial))
+        if self._partial_size > self._limits.max_line_bytes + 1:  # + a CR
+            raise self._limits.line_too_long(self._partial_size)
         return None
 
     def unread(self) -> int:

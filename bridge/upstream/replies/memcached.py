@@ -34,12 +34,13 @@ _LISTING = 2  # listing lines until END
 class MemcachedDecoder:
     """Frames memcached text-protocol replies."""
 
-    __slots__ = ("_buf", "_limits", "_lines", "_pos", "_start", "_state")
+    __slots__ = ("_buf", "_limits", "_lines", "_pos", "_scanned", "_start", "_state")
 
     def __init__(self, limits: Limits) -> None:
         self._limits = limits
         self._buf = bytearray()
         self._start = 0  # where the frame being parsed starts
+        self._scanned = 0  # bytes known to hold no LF after _pos
         self._pos = 0  # where the next line starts
         self._state = _ONE
         self._lines: list[bytes] = []  # of the frame being parsed
@@ -48,6 +49,7 @@ class MemcachedDecoder:
         if self._start:
             del self._buf[: self._start]
             self._pos -= self._start
+            self._scanned -= self._start
             self._start = 0
         self._buf += data
 
@@ -59,8 +61,11 @@ class MemcachedDecoder:
         limits = self._limits
         while True:
             pos = self._pos
-            newline = buf.find(b"\n", pos)
+            # Resume the search for LF where the last one gave up: a long
+            # line trickling in is scanned once, not once per piece.
+            newline = buf.find(b"\n", max(pos, self._scanned))
             if newline < 0:
+                self._scanned = len(buf)
                 if len(buf) - pos > limits.max_line_bytes + 1:
                     raise limits.line_too_long(len(buf) - pos)
                 self._check_size(len(buf))

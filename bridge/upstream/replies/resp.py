@@ -66,12 +66,13 @@ _DISCARDED = _Discarded()
 class RespDecoder:
     """Frames RESP2/RESP3 replies; raises FramingError for anything else."""
 
-    __slots__ = ("_buf", "_limits", "_pos", "_stack", "_start", "_top")
+    __slots__ = ("_buf", "_limits", "_pos", "_scanned", "_stack", "_start", "_top")
 
     def __init__(self, limits: Limits) -> None:
         self._limits = limits
         self._buf = bytearray()
         self._start = 0  # where the frame being parsed starts
+        self._scanned = 0  # bytes known to hold no LF after _pos
         self._pos = 0  # where the next element starts
         #: open aggregates, outermost first: [type, elements still due, items]
         self._stack: list[list[Any]] = []
@@ -81,6 +82,7 @@ class RespDecoder:
         if self._start:
             del self._buf[: self._start]
             self._pos -= self._start
+            self._scanned -= self._start
             self._start = 0
         self._buf += data
 
@@ -93,8 +95,11 @@ class RespDecoder:
         limits = self._limits
         while True:
             pos = self._pos
-            newline = buf.find(b"\n", pos)
+            # Resume the search for LF where the last one gave up: a long
+            # line trickling in is scanned once, not once per piece.
+            newline = buf.find(b"\n", max(pos, self._scanned))
             if newline < 0:
+                self._scanned = len(buf)
                 if len(buf) - pos > limits.max_line_bytes + 1:
                     raise limits.line_too_long(len(buf) - pos)
                 self._check_size(len(buf))
