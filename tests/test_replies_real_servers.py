@@ -44,6 +44,7 @@ class Upstream:
         self.sock = socket.create_connection((LOOPBACK, port), timeout=DEADLINE)
         case.addCleanup(self.sock.close)
         self.pushes: list[Frame] = []
+        self.last: Frame | None = None  # the sentinel's reply
 
     def read(self, count: int, until_closed: bool = False) -> list[Frame]:
         """The next ``count`` frames that are replies (pushes are set apart);
@@ -85,6 +86,7 @@ class Upstream:
         return plan, frames
 
     def sentinel_reply(self) -> Frame:
+        assert self.last is not None
         return self.last
 
 

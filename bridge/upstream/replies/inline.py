@@ -27,6 +27,7 @@ queued command ``+QUEUED``, ``EXEC`` one array).
 from __future__ import annotations
 
 import re
+from types import MappingProxyType
 from typing import Sequence
 
 from bridge.errors import BodyError
@@ -39,7 +40,9 @@ INLINE_MAX = 64 * 1024
 _BLANKS = frozenset(b" \t\n\v\f\r")  # isspace() in the C locale
 _TOKEN_ENDS = frozenset(b" \n\r\t\0")
 _HEX = frozenset(b"0123456789abcdefABCDEF")
-_ESCAPES = {ord("n"): 10, ord("r"): 13, ord("t"): 9, ord("b"): 8, ord("a"): 7}
+_ESCAPES = MappingProxyType(
+    {ord("n"): 10, ord("r"): 13, ord("t"): 9, ord("b"): 8, ord("a"): 7}
+)
 #: Bytes that make a line worth splitting the slow, exact way.
 _SPECIAL = re.compile(rb"[\"'\x0b\x0c\x00]")
 

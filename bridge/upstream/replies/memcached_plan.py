@@ -29,6 +29,7 @@ against memcached 1.6.18 (see tests/test_replies_real_servers.py):
 
 from __future__ import annotations
 
+from types import MappingProxyType
 from typing import Sequence
 
 from bridge.errors import BodyError
@@ -39,10 +40,10 @@ KEY_MAX = 250
 COMMAND_MAX = 2048
 
 _STORAGE = frozenset((b"set", b"add", b"replace", b"append", b"prepend"))
-_META_FLAGGED = {b"mg": 2, b"md": 2, b"ma": 2}  # where their flags start
+_META_FLAGGED = MappingProxyType({b"mg": 2, b"md": 2, b"ma": 2})  # where flags start
 #: Commands that a final ``noreply`` silences: token counts (command included)
 #: at which memcached honours it.
-_NOREPLY = {
+_NOREPLY = MappingProxyType({
     b"delete": (3, 4),
     b"incr": (3, 4),
     b"decr": (3, 4),
@@ -50,7 +51,7 @@ _NOREPLY = {
     b"flush_all": (2, 3),
     b"verbosity": (2, 3),
     b"cache_memlimit": (2, 3),
-}
+})
 _LONG_LINES = frozenset((b"get", b"gets"))
 _CRAWLER_DUMPS = frozenset((b"metadump", b"mgdump"))
 _OTHER_BLANKS = (b"\t", b"\x0b", b"\x0c", b"\r")

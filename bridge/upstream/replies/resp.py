@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import re
+from types import MappingProxyType
 from typing import Any, Sequence
 
 from bridge.upstream.replies.frames import Frame, FramingError, Plan
@@ -53,7 +54,7 @@ _PAIRED = frozenset((_MAP, _ATTRIBUTE))
 #: Types whose length may be -1 (a RESP2 null, or RESP3 written the same way).
 _NULLABLE = frozenset((_BULK, _BLOB_ERROR, _VERBATIM, _ARRAY, _MAP, _SET))
 _DECIMAL = re.compile(rb"-?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0-9]+)?")
-_SPECIAL_DOUBLES = {b"inf": "inf", b"-inf": "-inf", b"nan": "nan"}
+_SPECIAL_DOUBLES = MappingProxyType({b"inf": "inf", b"-inf": "-inf", b"nan": "nan"})
 
 
 class _Discarded:
@@ -202,7 +203,6 @@ class RespDecoder:
                     if value is _DISCARDED:
                         break
                     return self._frame(after, self._top, value, b"")
-        # not reached
 
     def _frame(self, end: int, kind: int, value: Any, text: bytes) -> Frame:
         start = self._start
