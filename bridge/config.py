@@ -441,6 +441,14 @@ def _check_relations(config: Config) -> Config:
         raise ConfigError("heartbeat_line", "must not contain CR or LF")
     if config.reply_framing == "terminator" and config.reply_terminator is None:
         raise ConfigError("reply_terminator", "must be set when reply_framing is terminator")
+    if config.reply_framing != "terminator" and config.reply_terminator is not None:
+        raise ConfigError("reply_terminator", "is only used with reply_framing terminator, "
+                          f"not {config.reply_framing}")
+    if config.reply_framing == "memcached" and config.delimiter != "crlf":
+        # memcached reads a data block's end as CRLF only: with LF it answers
+        # CLIENT_ERROR bad data chunk and reads the rest out of step.
+        raise ConfigError("delimiter", "must be crlf with reply_framing memcached "
+                          "(memcached ends data blocks with CRLF only)")
     if (config.fence_line is None) != (config.fence_expect is None):
         missing = "fence_expect" if config.fence_expect is None else "fence_line"
         raise ConfigError(missing, "fence_line and fence_expect must be set together")

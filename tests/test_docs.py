@@ -81,6 +81,8 @@ class SampleConfigTests(SynchronousTestCase):
         sample = read("config", "bridge.toml")
         names = "|".join(re.escape(setting.name) for setting in SETTINGS)
         uncommented = re.sub(rf"(?m)^# ((?:{names}) = .+)$", r"\1", sample)
+        # reply_terminator is only taken with the terminator framing.
+        uncommented = uncommented.replace('reply_framing = "line"', 'reply_framing = "terminator"')
         with tempfile.TemporaryDirectory() as directory:
             path = os.path.join(directory, "bridge.toml")
             with open(path, "w", encoding="utf-8") as handle:

@@ -45,7 +45,8 @@ class UpstreamPool(Service):
         self._clock = clock
         self.framing = make_framing(
             config.reply_framing, max_line_bytes=config.max_line_bytes,
-            max_reply_bytes=config.max_reply_bytes, terminator=config.reply_terminator,
+            max_reply_bytes=config.max_reply_bytes,
+            terminator=config.reply_terminator if config.reply_framing == "terminator" else None,
         )
         # line and terminator plans are one reply per line: no need to split.
         self._plan_by_count = self.framing.name in ("line", "terminator")
