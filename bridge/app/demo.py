@@ -2,7 +2,9 @@
 
 It exists so that a newcomer sees the whole path working with no other
 server: ``POST /send`` lines show up in the log, ``POST /request`` gets
-``OK <line>`` back for every line.
+``OK <line>`` back for every line.  One command answers several lines, to
+show reply framing: ``LIST`` answers three item lines, then ``OK LIST``
+(``--reply-framing terminator --reply-terminator '^OK '`` groups them).
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ class DemoLineServer(Protocol):
             if line.endswith(b"\r"):
                 line = line[:-1]
             self.log.info("demo upstream received {line!r}", line=line)
+            if line == b"LIST":
+                replies.append(b"item 1\r\nitem 2\r\nitem 3\r\n")
             replies.append(b"OK " + line + b"\r\n")
         if replies:
             assert self.transport is not None

@@ -49,6 +49,12 @@ class Handshake:
     def __bool__(self) -> bool:
         return bool(self._lines) or self._greeting is not None
 
+    def accepted_note(self) -> str:
+        """What the "connected" log line adds once this was passed."""
+        passed = [name for name, there in (("greeting", self._greeting is not None),
+                                           ("handshake", bool(self._lines))) if there]
+        return f" ({' and '.join(passed)} accepted)" if passed else ""
+
     def run(self, protocol: UpstreamProtocol) -> Deferred[None]:
         """Fires with None when accepted; fails with HandshakeError otherwise."""
         current: list[Deferred[list[Frame]]] = []

@@ -204,7 +204,7 @@ class UpstreamMember:
         self.log.info(
             "upstream {member}: connected to {address}{handshake}",
             member=self.name, address=self.config.upstream,
-            handshake=" (greeting and handshake accepted)" if self._handshake else "",
+            handshake=self._handshake.accepted_note(),
         )
         config = self.config
         if self.role == SUBSCRIBER:

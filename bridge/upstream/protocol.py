@@ -441,8 +441,8 @@ class UpstreamProtocol(Protocol):
         first_line, first = slot.errors[0]
         self.log.warn(
             "upstream {member}: {count} error replies to POST /send lines; the first, to "
-            "line {line}: {text!r}", member=self.name, count=len(slot.errors), line=first_line,
-            text=first.text[:200],
+            "line {line}: {text}", member=self.name, count=len(slot.errors), line=first_line,
+            text=first.text[:200].decode("utf-8", "replace"),
         )
         for line, frame in slot.errors:
             self._on_frame("send_error", frame, line)
