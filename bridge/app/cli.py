@@ -1,6 +1,9 @@
 """The ``bridge`` command: parse settings, start the service tree, run.
 
 ``bridge [OPTIONS]`` runs the daemon; ``bridge healthcheck`` probes one.
+The probe runs every few seconds in containers, so :func:`main` dispatches
+to it before anything heavy is imported: the settings module (which needs
+Twisted's endpoint parser) is imported inside the functions that use it.
 """
 
 from __future__ import annotations
@@ -8,10 +11,12 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from bridge import __version__
-from bridge.config import SETTINGS, Config, ConfigError, Setting, load
+
+if TYPE_CHECKING:
+    from bridge.config import Config, Setting
 
 EXIT_CONFIG = 2
 
@@ -29,6 +34,8 @@ def _help_for(setting: Setting) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from bridge.config import SETTINGS
+
     parser = argparse.ArgumentParser(
         prog="bridge",
         description="HTTP-to-TCP line bridge: POST lines over HTTP to a line-oriented TCP "
@@ -59,6 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def parse_config(argv: Sequence[str], environ: Mapping[str, str]) -> tuple[Config, bool]:
     """Return the validated config and whether --demo was given."""
+    from bridge.config import load
+
     namespace = vars(build_parser().parse_args(list(argv)))
     config_path = namespace.pop("config", None) or environ.get("BRIDGE_CONFIG") or None
     demo = bool(namespace.pop("demo", False))
@@ -126,6 +135,8 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         from bridge.app.healthcheck import main as healthcheck
 
         return healthcheck(args[1:])
+    from bridge.config import ConfigError
+
     try:
         config, demo = parse_config(args, env)
     except ConfigError as error:
@@ -138,6 +149,7 @@ def service_from_environment(environ: Mapping[str, str] | None = None) -> Any:
     from twisted.internet import reactor
 
     from bridge.app.service import BridgeService
+    from bridge.config import ConfigError, load
 
     env = os.environ if environ is None else environ
     try:
