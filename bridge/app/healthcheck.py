@@ -23,22 +23,27 @@ EXIT_HEALTHY, EXIT_UNHEALTHY, EXIT_USAGE = 0, 1, 2
 
 def default_url(environ: Mapping[str, str]) -> str:
     """BRIDGE_HEALTHCHECK_URL, else where the bridge's own BRIDGE_LISTEN says it
-    listens (a wildcard host probed on loopback; a unix: socket as such), else
-    DEFAULT_URL."""
+    listens, else DEFAULT_URL."""
     explicit = environ.get("BRIDGE_HEALTHCHECK_URL")
     if explicit:
         return explicit
-    listen = environ.get("BRIDGE_LISTEN", "").strip()
-    if not listen:
-        return DEFAULT_URL
+    return url_for_listen(environ.get("BRIDGE_LISTEN", "")) or DEFAULT_URL
+
+
+def url_for_listen(listen: str) -> str | None:
+    """The URL that reaches a bridge listening on ``listen`` from this host (a
+    wildcard host is probed on loopback; a unix socket as ``unix:PATH``), or
+    None when ``listen`` is empty or not understood."""
+    if not listen.strip():
+        return None
     try:
         address = listen_address(listen)
     except AddressError:
-        return DEFAULT_URL
+        return None
     if address.kind == "unix" and address.path:
         return f"unix:{address.path}"
     if address.kind not in ("tcp", "tcp6", "ssl") or not address.port:
-        return DEFAULT_URL
+        return None
     host = address.interface or "127.0.0.1"
     if host in ("0.0.0.0", "::"):
         host = "127.0.0.1"
