@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 import re
+import tempfile
+import tomllib
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from bridge.config import SETTINGS, load
+from bridge.config import SETTINGS, SETTINGS_BY_NAME, load
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -50,3 +52,25 @@ class SampleConfigTests(SynchronousTestCase):
         config = load({}, {}, os.path.join(ROOT, "config", "bridge.toml"))
         defaults = load({}, {})
         self.assertEqual(config, defaults)
+
+    def test_every_commented_key_is_valid_toml_when_uncommented(self) -> None:
+        sample = read("config", "bridge.toml")
+        commented = re.compile(r"(?m)^# ([a-z_]+) = (.*)$")
+        examples = dict(commented.findall(sample))
+        self.assertEqual(set(examples) - set(SETTINGS_BY_NAME), set(), "not settings")
+        self.assertIn("stale_reply_timeout", examples)
+        uncommented = commented.sub(r"\1 = \2", sample)
+        # Each line on its own: a bad one is named.
+        for key, value in examples.items():
+            with self.subTest(key=key):
+                tomllib.loads(f"{key} = {value}")
+        parsed = tomllib.loads(uncommented)
+        with tempfile.NamedTemporaryFile("w", suffix=".toml", encoding="utf-8") as handle:
+            handle.write(uncommented)
+            handle.flush()
+            config = load({}, {}, handle.name)
+        for key in examples:
+            self.assertEqual(config.sources[key], handle.name, key)
+            self.assertIsNotNone(getattr(config, key), key)
+        self.assertEqual(config.stale_reply_timeout, parsed["stale_reply_timeout"])
+        self.assertEqual(config.handshake_expect, r"^\+OK")

@@ -119,6 +119,7 @@ def run(config: Config, demo: bool) -> int:
     service = BridgeService(config, reactor, on_fatal=fatal)
     log.info("bridge {version} starting: upstream {upstream}, listen {listen}",
              version=__version__, upstream=config.upstream, listen=config.listen)
+    log_configuration(log, config, os.environ)
     reactor.callWhenRunning(service.startService)
     reactor.addSystemEventTrigger(
         "before", "shutdown", service.stopService
@@ -126,6 +127,20 @@ def run(config: Config, demo: bool) -> int:
     reactor.run()
     log.info("bridge stopped")
     return exit_status[0]
+
+
+def log_configuration(log: Any, config: Config, environ: Mapping[str, str]) -> None:
+    """Say where the settings came from: which file (or none), and which
+    BRIDGE_* variables look like misspelt settings (they are ignored)."""
+    from bridge.config import misspelt_variables
+
+    if config.config_file:
+        log.info("configuration file {path} loaded", path=os.path.abspath(config.config_file))
+    else:
+        log.info("no configuration file (none given with --config or BRIDGE_CONFIG): "
+                 "settings from flags, BRIDGE_* variables and defaults")
+    for warning in misspelt_variables(environ):
+        log.warn("{warning}", warning=warning)
 
 
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
@@ -147,10 +162,12 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
 def service_from_environment(environ: Mapping[str, str] | None = None) -> Any:
     """The service tree configured from BRIDGE_* and BRIDGE_CONFIG (for .tac files)."""
     from twisted.internet import reactor
+    from twisted.logger import Logger
 
     from bridge.app.service import BridgeService
     from bridge.config import ConfigError, load
 
+    log = Logger(namespace="bridge")
     env = os.environ if environ is None else environ
     try:
         config = load({}, env, env.get("BRIDGE_CONFIG") or None)
@@ -165,12 +182,12 @@ def service_from_environment(environ: Mapping[str, str] | None = None) -> Any:
         if stopping:
             return
         stopping.append(True)
-        from twisted.logger import Logger
-
-        Logger(namespace="bridge").error("{message}", message=message)
+        log.error("{message}", message=message)
         if reactor.running:
             reactor.stop()
         else:  # twistd starts the services before it runs the reactor
             reactor.callWhenRunning(reactor.stop)
 
+    # twistd keeps these until its log observer starts.
+    log_configuration(log, config, env)
     return BridgeService(config, reactor, on_fatal=fatal)
