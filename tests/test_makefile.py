@@ -34,15 +34,15 @@ class FreshCloneTests(unittest.TestCase):
 
     def test_run_installs_only_the_runtime(self) -> None:
         commands = self.dry_run("run", "ARGS=--listen 127.0.0.1:9090")
-        self.assertIn("pip install --quiet -e .\n", commands)
+        self.assertIn("pip install --quiet --no-compile -e .\n", commands)
         self.assertNotIn("test", commands.replace("pytest", ""))
         self.assertIn("python -m bridge.app.banner --listen 127.0.0.1:9090\n", commands)
         self.assertIn("bridge --demo --listen 127.0.0.1:9090\n", commands)
 
     def test_test_installs_the_test_extra_and_shows_skip_reasons(self) -> None:
         commands = self.dry_run("test")
-        self.assertIn("pip install --quiet -e .\n", commands)
-        self.assertIn("pip install --quiet -r .venv/test-requirements.txt\n", commands)
+        self.assertIn("pip install --quiet --no-compile -e .\n", commands)
+        self.assertIn("pip install --quiet --no-compile -r .venv/test-requirements.txt\n", commands)
         self.assertIn("python -m pytest -q -rs", commands)
 
 
