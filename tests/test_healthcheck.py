@@ -62,6 +62,14 @@ class AcceptingServer:
             except OSError:  # closed by close()
                 return
             if self.answer is not None:
+                # Read the request first: closing a socket with unread bytes
+                # sends a reset, and the probe would see that instead.
+                request = b""
+                while b"\r\n\r\n" not in request:
+                    chunk = connection.recv(4096)
+                    if not chunk:
+                        break
+                    request += chunk
                 connection.sendall(self.answer)
                 connection.close()
             else:
