@@ -1,7 +1,7 @@
 """One HTTP/1.1 GET on a plain socket, over TCP, TLS or a unix socket.
 
 ``bridge healthcheck`` runs every few seconds for the life of a container.
-With Twisted and treq each run cost about half a CPU-second of start-up, and
+With Twisted and treq each run cost 0.6 to 0.8 CPU-seconds of start-up, and
 even ``http.client`` (which pulls in the ``email`` package and ``ssl``) costs
 more than the rest of the probe together; one GET with ``Connection: close``
 needs neither.  Nothing here may import Twisted, and ``ssl`` only for https.
