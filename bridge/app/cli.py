@@ -79,7 +79,7 @@ def fail(message: str, status: int = EXIT_CONFIG) -> int:
     return status
 
 
-def run(config: Config, demo: bool) -> int:
+def run(config: Config, demo: bool, environ: Mapping[str, str] | None = None) -> int:
     """Start the reactor with the service tree; return the exit status."""
     from twisted.internet import reactor as _reactor
     from twisted.logger import globalLogBeginner
@@ -119,7 +119,7 @@ def run(config: Config, demo: bool) -> int:
     service = BridgeService(config, reactor, on_fatal=fatal)
     log.info("bridge {version} starting: upstream {upstream}, listen {listen}",
              version=__version__, upstream=config.upstream, listen=config.listen)
-    log_configuration(log, config, os.environ)
+    log_configuration(log, config, os.environ if environ is None else environ)
     reactor.callWhenRunning(service.startService)
     reactor.addSystemEventTrigger(
         "before", "shutdown", service.stopService
@@ -156,7 +156,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         config, demo = parse_config(args, env)
     except ConfigError as error:
         return fail(str(error))
-    return run(config, demo)
+    return run(config, demo, env)
 
 
 def service_from_environment(environ: Mapping[str, str] | None = None) -> Any:
