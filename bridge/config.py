@@ -7,6 +7,7 @@ past this module receives a frozen :class:`Config` of plain typed values.
 
 from __future__ import annotations
 
+import difflib
 import math
 import re
 import tomllib
@@ -389,6 +390,8 @@ class Config:
     log_format: str = "text"
     access_log: bool = False
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
+    #: The TOML file the settings were read from, if any (for the start-up log).
+    config_file: str | None = field(default=None, compare=False)
 
     @property
     def delimiter_bytes(self) -> bytes:
@@ -497,8 +500,34 @@ def read_toml(path: str) -> dict[str, object]:
         raise ConfigError("config", f"{path}: [bridge] must be a table")
     for key in section:
         if key not in SETTINGS_BY_NAME:
-            raise ConfigError(key, f"unknown key in {path}")
+            close = difflib.get_close_matches(key, SETTINGS_BY_NAME, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(key, f"unknown key in {path}{hint}")
     return dict(section)
+
+
+#: BRIDGE_* variables that are not settings but are read elsewhere.
+OTHER_VARIABLES = frozenset({"BRIDGE_CONFIG", "BRIDGE_HEALTHCHECK_URL", "BRIDGE_CONTAINER_TEST"})
+
+
+def misspelt_variables(environ: Mapping[str, str]) -> list[str]:
+    """One warning per BRIDGE_* variable that looks like a misspelt setting.
+
+    A warning, not an error, and only for near misses: other software sets
+    BRIDGE_* variables too (Kubernetes adds BRIDGE_SERVICE_HOST, BRIDGE_PORT...
+    to every pod when a Service is named "bridge"), and those must neither
+    stop the bridge nor fill its log.
+    """
+    known = {setting.env: setting for setting in SETTINGS}
+    warnings = []
+    for name in sorted(environ):
+        if not name.startswith("BRIDGE_") or name in known or name in OTHER_VARIABLES:
+            continue
+        close = difflib.get_close_matches(name, known, n=1, cutoff=0.85)
+        if close:
+            warnings.append(f"environment variable {name} is not a setting and is ignored; "
+                            f"did you mean {close[0]}?")
+    return warnings
 
 
 def load(
@@ -533,7 +562,8 @@ def load(
         values["token"] = _read_token(values["token_file"])
     known = {f.name for f in fields(Config)}
     return _check_relations(
-        Config(**{k: v for k, v in values.items() if k in known}, sources=sources)
+        Config(**{k: v for k, v in values.items() if k in known}, sources=sources,
+               config_file=config_path)
     )
 
 

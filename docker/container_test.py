@@ -240,7 +240,7 @@ def main() -> int:
     probe = subprocess.run(["docker", "info"], capture_output=True, text=True, timeout=30)
     if probe.returncode != 0:
         print("container-test: no Docker daemon reachable (docker info failed); "
-              "see ../shared/tools/docker-local.sh up and DOCKER_HOST", file=sys.stderr)
+              "start one, or point DOCKER_HOST at one", file=sys.stderr)
         return 2
     run = Run(args.image, build=not args.no_build)
     try:

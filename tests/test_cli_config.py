@@ -75,7 +75,15 @@ class ConfigErrorExitTests(CliTestCase):
     def test_unknown_file_key(self) -> None:
         path = self.write_file("[bridge]\nupstrem = \"localhost:6379\"\n")
         self.assertConfigFailure(
-            ["--config", path], {}, f"setting 'upstrem': unknown key in {path}"
+            ["--config", path], {},
+            f"setting 'upstrem': unknown key in {path}; did you mean 'upstream'?",
+        )
+
+    def test_misspelt_file_key_suggests_the_closest_key(self) -> None:
+        path = self.write_file("reply_timout = 2\n")
+        self.assertConfigFailure(
+            ["--config", path], {},
+            f"setting 'reply_timout': unknown key in {path}; did you mean 'reply_timeout'?",
         )
 
     def test_config_file_from_environment(self) -> None:

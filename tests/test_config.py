@@ -10,7 +10,15 @@ from pathlib import Path
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from bridge.config import SETTINGS, SETTINGS_BY_NAME, Config, ConfigError, load, read_toml
+from bridge.config import (
+    SETTINGS,
+    SETTINGS_BY_NAME,
+    Config,
+    ConfigError,
+    load,
+    misspelt_variables,
+    read_toml,
+)
 
 SAMPLE_FILE = Path(__file__).resolve().parent.parent / "config" / "bridge.toml"
 
@@ -83,7 +91,9 @@ class DefaultsTests(SynchronousTestCase):
         self.assertEqual(config.stale_timeout, 15.0)
 
     def test_setting_defaults_equal_config_field_defaults(self) -> None:
-        config_fields = {f.name: f for f in fields(Config) if f.name != "sources"}
+        config_fields = {
+            f.name: f for f in fields(Config) if f.name not in ("sources", "config_file")
+        }
         self.assertEqual(sorted(config_fields), sorted(SETTINGS_BY_NAME))
         for setting in SETTINGS:
             default = config_fields[setting.name].default
@@ -206,7 +216,24 @@ class TomlFileTests(ConfigTestCase):
     def test_unknown_key_in_bridge_table(self) -> None:
         path = self.write_file("[bridge]\nbackoff_maximum = 3\n")
         error = self.assertConfigError("backoff_maximum", path=path)
-        self.assertEqual(str(error), f"setting 'backoff_maximum': unknown key in {path}")
+        self.assertEqual(
+            str(error),
+            f"setting 'backoff_maximum': unknown key in {path}; did you mean 'backoff_max'?",
+        )
+
+    def test_misspelt_key_suggests_the_closest_known_key(self) -> None:
+        cases = {
+            "reply_timout": "reply_timeout",
+            "stale_reply_timeot": "stale_reply_timeout",
+            "listn": "listen",
+            "token_fle": "token_file",
+        }
+        for key, known in cases.items():
+            path = self.write_file(f"[bridge]\n{key} = 3\n")
+            error = self.assertConfigError(key, path=path)
+            self.assertEqual(
+                str(error), f"setting {key!r}: unknown key in {path}; did you mean {known!r}?"
+            )
 
     def test_bridge_not_a_table(self) -> None:
         path = self.write_file("bridge = 5\n")
@@ -406,3 +433,33 @@ class HandshakeTests(ConfigTestCase):
     def test_repeated_flag(self) -> None:
         config = load({"handshake": ["HELLO", "SELECT 2"]}, {"BRIDGE_HANDSHAKE": "IGNORED"})
         self.assertEqual(config.handshake, ("HELLO", "SELECT 2"))
+
+
+class MisspeltVariableTests(SynchronousTestCase):
+    """An unknown BRIDGE_* variable is a warning, and only when it is a near miss."""
+
+    def test_near_misses_name_the_setting(self) -> None:
+        self.assertEqual(
+            misspelt_variables({"BRIDGE_REPLY_TIMOUT": "2", "BRIDGE_LOGLEVEL": "debug",
+                                "BRIDGE_LISTEN": "127.0.0.1:1", "HOME": "/root"}),
+            [
+                "environment variable BRIDGE_LOGLEVEL is not a setting and is ignored; "
+                "did you mean BRIDGE_LOG_LEVEL?",
+                "environment variable BRIDGE_REPLY_TIMOUT is not a setting and is ignored; "
+                "did you mean BRIDGE_REPLY_TIMEOUT?",
+            ],
+        )
+
+    def test_other_software_and_our_own_variables_are_quiet(self) -> None:
+        # What Kubernetes puts in every pod when a Service is named "bridge",
+        # and the variables the healthcheck, the .tac file and the tests read.
+        environ = {name: "x" for name in (
+            "BRIDGE_SERVICE_HOST", "BRIDGE_SERVICE_PORT", "BRIDGE_SERVICE_PORT_HTTP",
+            "BRIDGE_PORT", "BRIDGE_PORT_8080_TCP", "BRIDGE_PORT_8080_TCP_ADDR",
+            "BRIDGE_PORT_8080_TCP_PORT", "BRIDGE_PORT_8080_TCP_PROTO",
+            "BRIDGE_CONFIG", "BRIDGE_HEALTHCHECK_URL", "BRIDGE_CONTAINER_TEST",
+        )}
+        self.assertEqual(misspelt_variables(environ), [])
+
+    def test_misspelt_variables_do_not_change_the_settings(self) -> None:
+        self.assertEqual(load({}, {"BRIDGE_REPLY_TIMOUT": "2"}), load({}, {}))

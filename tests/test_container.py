@@ -313,8 +313,9 @@ def docker_unavailable() -> str | None:
     except subprocess.TimeoutExpired:
         return "docker info did not answer within 15 s"
     if probe.returncode != 0:
-        return ("no Docker daemon reachable (docker info failed): start one, e.g. "
-                "../shared/tools/docker-local.sh up, and export DOCKER_HOST as it prints")
+        # A clone has only itself: name no helper outside the repository.
+        return ("no Docker daemon reachable (docker info failed): start one, or point "
+                "DOCKER_HOST at one")
     return None
 
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 import os
 import re
 import tempfile
+import tomllib
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from bridge.config import SETTINGS, load
+from bridge.config import SETTINGS, SETTINGS_BY_NAME, load
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -77,17 +78,26 @@ class SampleConfigTests(SynchronousTestCase):
         defaults = load({}, {})
         self.assertEqual(config, defaults)
 
-    def test_commented_examples_are_valid_when_uncommented(self) -> None:
+    def test_every_commented_key_is_valid_toml_when_uncommented(self) -> None:
         sample = read("config", "bridge.toml")
-        names = "|".join(re.escape(setting.name) for setting in SETTINGS)
-        uncommented = re.sub(rf"(?m)^# ((?:{names}) = .+)$", r"\1", sample)
+        commented = re.compile(r"(?m)^# ([a-z_]+) = (.*)$")
+        examples = dict(commented.findall(sample))
+        self.assertEqual(set(examples) - set(SETTINGS_BY_NAME), set(), "not settings")
+        self.assertIn("stale_reply_timeout", examples)
+        uncommented = commented.sub(r"\1 = \2", sample)
         # reply_terminator is only taken with the terminator framing.
         uncommented = uncommented.replace('reply_framing = "line"', 'reply_framing = "terminator"')
-        with tempfile.TemporaryDirectory() as directory:
-            path = os.path.join(directory, "bridge.toml")
-            with open(path, "w", encoding="utf-8") as handle:
-                handle.write(uncommented)
-            config = load({}, {}, path)
-        for name in ("event_stall_timeout", "event_replay"):
-            self.assertEqual(config.sources[name], path, name)
-            self.assertEqual(getattr(config, name), getattr(load({}, {}), name), name)
+        # Each line on its own: a bad one is named.
+        for key, value in examples.items():
+            with self.subTest(key=key):
+                tomllib.loads(f"{key} = {value}")
+        parsed = tomllib.loads(uncommented)
+        with tempfile.NamedTemporaryFile("w", suffix=".toml", encoding="utf-8") as handle:
+            handle.write(uncommented)
+            handle.flush()
+            config = load({}, {}, handle.name)
+        for key in examples:
+            self.assertEqual(config.sources[key], handle.name, key)
+            self.assertIsNotNone(getattr(config, key), key)
+        self.assertEqual(config.stale_reply_timeout, parsed["stale_reply_timeout"])
+        self.assertEqual(config.handshake_expect, r"^\+OK")

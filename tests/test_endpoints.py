@@ -226,3 +226,31 @@ class IsLoopbackListenTests(SynchronousTestCase):
             "systemd:domain=INET:index=0",
         ):
             self.assertFalse(is_loopback_listen(spec), spec)
+
+
+class ListenAddressTests(SynchronousTestCase):
+    """The parts of a listen setting, read the way Twisted's parser reads them."""
+
+    def test_forms(self) -> None:
+        from bridge.addresses import ListenAddress, listen_address
+
+        cases = {
+            "127.0.0.1:8080": ListenAddress("tcp", "8080", "127.0.0.1"),
+            "[::1]:81": ListenAddress("tcp6", "81", "::1"),
+            "9000": ListenAddress("tcp", "9000", "127.0.0.1"),
+            "tcp:8080": ListenAddress("tcp", "8080"),
+            "tcp:8080:127.0.0.2": ListenAddress("tcp", "8080", "127.0.0.2"),
+            "tcp:port=8080:interface=127.0.0.2": ListenAddress("tcp", "8080", "127.0.0.2"),
+            "ssl:8443:privateKey=k\\:x.pem:certKey=c.pem:interface=127.0.0.1":
+                ListenAddress("ssl", "8443", "127.0.0.1"),
+            "unix:/run/b.sock": ListenAddress("unix", path="/run/b.sock"),
+            "unix:/run/a\\:b.sock:mode=660": ListenAddress("unix", path="/run/a:b.sock"),
+            "unix:address=/run/b.sock:lockfile=1": ListenAddress("unix", path="/run/b.sock"),
+            "systemd:domain=INET:index=0": ListenAddress("systemd"),
+        }
+        for spec, expected in cases.items():
+            self.assertEqual(listen_address(spec), expected, spec)
+
+    def test_positional_interface_is_loopback(self) -> None:
+        self.assertTrue(is_loopback_listen("tcp:8080:127.0.0.1"))
+        self.assertFalse(is_loopback_listen("tcp:8080:0.0.0.0"))

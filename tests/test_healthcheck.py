@@ -1,28 +1,34 @@
 """``bridge healthcheck`` run as a real process, as a container HEALTHCHECK runs it.
 
-Against real ``bridge`` processes on ephemeral loopback ports: one whose
-upstream port is closed (alive, not ready) and one connected to a TCP server
-of the test's own (alive and ready).  Also: nothing listening, a server that
-never answers, and bad arguments.  Contract: exit 0 healthy, 1 not, 2 bad
-arguments; one line saying why.
+Against real ``bridge`` processes: on an ephemeral loopback port with its
+upstream port closed (alive, not ready), on one connected to a TCP server of
+the test's own (alive and ready), on a unix socket, and behind TLS.  Also:
+nothing listening, a server that never answers, one that answers garbage, and
+bad arguments.  Contract: exit 0 healthy, 1 not, 2 bad arguments; one line
+saying why.  And the probe stays light: it never imports Twisted.
 """
 
 from __future__ import annotations
 
+import json
 import os
-import queue
 import re
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import unittest
 from typing import ClassVar
 
-# Probes start a Python process each (about a second); keep the deadlines generous
-# for a loaded 2-core CI machine.
 from tests.polling import DEADLINE, wait_for
+from tests.support import BridgeProcess
+
+#: Modules the probe must not need (each costs start-up CPU on every probe).
+HEAVY = ("twisted", "treq", "klein", "zope", "hyperlink", "OpenSSL", "cryptography",
+         "prometheus_client", "httptools", "bridge.config", "bridge.endpoints")
 
 
 def clean_environment() -> dict[str, str]:
@@ -38,9 +44,11 @@ def closed_port() -> int:
 
 
 class AcceptingServer:
-    """A TCP server that accepts connections and holds them open, saying nothing."""
+    """A TCP server that accepts connections and holds them open, saying
+    nothing, or writes ``answer`` to each and closes it."""
 
-    def __init__(self) -> None:
+    def __init__(self, answer: bytes | None = None) -> None:
+        self.answer = answer
         self.socket = socket.create_server(("127.0.0.1", 0))
         self.port = int(self.socket.getsockname()[1])
         self.accepted: list[socket.socket] = []
@@ -53,7 +61,19 @@ class AcceptingServer:
                 connection, _ = self.socket.accept()
             except OSError:  # closed by close()
                 return
-            self.accepted.append(connection)
+            if self.answer is not None:
+                # Read the request first: closing a socket with unread bytes
+                # sends a reset, and the probe would see that instead.
+                request = b""
+                while b"\r\n\r\n" not in request:
+                    chunk = connection.recv(4096)
+                    if not chunk:
+                        break
+                    request += chunk
+                connection.sendall(self.answer)
+                connection.close()
+            else:
+                self.accepted.append(connection)
 
     def close(self) -> None:
         try:
@@ -66,46 +86,25 @@ class AcceptingServer:
             connection.close()
 
 
-class Bridge:
-    """A real ``python -m bridge`` process; ``url`` once it listens."""
+def start_bridge(*args: str, listening: str = r"listening on (http://127\.0\.0\.1:\d+)/"
+                 ) -> tuple[BridgeProcess, str]:
+    """A real bridge process and what its ``listening on`` log line names
+    (the first group of ``listening``)."""
+    process = BridgeProcess.bridge("--shutdown-grace", "2", "--no-access-log", *args)
 
-    def __init__(self, upstream_port: int) -> None:
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "bridge", "--listen", "127.0.0.1:0",
-             "--upstream", f"127.0.0.1:{upstream_port}", "--backoff-initial", "0.1",
-             "--backoff-max", "0.5", "--shutdown-grace", "2", "--no-access-log"],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-            env=clean_environment(),
-        )
-        self.output: list[str] = []
-        self._lines: queue.Queue[str] = queue.Queue()
-        threading.Thread(target=self._read, daemon=True).start()
-        self.url = wait_for(self._listening, "the bridge to print 'listening on'")
+    def address() -> str | None:
+        found = re.search(listening, process.stdout())
+        if found:
+            return found.group(1)
+        if process.process.poll() is not None:
+            raise AssertionError("the bridge exited:\n" + process.describe())
+        return None
 
-    def _read(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self.output.append(line)
-            self._lines.put(line)
-
-    def _listening(self) -> str | None:
-        try:
-            line = self._lines.get(timeout=0.1)
-        except queue.Empty:
-            if self.process.poll() is not None:
-                raise AssertionError("the bridge exited:\n" + "".join(self.output)) from None
-            return None
-        match = re.search(r"listening on (http://127\.0\.0\.1:\d+)/", line)
-        return match.group(1) if match else None
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-        try:
-            self.process.wait(15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(5)
+    try:
+        return process, wait_for(address, "the bridge to print 'listening on'")
+    except BaseException:
+        process.stop_now()
+        raise
 
 
 def healthcheck(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -117,7 +116,7 @@ def healthcheck(*args: str, env: dict[str, str] | None = None) -> subprocess.Com
 
 
 def healthchecks(*argument_lists: list[str]) -> list[subprocess.CompletedProcess[str]]:
-    """Run several ``bridge healthcheck`` processes at once (start-up is most of their time)."""
+    """Run several ``bridge healthcheck`` processes at once."""
     command = [sys.executable, "-m", "bridge", "healthcheck"]
     processes = [
         subprocess.Popen([*command, *arguments], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -131,27 +130,7 @@ def healthchecks(*argument_lists: list[str]) -> list[subprocess.CompletedProcess
     return results
 
 
-class HealthcheckAgainstRealBridgeTests(unittest.TestCase):
-    """One bridge with its upstream down, one with it up, shared by the class."""
-
-    upstream: ClassVar[AcceptingServer]
-    down: ClassVar[Bridge]
-    up: ClassVar[Bridge]
-
-    @classmethod
-    def setUpClass(cls) -> None:
-        cls.upstream = AcceptingServer()
-        cls.down = Bridge(closed_port())
-        cls.up = Bridge(cls.upstream.port)
-
-    @classmethod
-    def tearDownClass(cls) -> None:
-        # Upstream first: a bridge drains by half-closing and waiting for the
-        # server to close its side, which this silent server would never do.
-        cls.upstream.close()
-        for bridge in (cls.down, cls.up):
-            bridge.stop()
-
+class ProbeAssertions(unittest.TestCase):
     def assertOneLine(self, result: subprocess.CompletedProcess[str], status: int,
                       pattern: str) -> None:
         self.assertEqual(result.returncode, status, result.stdout + result.stderr)
@@ -159,43 +138,177 @@ class HealthcheckAgainstRealBridgeTests(unittest.TestCase):
         self.assertEqual(output.count("\n"), 1, output)
         self.assertRegex(output, pattern)
 
+    def assertExactly(self, result: subprocess.CompletedProcess[str], status: int,
+                      stdout: str) -> None:
+        self.assertEqual((result.returncode, result.stdout, result.stderr), (status, stdout, ""))
+
+
+class HealthcheckAgainstRealBridgeTests(ProbeAssertions):
+    """One bridge with its upstream down, one with it up, shared by the class."""
+
+    upstream: ClassVar[AcceptingServer]
+    down: ClassVar[BridgeProcess]
+    up: ClassVar[BridgeProcess]
+    down_url: ClassVar[str]
+    up_url: ClassVar[str]
+
+    @classmethod
+    def setUpClass(cls) -> None:
+        cls.upstream = AcceptingServer()
+        fast = ("--listen", "127.0.0.1:0", "--backoff-initial", "0.1", "--backoff-max", "0.5")
+        cls.down, cls.down_url = start_bridge(*fast, "--upstream", f"127.0.0.1:{closed_port()}")
+        cls.up, cls.up_url = start_bridge(*fast, "--upstream", f"127.0.0.1:{cls.upstream.port}")
+
+    @classmethod
+    def tearDownClass(cls) -> None:
+        # Upstream first: a bridge drains by half-closing and waiting for the
+        # server to close its side, which this silent server would never do.
+        cls.upstream.close()
+        for bridge in (cls.down, cls.up):
+            bridge.stop_now()
+
     def test_liveness_is_healthy_while_the_upstream_is_down(self) -> None:
-        result = healthcheck("--url", self.down.url)
-        self.assertOneLine(
-            result, 0, rf"^healthy: {re.escape(self.down.url)}/healthz answered 200\n$"
-        )
-        self.assertEqual(result.stderr, "")
+        self.assertExactly(healthcheck("--url", self.down_url), 0,
+                           f"healthy: {self.down_url}/healthz answered 200\n")
 
     def test_readiness_is_unhealthy_while_the_upstream_is_down(self) -> None:
-        result = healthcheck("--ready", "--url", self.down.url)
+        result = healthcheck("--ready", "--url", self.down_url)
         self.assertOneLine(
             result, 1,
-            rf'^unhealthy: {re.escape(self.down.url)}/readyz answered 503 .*"ready": false',
+            rf'^unhealthy: {re.escape(self.down_url)}/readyz answered 503 \{{"ready": false, ',
         )
 
     def test_readiness_turns_healthy_once_the_upstream_is_connected(self) -> None:
         def ready() -> subprocess.CompletedProcess[str] | None:
-            result = healthcheck("--ready", "--url", self.up.url + "/")  # a trailing / is fine
+            result = healthcheck("--ready", "--url", self.up_url + "/")  # a trailing / is fine
             return result if result.returncode == 0 else None
 
         result = wait_for(ready, "bridge healthcheck --ready to pass")
-        self.assertOneLine(result, 0, rf"^healthy: {re.escape(self.up.url)}/readyz answered 200\n$")
+        self.assertExactly(result, 0, f"healthy: {self.up_url}/readyz answered 200\n")
         self.assertTrue(self.upstream.accepted, "the bridge never connected to the upstream")
 
     def test_url_from_the_environment(self) -> None:
         env = clean_environment()
-        env["BRIDGE_HEALTHCHECK_URL"] = self.down.url
-        self.assertOneLine(healthcheck(env=env), 0, rf"^healthy: {re.escape(self.down.url)}/")
+        env["BRIDGE_HEALTHCHECK_URL"] = self.down_url
+        self.assertExactly(healthcheck(env=env), 0,
+                           f"healthy: {self.down_url}/healthz answered 200\n")
+
+    def test_url_from_the_bridges_own_listen_setting(self) -> None:
+        env = clean_environment()
+        env["BRIDGE_LISTEN"] = "tcp:" + self.down_url.rsplit(":", 1)[1]  # all interfaces
+        self.assertExactly(healthcheck(env=env), 0,
+                           f"healthy: {self.down_url}/healthz answered 200\n")
+
+    def test_the_probe_imports_nothing_heavy(self) -> None:
+        # Exactly what the console script does, then a look at sys.modules.
+        program = (
+            "import sys\n"
+            "from bridge.app.cli import main\n"
+            f"status = main(['healthcheck', '--url', {self.down_url!r}])\n"
+            f"heavy = sorted(m for m in sys.modules if m.startswith({HEAVY!r}))\n"
+            "print(status, heavy)\n"
+        )
+        result = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True,
+                                timeout=DEADLINE, env=clean_environment())
+        self.assertEqual(
+            (result.stdout, result.stderr),
+            (f"healthy: {self.down_url}/healthz answered 200\n0 []\n", ""),
+        )
 
 
-class HealthcheckWithoutBridgeTests(unittest.TestCase):
+class HealthcheckOnUnixSocketTests(ProbeAssertions):
+    """A bridge listening on a unix socket (its upstream down: alive, not ready)."""
+
+    directory: ClassVar[str]
+    path: ClassVar[str]
+    bridge: ClassVar[BridgeProcess]
+
+    @classmethod
+    def setUpClass(cls) -> None:
+        cls.directory = tempfile.mkdtemp(prefix="bridge-hc-")
+        cls.path = os.path.join(cls.directory, "bridge.sock")
+        cls.bridge, shown = start_bridge(
+            "--listen", f"unix:{cls.path}", "--upstream", f"127.0.0.1:{closed_port()}",
+            listening=r"listening on (unix:\S+)",
+        )
+        assert shown == f"unix:{cls.path}", shown
+
+    @classmethod
+    def tearDownClass(cls) -> None:
+        cls.bridge.stop_now()
+        shutil.rmtree(cls.directory, ignore_errors=True)
+
+    def test_liveness_over_the_socket(self) -> None:
+        self.assertExactly(healthcheck("--url", f"unix:{self.path}"), 0,
+                           f"healthy: unix:{self.path} /healthz answered 200\n")
+
+    def test_readiness_over_the_socket(self) -> None:
+        result = healthcheck("--ready", "--url", f"unix:{self.path}")
+        self.assertOneLine(
+            result, 1, rf'^unhealthy: unix:{re.escape(self.path)} /readyz answered 503 \{{"ready"'
+        )
+
+    def test_default_url_from_a_unix_listen_setting(self) -> None:
+        for name, value in (("BRIDGE_LISTEN", f"unix:{self.path}:mode=660"),
+                            ("BRIDGE_HEALTHCHECK_URL", f"unix:{self.path}")):
+            with self.subTest(name=name):
+                env = clean_environment()
+                env[name] = value
+                self.assertExactly(healthcheck(env=env), 0,
+                                   f"healthy: unix:{self.path} /healthz answered 200\n")
+
+    def test_no_socket_is_unhealthy(self) -> None:
+        missing = os.path.join(self.directory, "missing.sock")
+        self.assertExactly(healthcheck("--url", f"unix:{missing}"), 1,
+                           f"unhealthy: unix:{missing} /healthz: No such file or directory\n")
+
+
+class HealthcheckOverTLSTests(ProbeAssertions):
+    """An ``ssl:`` bridge: the certificate is checked against the trust store."""
+
+    directory: ClassVar[str]
+    certificate: ClassVar[str]
+    bridge: ClassVar[BridgeProcess]
+    url: ClassVar[str]
+
+    @classmethod
+    def setUpClass(cls) -> None:
+        from tests.test_tls import write_certificate
+
+        cls.directory = tempfile.mkdtemp(prefix="bridge-hc-tls-")
+        cls.certificate, key = write_certificate(cls.directory)
+        cls.bridge, cls.url = start_bridge(
+            "--listen", f"ssl:0:privateKey={key}:certKey={cls.certificate}:interface=127.0.0.1",
+            "--upstream", f"127.0.0.1:{closed_port()}",
+            listening=r"listening on (https://127\.0\.0\.1:\d+)/",
+        )
+
+    @classmethod
+    def tearDownClass(cls) -> None:
+        cls.bridge.stop_now()
+        shutil.rmtree(cls.directory, ignore_errors=True)
+
+    def test_trusted_certificate_is_healthy(self) -> None:
+        env = clean_environment()
+        env["SSL_CERT_FILE"] = self.certificate  # the trust store: this certificate only
+        self.assertExactly(healthcheck("--url", self.url, env=env), 0,
+                           f"healthy: {self.url}/healthz answered 200\n")
+
+    def test_untrusted_certificate_is_unhealthy(self) -> None:
+        env = clean_environment()
+        env.pop("SSL_CERT_FILE", None)
+        result = healthcheck("--url", self.url, env=env)
+        self.assertOneLine(
+            result, 1, rf"^unhealthy: {re.escape(self.url)}/healthz: certificate verify failed: "
+            r"self[- ]signed certificate\n$",
+        )
+
+
+class HealthcheckWithoutBridgeTests(ProbeAssertions):
     def test_nothing_listening_is_unhealthy(self) -> None:
         url = f"http://127.0.0.1:{closed_port()}"
-        result = healthcheck("--url", url)
-        self.assertEqual(result.returncode, 1, result.stdout + result.stderr)
-        self.assertRegex(result.stdout, rf"^unhealthy: {re.escape(url)}/healthz: .*refused.*\n$")
-        self.assertEqual(result.stdout.count("\n"), 1)
-        self.assertEqual(result.stderr, "")
+        self.assertExactly(healthcheck("--url", url), 1,
+                           f"unhealthy: {url}/healthz: Connection refused\n")
 
     def test_a_server_that_never_answers_is_unhealthy_after_the_timeout(self) -> None:
         silent = AcceptingServer()  # accepts, reads nothing, answers nothing
@@ -203,24 +316,53 @@ class HealthcheckWithoutBridgeTests(unittest.TestCase):
         started = time.monotonic()
         result = healthcheck("--url", f"http://127.0.0.1:{silent.port}", "--timeout", "0.5")
         elapsed = time.monotonic() - started
-        self.assertEqual(result.returncode, 1, result.stdout + result.stderr)
-        self.assertEqual(
-            result.stdout, f"unhealthy: http://127.0.0.1:{silent.port}/healthz: "
-            "no answer within 0.5 s\n",
-        )
-        self.assertEqual(result.stdout.count("\n"), 1)
+        self.assertExactly(result, 1, f"unhealthy: http://127.0.0.1:{silent.port}/healthz: "
+                           "no answer within 0.5 s\n")
         # Process start-up is most of it; a 30 s default timeout would show here.
         self.assertLess(elapsed, DEADLINE / 2)
 
+    def test_answers_that_are_not_http_are_unhealthy(self) -> None:
+        cases = {
+            b"": "the connection closed without an answer",
+            b"HTTP/1.1 200 OK\r\nContent-": "the connection closed before a whole answer",
+            b"SSH-2.0-OpenSSH_9.2\r\n\r\n": "not an HTTP answer: b'SSH-2.0-OpenSSH_9.2'",
+        }
+        for answer, reason in cases.items():
+            with self.subTest(answer=answer):
+                server = AcceptingServer(answer)
+                self.addCleanup(server.close)
+                url = f"http://127.0.0.1:{server.port}"
+                self.assertExactly(healthcheck("--url", url), 1,
+                                   f"unhealthy: {url}/healthz: {reason}\n")
+
+    def test_a_chunked_answer_is_reported_decoded(self) -> None:
+        body = json.dumps({"ready": False}).encode()
+        server = AcceptingServer(
+            b"HTTP/1.1 503 Service Unavailable\r\nTransfer-Encoding: chunked\r\n\r\n"
+            + b"%x\r\n" % len(body) + body + b"\r\n0\r\n\r\n"
+        )
+        self.addCleanup(server.close)
+        url = f"http://127.0.0.1:{server.port}"
+        self.assertExactly(healthcheck("--ready", "--url", url), 1,
+                           f'unhealthy: {url}/readyz answered 503 {{"ready": false}}\n')
+
     def test_bad_urls_exit_2_with_one_line(self) -> None:
         urls = ("ftp://127.0.0.1:8080", "127.0.0.1:8080", "http://[bad",
-                "http://127.0.0.1:port", "http://:8080", "http://127.0.0.1:99999")
+                "http://127.0.0.1:port", "http://:8080", "http://127.0.0.1:99999",
+                "http://127.0.0.1:0", "unix:", "unix:/")
         for url, result in zip(urls, healthchecks(*(["--url", url] for url in urls)), strict=True):
             with self.subTest(url=url):
                 self.assertEqual(result.returncode, 2, result.stdout + result.stderr)
                 self.assertEqual(result.stdout, "")
-                self.assertRegex(result.stderr, r"^bridge healthcheck: --url .*\n$")
+                self.assertRegex(result.stderr,
+                                 rf"^bridge healthcheck: --url is not usable: {re.escape(url)}: "
+                                 r"\S.*\n$")
                 self.assertNotIn("Traceback", result.stderr)
+        self.assertEqual(
+            healthchecks(["--url", "ftp://h"])[0].stderr,
+            "bridge healthcheck: --url is not usable: ftp://h: must start with http://, "
+            "https:// or unix:\n",
+        )
 
     def test_bad_timeout_exits_2(self) -> None:
         timeouts = ("0", "-1", "nan")
@@ -247,9 +389,18 @@ class DefaultURLTests(unittest.TestCase):
 
         self.assertEqual(default_url({"BRIDGE_LISTEN": "0.0.0.0:9000"}), "http://127.0.0.1:9000")
         self.assertEqual(default_url({"BRIDGE_LISTEN": "[::1]:81"}), "http://[::1]:81")
-        self.assertEqual(default_url({"BRIDGE_LISTEN": "unix:/run/b.sock"}),
-                         "http://127.0.0.1:8080")
+        self.assertEqual(default_url({"BRIDGE_LISTEN": "9001"}), "http://127.0.0.1:9001")
         self.assertEqual(default_url({}), "http://127.0.0.1:8080")
+        self.assertEqual(default_url({"BRIDGE_LISTEN": "bogus"}), "http://127.0.0.1:8080")
+
+    def test_unix_listen(self) -> None:
+        from bridge.app.healthcheck import default_url
+
+        self.assertEqual(default_url({"BRIDGE_LISTEN": "unix:/run/b.sock"}), "unix:/run/b.sock")
+        self.assertEqual(default_url({"BRIDGE_LISTEN": "unix:/run/b.sock:mode=660:lockfile=0"}),
+                         "unix:/run/b.sock")
+        self.assertEqual(default_url({"BRIDGE_LISTEN": "unix:address=/run/b.sock:mode=660"}),
+                         "unix:/run/b.sock")
 
     def test_endpoint_string_listen(self) -> None:
         from bridge.app.healthcheck import default_url
@@ -257,6 +408,10 @@ class DefaultURLTests(unittest.TestCase):
         self.assertEqual(default_url({"BRIDGE_LISTEN": "tcp:18482"}), "http://127.0.0.1:18482")
         self.assertEqual(default_url({"BRIDGE_LISTEN": "tcp:9:interface=127.0.0.2"}),
                          "http://127.0.0.2:9")
+        self.assertEqual(default_url({"BRIDGE_LISTEN": "tcp:port=9:interface=127.0.0.2"}),
+                         "http://127.0.0.2:9")
+        self.assertEqual(default_url({"BRIDGE_LISTEN": "tcp6:9:interface=\\:\\:1"}),
+                         "http://[::1]:9")
         self.assertEqual(
             default_url({"BRIDGE_LISTEN": "ssl:8443:privateKey=k:certKey=c:interface=0.0.0.0"}),
             "https://127.0.0.1:8443",

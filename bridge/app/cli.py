@@ -1,6 +1,9 @@
 """The ``bridge`` command: parse settings, start the service tree, run.
 
 ``bridge [OPTIONS]`` runs the daemon; ``bridge healthcheck`` probes one.
+The probe runs every few seconds in containers, so :func:`main` dispatches
+to it before anything heavy is imported: the settings module (which needs
+Twisted's endpoint parser) is imported inside the functions that use it.
 """
 
 from __future__ import annotations
@@ -8,10 +11,12 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from bridge import __version__
-from bridge.config import SETTINGS, Config, ConfigError, Setting, load
+
+if TYPE_CHECKING:
+    from bridge.config import Config, Setting
 
 EXIT_CONFIG = 2
 
@@ -29,6 +34,8 @@ def _help_for(setting: Setting) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from bridge.config import SETTINGS
+
     parser = argparse.ArgumentParser(
         prog="bridge",
         description="HTTP-to-TCP line bridge: POST lines over HTTP to a line-oriented TCP "
@@ -59,6 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def parse_config(argv: Sequence[str], environ: Mapping[str, str]) -> tuple[Config, bool]:
     """Return the validated config and whether --demo was given."""
+    from bridge.config import load
+
     namespace = vars(build_parser().parse_args(list(argv)))
     config_path = namespace.pop("config", None) or environ.get("BRIDGE_CONFIG") or None
     demo = bool(namespace.pop("demo", False))
@@ -70,7 +79,7 @@ def fail(message: str, status: int = EXIT_CONFIG) -> int:
     return status
 
 
-def run(config: Config, demo: bool) -> int:
+def run(config: Config, demo: bool, environ: Mapping[str, str] | None = None) -> int:
     """Start the reactor with the service tree; return the exit status."""
     from twisted.internet import reactor as _reactor
     from twisted.logger import globalLogBeginner
@@ -110,6 +119,7 @@ def run(config: Config, demo: bool) -> int:
     service = BridgeService(config, reactor, on_fatal=fatal)
     log.info("bridge {version} starting: upstream {upstream}, listen {listen}",
              version=__version__, upstream=config.upstream, listen=config.listen)
+    log_configuration(log, config, os.environ if environ is None else environ)
     reactor.callWhenRunning(service.startService)
     reactor.addSystemEventTrigger(
         "before", "shutdown", service.stopService
@@ -119,6 +129,20 @@ def run(config: Config, demo: bool) -> int:
     return exit_status[0]
 
 
+def log_configuration(log: Any, config: Config, environ: Mapping[str, str]) -> None:
+    """Say where the settings came from: which file (or none), and which
+    BRIDGE_* variables look like misspelt settings (they are ignored)."""
+    from bridge.config import misspelt_variables
+
+    if config.config_file:
+        log.info("configuration file {path} loaded", path=os.path.abspath(config.config_file))
+    else:
+        log.info("no configuration file (none given with --config or BRIDGE_CONFIG): "
+                 "settings from flags, BRIDGE_* variables and defaults")
+    for warning in misspelt_variables(environ):
+        log.warn("{warning}", warning=warning)
+
+
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     env = os.environ if environ is None else environ
@@ -126,19 +150,24 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         from bridge.app.healthcheck import main as healthcheck
 
         return healthcheck(args[1:])
+    from bridge.config import ConfigError
+
     try:
         config, demo = parse_config(args, env)
     except ConfigError as error:
         return fail(str(error))
-    return run(config, demo)
+    return run(config, demo, env)
 
 
 def service_from_environment(environ: Mapping[str, str] | None = None) -> Any:
     """The service tree configured from BRIDGE_* and BRIDGE_CONFIG (for .tac files)."""
     from twisted.internet import reactor
+    from twisted.logger import Logger
 
     from bridge.app.service import BridgeService
+    from bridge.config import ConfigError, load
 
+    log = Logger(namespace="bridge")
     env = os.environ if environ is None else environ
     try:
         config = load({}, env, env.get("BRIDGE_CONFIG") or None)
@@ -153,12 +182,12 @@ def service_from_environment(environ: Mapping[str, str] | None = None) -> Any:
         if stopping:
             return
         stopping.append(True)
-        from twisted.logger import Logger
-
-        Logger(namespace="bridge").error("{message}", message=message)
+        log.error("{message}", message=message)
         if reactor.running:
             reactor.stop()
         else:  # twistd starts the services before it runs the reactor
             reactor.callWhenRunning(reactor.stop)
 
+    # twistd keeps these until its log observer starts.
+    log_configuration(log, config, env)
     return BridgeService(config, reactor, on_fatal=fatal)

@@ -61,6 +61,11 @@ class WebService(Service):
             scheme = "https" if self._tls else "http"
             self.log.info("listening on {scheme}://{host}:{port}/", scheme=scheme, host=shown,
                           port=address.port)
+        elif isinstance(getattr(address, "name", None), (str, bytes)):
+            # A unix socket: the form --listen and `bridge healthcheck --url` take.
+            name = address.name
+            path = name.decode("utf-8", "replace") if isinstance(name, bytes) else name
+            self.log.info("listening on unix:{path}", path=path)
         else:
             self.log.info("listening on {address}", address=address)
         self.listening.callback(port)
