@@ -52,11 +52,20 @@ unit: $(STAMP_TEST)
 
 test: lint typecheck unit
 
-# Benchmark (issue 6; not part of `make test`): about 12 minutes, `make bench ARGS=--quick`
-# for a 2-minute smoke run.  Needs aiohttp (the peer) in .venv and wrk (Debian package).
+# Benchmark (issues 6 and 9; not part of `make test`): about 12 minutes, `make bench
+# ARGS=--quick` for a short smoke run, `ARGS=--scenarios=resp` for one scenario.  Needs the
+# peers' packages in .venv (aiohttp; redis-py with hiredis for the Redis peer), never in the
+# runtime dependencies, and wrk and redis-server (Debian packages; the bench starts its own
+# redis-server on a free port, never the system service).
+BENCH_PACKAGES := aiohttp redis hiredis
 bench: $(STAMP_RUN)
-	@$(BIN)/python -c 'import aiohttp' 2>/dev/null || $(BIN)/python -m pip install --quiet aiohttp
-	@command -v wrk >/dev/null 2>&1 || { apt-get update && apt-get install -y wrk; }
+	@$(BIN)/python -c 'import aiohttp, redis, hiredis' 2>/dev/null || \
+		$(BIN)/python -m pip install --quiet $(BENCH_PACKAGES)
+	@missing=""; \
+	command -v wrk >/dev/null 2>&1 || missing="$$missing wrk"; \
+	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
+	if [ -n "$$missing" ]; then \
+		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y $$missing; fi
 	$(BIN)/python bench/run.py $(ARGS)
 
 # Container image end to end (issue 5; not part of `make test`: needs a Docker daemon,

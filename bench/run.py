@@ -17,12 +17,17 @@ Scenarios (``--scenarios``):
   send_bulk   POST /send, 1000 lines of 32 bytes per request, concurrency 16
   request     POST /request, one line per request, concurrency 1 and 16, against
               the replier; added latency over a direct TCP round trip
+  resp        POST /request to a real redis-server (GET k and INCR n alternating),
+              concurrency 1 and 16: the bridge with --reply-framing resp against
+              bench/peers/aiohttp_redis.py (aiohttp + redis-py's asyncio client with
+              hiredis), both in front of the same redis-server (issue 9)
   memory      >= 1 GB offered by clients to an upstream reading about 1 MB/s
 
 Every /send run checks the line accounting: the lines the sink counted must
 equal the 202 answers times the lines per request; any difference is printed
-and makes the exit status 1.  Results go to stdout (a table) and to
-bench/results/latest.json.
+and makes the exit status 1; so does every resp run where an answer was not
+a 200 of the expected shape or Redis' counter did not grow by exactly the INCR
+answers.  Results go to stdout (a table) and to bench/results/latest.json.
 """
 
 from __future__ import annotations
@@ -80,6 +85,9 @@ def environment(args: argparse.Namespace) -> dict[str, Any]:
         "twisted": version("twisted"),
         "klein": version("klein"),
         "aiohttp": version("aiohttp"),
+        "redis_py": version("redis"),
+        "hiredis": version("hiredis"),
+        "redis_server": command(["redis-server", "--version"]),
         "wrk": command([args.wrk, "-v"]),
         "git_commit": command(["git", "rev-parse", "--short", "HEAD"]),
         "git_dirty": bool(command(["git", "status", "--porcelain", "bridge"])),
@@ -137,6 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="connections for send_small")
     parser.add_argument("--bulk-concurrency", type=int, default=16)
     parser.add_argument("--request-concurrency", type=int_list, default="1,16")
+    parser.add_argument("--resp-concurrency", type=int_list, default="1,16",
+                        help="connections for resp")
     parser.add_argument("--memory-concurrency", type=int, default=16)
     parser.add_argument("--offered-mb", type=float, default=1000.0,
                         help="MB of request bodies offered in the memory scenario")
@@ -162,7 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "(--profile-scenario, --profile-concurrency, --duration) and print the "
                         "top costs")
     parser.add_argument("--profile-scenario", default="send_small",
-                        choices=("send_small", "send_bulk", "request"))
+                        choices=("send_small", "send_bulk", "request", "resp"))
     parser.add_argument("--profile-concurrency", type=int, default=16)
     parser.add_argument("--profile-top", type=int, default=25)
     parser.add_argument("--profile-rate", type=int, default=200, help="py-spy samples/s")
@@ -196,6 +206,7 @@ def main(argv: list[str] | None = None) -> int:
         print("\ninterrupted", file=sys.stderr)
         return 130
     finally:
+        bench.close()
         bench.launcher.stop_all()
     summary = summarize(bench.runs)
     checks = evaluate_targets(summary, bench.runs)

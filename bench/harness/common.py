@@ -13,20 +13,24 @@ BENCH = Path(__file__).resolve().parent.parent
 ROOT = BENCH.parent
 RESULTS = BENCH / "results"
 LUA = BENCH / "wrk" / "lines.lua"
+RESP_LUA = BENCH / "wrk" / "resp.lua"
 PYTHON = sys.executable
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
 LINE_BYTES = 32
 BULK_LINES = 1000
+#: What the resp scenario stores under the key "k" (what GET k answers).
+RESP_VALUE = "bench-value-0123456789abcdef-001"
 LISTENING = re.compile(r"listening on http://127\.0\.0\.1:(\d+)/")
 
-SCENARIOS = ("send_small", "send_bulk", "request", "memory")
+SCENARIOS = ("send_small", "send_bulk", "request", "resp", "memory")
 
 # What each scenario runs, in the order of a round (A B A B ...).
 TARGETS = {
     "send_small": ("bridge", "peer", "klein", "web"),
     "send_bulk": ("bridge", "peer", "raw"),
     "request": ("bridge", "direct"),
+    "resp": ("bridge", "redis_peer"),
     "memory": ("bridge",),
 }
 
@@ -37,6 +41,7 @@ LABELS = {
     "web": "twisted.web ceiling",
     "raw": "raw Twisted writer",
     "direct": "direct TCP",
+    "redis_peer": "aiohttp+redis-py peer",
 }
 
 

@@ -210,6 +210,54 @@ class SinkControl:
         self.sock.close()
 
 
+class RedisControl:
+    """A plain RESP client for the harness's own look at Redis (never timed).
+
+    ``stats()["lines"]`` is the value of the counter the resp scenario
+    increments, so that it accounts like the sink's line count."""
+
+    def __init__(self, port: int, counter: str = "n") -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        self.stream = self.sock.makefile("rwb")
+        self.counter = counter
+
+    def command(self, *args: str) -> bytes | int | None:
+        """One command (as a RESP array, so values may hold blanks); its reply."""
+        parts = [b"*%d\r\n" % len(args)]
+        for arg in args:
+            data = arg.encode()
+            parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
+        self.stream.write(b"".join(parts))
+        self.stream.flush()
+        line = self.stream.readline()
+        kind, rest = line[:1], line[1:].rstrip(b"\r\n")
+        if kind == b"+":
+            return rest
+        if kind == b":":
+            return int(rest)
+        if kind == b"$":
+            if int(rest) < 0:
+                return None
+            data = self.stream.read(int(rest) + 2)
+            return data[:-2]
+        raise BenchError(f"unexpected reply from redis-server: {line!r}")
+
+    def stats(self) -> dict[str, int]:
+        value = self.command("GET", self.counter)
+        return {"lines": int(value) if value is not None else 0}
+
+    def close(self) -> None:
+        self.stream.close()
+        self.sock.close()
+
+
+def free_port() -> int:
+    """A TCP port free on the loopback address right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
 def wait_for(condition: Callable[[], bool], timeout: float, interval: float = 0.02) -> bool:
     deadline = time.monotonic() + timeout
     while True:

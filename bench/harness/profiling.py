@@ -10,9 +10,10 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from harness.common import BULK_LINES, PYTHON, RESULTS, Run
+from harness.procs import RedisControl
 from harness.wrk import run_wrk
 
 if TYPE_CHECKING:
@@ -28,19 +29,28 @@ def profile(bench: Bench) -> int:
         print("py-spy is not installed: .venv/bin/pip install py-spy", file=sys.stderr)
         return 2
     scenario = args.profile_scenario
-    path = "/request" if scenario == "request" else "/send"
+    path = "/request" if scenario in ("request", "resp") else "/send"
     lines = BULK_LINES if scenario == "send_bulk" else 1
     RESULTS.mkdir(parents=True, exist_ok=True)
     collapsed = RESULTS / f"profile-{scenario}-c{args.profile_concurrency}.txt"
     run = Run(scenario, "bridge", 1, args.profile_concurrency)
     with contextlib.ExitStack() as stack:
-        control = sink = None
+        control: Any = None
+        sink = None
+        framing = None
         if scenario == "request":
             upstream = stack.enter_context(bench.replier())
+        elif scenario == "resp":
+            upstream, sink = bench.redis()
+            control = stack.enter_context(contextlib.closing(RedisControl(upstream)))
+            framing = "resp"
         else:
             upstream, control, sink = stack.enter_context(bench.sink())
-        port, server = stack.enter_context(bench.server("bridge", upstream, control))
-        run_wrk(args, port, path, run.concurrency, lines, 1.0)  # warm-up
+        port, server = stack.enter_context(bench.server(
+            "bridge", upstream, control if scenario != "resp" else None, framing))
+        script, extra = bench.script(run)
+        run_wrk(args, port, path, run.concurrency, lines, 1.0, script=script,
+                extra=extra)  # warm-up
         spy = subprocess.Popen(
             [py_spy, "record", "--pid", str(server.pid), "--rate", str(args.profile_rate),
              "--duration", str(math.ceil(args.duration)), "--format", "raw",

@@ -24,7 +24,11 @@ def brief(run: Run) -> str:
     if "peak_rss_kb" in m:
         parts.append(f"RSS {m['peak_rss_kb'] / 1024:.0f} MB")
     if run.accounting is not None:
-        parts.append("lines ok" if run.accounting["ok"] else "LINES MISMATCH")
+        if run.scenario == "resp":
+            parts.append("answers and INCRs exact" if run.accounting["ok"]
+                         else "ACCOUNTING MISMATCH")
+        else:
+            parts.append("lines ok" if run.accounting["ok"] else "LINES MISMATCH")
     return ", ".join(parts)
 
 
@@ -58,7 +62,7 @@ def summarize(runs: list[Run]) -> dict[str, Any]:
                 run.target, []).append(run)
     names = ("req_per_s", "lines_per_s", "body_mb_per_s", "p50", "p99", "raw_p50", "raw_p99",
              "cpu_us_per_request", "server_cpu_cores", "server_kernel_share", "wrk_cpu_cores",
-             "other_cpu_cores", "peak_rss_kb", "non_2xx_share")
+             "sink_cpu_cores", "other_cpu_cores", "peak_rss_kb", "non_2xx_share")
     summary: dict[str, Any] = {}
     for (scenario, concurrency), targets in groups.items():
         entry: dict[str, Any] = {"targets": {}, "ratios": {}}
@@ -137,13 +141,19 @@ def evaluate_targets(summary: dict[str, Any], runs: list[Run]) -> list[dict[str,
         ratio = bulk["ratios"].get("bridge/raw", {}).get("median")
         add("bulk /send: bridge/raw ceiling lines/s", ratio, ">= 0.5",
             ratio is not None and ratio >= 0.5)
+    for key in sorted((k for k in summary if k.startswith("resp/")),
+                      key=lambda k: int(k.split("/c")[1])):
+        ratio = summary[key]["ratios"].get("bridge/redis_peer", {}).get("median")
+        add(f"resp /request {key.split('/')[1]}: bridge/redis-py peer req/s", ratio, ">= 1.0",
+            ratio is not None and ratio >= 1.0)
     request = summary.get("request/c1")
     if request and "added_latency" in request:
         added = request["added_latency"]["p50_us"]["median"]
         add("/request c1: added p50 latency (us)", added, "< 300",
             added is not None and added < 300)
     rss = [r.metrics["peak_rss_kb"] for r in runs
-           if r.target == "bridge" and r.scenario != "memory" and "peak_rss_kb" in r.metrics]
+           if r.target == "bridge" and r.scenario in ("send_small", "send_bulk", "request")
+           and "peak_rss_kb" in r.metrics]
     if rss:
         peak = round(max(rss) / 1024, 1)
         add("peak RSS scenarios 1-3 (MB)", peak, "< 64", peak < 64)
@@ -171,13 +181,15 @@ def print_table(summary: dict[str, Any], runs: list[Run], checks: list[dict[str,
         "send_small": "1. POST /send, one 32-byte line per request",
         "send_bulk": "2. POST /send, 1000 lines of 32 bytes per request",
         "request": "3. POST /request, one line per request, replying upstream",
+        "resp": "5. POST /request to redis-server, GET k and INCR n alternating, "
+                "bridge --reply-framing resp vs aiohttp + redis-py (hiredis)",
     }
     print(f"\nMedians of {args.rounds} interleaved round(s), {args.duration:g} s per run. "
           "Latency from wrk (corrected for coordinated omission); CPU = server process "
           "utime+stime per answered request; cores = the server's CPU use; other = CPU "
           "used by processes outside the benchmark (noise on a shared machine); non-2xx = "
           "share of answers that were not 2xx (429, 503...).", file=out)
-    for scenario in ("send_small", "send_bulk", "request"):
+    for scenario in ("send_small", "send_bulk", "request", "resp"):
         keys = [k for k in summary if k.startswith(scenario + "/")]
         if not keys:
             continue
@@ -234,23 +246,39 @@ def print_table(summary: dict[str, Any], runs: list[Run], checks: list[dict[str,
         worst = max(rss, key=lambda r: r.metrics["peak_rss_kb"])
         print(f"\nBridge peak RSS over all runs: {worst.metrics['peak_rss_kb'] / 1024:.1f} MB "
               f"({worst.scenario} c{worst.concurrency})", file=out)
-    print("\nLine accounting (sink count == 202 answers x lines per request):", file=out)
-    accounted = [r for r in runs if r.accounting is not None]
+    resp = [r for r in runs if r.scenario == "resp" and r.accounting is not None]
+    if resp:
+        bad_resp = [r for r in resp if not r.accounting["ok"]]  # type: ignore[index]
+        incrs = sum(r.accounting["sink_lines"] for r in resp)  # type: ignore[index]
+        print("\nresp accounting (every answer 200 of the right shape; Redis' counter == "
+              f"INCR answers): {len(resp) - len(bad_resp)} of {len(resp)} runs exact, "
+              f"{incrs:,} INCRs counted", file=out)
+    accounted = [r for r in runs if r.accounting is not None and r.scenario != "resp"]
     bad = [r for r in accounted if not r.accounting["ok"]]  # type: ignore[index]
     total = sum(r.accounting["sink_lines"] for r in accounted)  # type: ignore[index]
-    print(f"  {len(accounted) - len(bad)} of {len(accounted)} runs exact, "
-          f"{total:,} lines counted", file=out)
+    if accounted or not resp:
+        print("\nLine accounting (sink count == 202 answers x lines per request):", file=out)
+        print(f"  {len(accounted) - len(bad)} of {len(accounted)} runs exact, "
+              f"{total:,} lines counted", file=out)
     for r in bad:
         a = r.accounting
         assert a is not None
         print(f"  MISMATCH {r.scenario} c{r.concurrency} {r.target} round {r.round}: acked "
               f"{a['acked_lines']}, sink {a['sink_lines']} ({a['difference']:+d})", file=out)
+    for r in resp:
+        a = r.accounting
+        assert a is not None
+        if not a["ok"]:
+            print(f"  MISMATCH resp c{r.concurrency} {r.target} round {r.round}: "
+                  f"{a['non_200']} not 200, {a['bad_bodies']} unexpected bodies, INCR answers "
+                  f"{a['acked_lines']}, Redis {a['sink_lines']} ({a['difference']:+d})",
+                  file=out)
     errors = [r for r in runs if r.error]
     for r in errors:
         print(f"  ERROR {r.scenario} c{r.concurrency} {r.target} round {r.round}: "
               f"{(r.error or '').splitlines()[0]}", file=out)
     if checks:
-        print("\nTargets of issue 6:", file=out)
+        print("\nTargets of issues 6 and 9:", file=out)
         for check in checks:
             state = {True: "met", False: "NOT MET", None: "n/a"}[check["met"]]
             value = check["value"]

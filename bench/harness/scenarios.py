@@ -8,7 +8,9 @@ import json
 import math
 import re
 import shlex
+import shutil
 import subprocess
+import tempfile
 import time
 from typing import Any, Iterator
 
@@ -18,7 +20,10 @@ from harness.common import (
     CLK_TCK,
     LINE_BYTES,
     LISTENING,
+    LUA,
     PYTHON,
+    RESP_LUA,
+    RESP_VALUE,
     RESULTS,
     TARGETS,
     BenchError,
@@ -27,10 +32,12 @@ from harness.common import (
 from harness.procs import (
     Launcher,
     Process,
+    RedisControl,
     Sampler,
     SinkControl,
     bridge_command,
     cpu_ticks,
+    free_port,
     http_status,
     machine_busy_ticks,
     process_tree,
@@ -47,6 +54,15 @@ class Bench:
         self.launcher = Launcher(RESULTS / "logs", args.keep_logs)
         self.runs: list[Run] = []
         self.current: Run | None = None  # the run in progress: its logs are kept if it fails
+        self._redis: tuple[int, Process, str] | None = None  # port, process, its --dir
+
+    def close(self) -> None:
+        """Stop what outlives single runs (the redis-server of the resp scenario)."""
+        if self._redis is not None:
+            _port, process, directory = self._redis
+            self._redis = None
+            self.launcher.stop(process, grace=5)
+            shutil.rmtree(directory, ignore_errors=True)
 
     # -- process helpers ------------------------------------------------------------
 
@@ -74,14 +90,44 @@ class Bench:
         finally:
             self.launcher.stop(process, grace=2, failed=self._failing())
 
-    def server_argv(self, target: str, upstream: int | None) -> list[str]:
+    def redis(self) -> tuple[int, Process]:
+        """The one redis-server of the resp scenario: started by the first resp
+        run, shared by every resp run (bridge and peer alike), stopped by close().
+        Loopback, no persistence, its own port; never the system service."""
+        if self._redis is not None and self._redis[1].popen.poll() is None:
+            return self._redis[0], self._redis[1]
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise BenchError("redis-server not found: apt-get install redis-server "
+                             "(make bench does it)")
+        directory = tempfile.mkdtemp(prefix="bench-redis-")
+        port = free_port()
+        process, _ = self.launcher.start(
+            "redis", [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                      "--appendonly", "no", "--dir", directory],
+            re.compile(r"Ready to accept connections"))
+        self._redis = (port, process, directory)
+        control = RedisControl(port)
+        try:
+            control.command("SET", "k", RESP_VALUE)
+            control.command("SET", "n", "0")
+        finally:
+            control.close()
+        return port, process
+
+    def server_argv(self, target: str, upstream: int | None,
+                    framing: str | None = None) -> list[str]:
         if target == "bridge":
             command = (shlex.split(self.args.bridge_command) if self.args.bridge_command
                        else bridge_command())
+            extra = ["--reply-framing", framing] if framing else []
             return [*command, "--listen", "127.0.0.1:0",
-                    "--upstream", f"127.0.0.1:{upstream}", *self.args.bridge_arg]
+                    "--upstream", f"127.0.0.1:{upstream}", *extra, *self.args.bridge_arg]
         if target == "peer":
             return [PYTHON, str(BENCH / "peers" / "aiohttp_bridge.py"),
+                    "--listen", "127.0.0.1:0", "--upstream", f"127.0.0.1:{upstream}"]
+        if target == "redis_peer":
+            return [PYTHON, str(BENCH / "peers" / "aiohttp_redis.py"),
                     "--listen", "127.0.0.1:0", "--upstream", f"127.0.0.1:{upstream}"]
         if target in ("klein", "web"):
             return [PYTHON, str(BENCH / "ceilings.py"), target]
@@ -89,9 +135,10 @@ class Bench:
 
     @contextlib.contextmanager
     def server(self, target: str, upstream: int | None,
-               control: SinkControl | None) -> Iterator[tuple[int, Process]]:
-        process, match = self.launcher.start(target, self.server_argv(target, upstream),
-                                             LISTENING)
+               control: SinkControl | None,
+               framing: str | None = None) -> Iterator[tuple[int, Process]]:
+        process, match = self.launcher.start(
+            target, self.server_argv(target, upstream, framing), LISTENING)
         port = int(match.group(1))
         failed = True
         try:
@@ -112,17 +159,22 @@ class Bench:
     # -- measuring -------------------------------------------------------------------------
 
     def measure_http(self, run: Run, port: int, server: Process, path: str, lines: int,
-                     control: SinkControl | None, sink: Process | None,
+                     control: SinkControl | RedisControl | None, sink: Process | None,
                      max_requests: int = 0, duration: float | None = None,
                      drain_timeout: float = 15.0, account_timeout: float = 15.0,
                      raw_latency: bool = False, warmup: float | None = None) -> None:
         args = self.args
         duration = args.duration if duration is None else duration
         warmup = args.warmup if warmup is None else warmup
+        script, script_args = self.script(run)
         if warmup > 0:
-            warm = run_wrk(args, port, path, run.concurrency, lines, warmup)
+            # The upstream's count before the warm-up: 0 for a fresh sink, not
+            # for the redis-server shared by the resp runs.
+            start = control.stats()["lines"] if control is not None else 0
+            warm = run_wrk(args, port, path, run.concurrency, lines, warmup, script=script,
+                           extra=script_args)
             if control is not None:
-                self.account(run, control, 0, warm, lines, account_timeout, "warmup")
+                self.account(run, control, start, warm, lines, account_timeout, "warmup")
                 if run.accounting is not None and not run.accounting["ok"]:
                     return
         before = control.stats()["lines"] if control is not None else 0
@@ -132,7 +184,7 @@ class Bench:
         kernel0 = cpu_ticks(pids, kernel_only=True)
         wall0 = time.monotonic()
         result = run_wrk(args, port, path, run.concurrency, lines, duration, max_requests,
-                         drain_timeout, raw_latency)
+                         drain_timeout, raw_latency, script=script, extra=script_args)
         wall = time.monotonic() - wall0
         pids = process_tree(server.pid)
         cpu = (cpu_ticks(pids) - cpu0) / CLK_TCK
@@ -169,15 +221,29 @@ class Bench:
         })
         if "raw_latency_us" in result:
             m["raw_latency_us"] = result["raw_latency_us"]
+        if "incr_ok" in result:
+            m.update({key: result[key] for key in (
+                "get_issued", "incr_issued", "get_ok", "incr_ok", "bad_bodies")})
         if control is not None:
             self.account(run, control, before, result, lines, account_timeout, "measured")
         if not result["drained"]:
             run.error = ("wrk's requests in flight were not all answered in time "
                          f"({result['issued']} issued, {result['answered']} answered)")
 
-    def account(self, run: Run, control: SinkControl, before: int, result: dict[str, Any],
-                lines: int, timeout: float, phase: str) -> None:
-        expected = result["s2xx"] * lines
+    @staticmethod
+    def script(run: Run) -> tuple[Any, tuple[str, ...]]:
+        """The wrk script of a run and its extra arguments."""
+        if run.scenario == "resp":
+            return RESP_LUA, (RESP_VALUE,)
+        return LUA, ()
+
+    def account(self, run: Run, control: SinkControl | RedisControl, before: int,
+                result: dict[str, Any], lines: int, timeout: float, phase: str) -> None:
+        """/send: the sink's count == 202 answers x lines per request.  resp: every
+        answer a 200 of the expected shape, and Redis' counter grew by exactly
+        the INCR answers (acked_lines / sink_lines hold those two counts)."""
+        resp = "incr_ok" in result
+        expected = result["incr_ok"] if resp else result["s2xx"] * lines
         counted = [0]
 
         def arrived() -> bool:
@@ -193,6 +259,20 @@ class Bench:
                       "lines_per_request": lines, "acked_lines": expected,
                       "sink_lines": counted[0], "difference": counted[0] - expected,
                       "ok": ok}
+        if resp:
+            answers_ok = (result["s2xx"] == result["answered"] == result["issued"]
+                          and result["bad_bodies"] == 0
+                          and result["get_ok"] == result["get_issued"]
+                          and result["incr_ok"] == result["incr_issued"])
+            accounting.update({
+                "what": "INCR answers vs Redis' counter", "answered": result["answered"],
+                "issued": result["issued"], "non_200": result["answered"] - result["s2xx"],
+                "bad_bodies": result["bad_bodies"], "get_issued": result["get_issued"],
+                "get_ok": result["get_ok"], "incr_issued": result["incr_issued"],
+                "incr_ok": result["incr_ok"], "answers_ok": answers_ok,
+                "ok": ok and answers_ok})
+            if result.get("stderr"):
+                accounting["wrk_stderr"] = result["stderr"]
         if run.accounting is None or phase == "measured" or not ok:
             run.accounting = accounting
 
@@ -264,6 +344,23 @@ class Bench:
                 finally:
                     run.metrics["peak_rss_kb"] = sampler.stop()
 
+    def resp_run(self, run: Run) -> None:
+        """POST /request of GET k / INCR n to the shared redis-server, through the
+        bridge (--reply-framing resp) or the aiohttp + redis-py peer."""
+        upstream, redis = self.redis()
+        control = RedisControl(upstream)
+        try:
+            framing = "resp" if run.target == "bridge" else None
+            with self.server(run.target, upstream, None, framing) as (port, server):
+                sampler = Sampler(server.pid)
+                try:
+                    self.measure_http(run, port, server, "/request", 1, control, redis,
+                                      raw_latency=run.concurrency == 1)
+                finally:
+                    run.metrics["peak_rss_kb"] = sampler.stop()
+        finally:
+            control.close()
+
     def memory_run(self, run: Run) -> None:
         args = self.args
         body = BULK_LINES * (LINE_BYTES + 1)
@@ -309,6 +406,8 @@ class Bench:
                     self.http_send_run(run, BULK_LINES)
             elif run.scenario == "request":
                 self.request_run(run)
+            elif run.scenario == "resp":
+                self.resp_run(run)
             elif run.scenario == "memory":
                 self.memory_run(run)
         except BenchError as error:
@@ -317,9 +416,18 @@ class Bench:
         print(f" {brief(run)} ({time.monotonic() - started:.0f} s)", flush=True)
         if run.accounting is not None and not run.accounting["ok"]:
             a = run.accounting
-            print(f"    LINE ACCOUNTING FAILED ({a['phase']}): acked {a['acked_lines']} lines, "
-                  f"sink counted {a['sink_lines']} (difference {a['difference']:+d})",
-                  flush=True)
+            if "incr_ok" in a:
+                print(f"    ACCOUNTING FAILED ({a['phase']}): {a['answered']} of {a['issued']} "
+                      f"answered, {a['non_200']} not 200, {a['bad_bodies']} unexpected "
+                      f"bodies; GET {a['get_ok']} of {a['get_issued']} right, INCR "
+                      f"{a['incr_ok']} of {a['incr_issued']} right; Redis counted "
+                      f"{a['sink_lines']} INCRs (difference {a['difference']:+d})", flush=True)
+                for text in a.get("wrk_stderr", []):
+                    print(f"    wrk: {text}", flush=True)
+            else:
+                print(f"    LINE ACCOUNTING FAILED ({a['phase']}): acked {a['acked_lines']} "
+                      f"lines, sink counted {a['sink_lines']} (difference "
+                      f"{a['difference']:+d})", flush=True)
         if run.error:
             print(f"    ERROR: {run.error}", flush=True)
         if not run.ok:
@@ -334,7 +442,8 @@ class Bench:
                 continue
             concurrencies = {"send_small": args.small_concurrency,
                              "send_bulk": [args.bulk_concurrency],
-                             "request": args.request_concurrency}[scenario]
+                             "request": args.request_concurrency,
+                             "resp": args.resp_concurrency}[scenario]
             targets = [t for t in TARGETS[scenario] if t in args.targets]
             for concurrency in concurrencies:
                 for number in range(1, args.rounds + 1):

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 from harness.common import LINE_BYTES, LUA, BenchError
@@ -17,18 +18,22 @@ from harness.common import LINE_BYTES, LUA, BenchError
 
 def run_wrk(args: argparse.Namespace, port: int, path: str, connections: int, lines: int,
             duration: float, max_requests: int = 0, drain_timeout: float = 15.0,
-            raw_latency: bool = False) -> dict[str, Any]:
+            raw_latency: bool = False, script: Path = LUA,
+            extra: tuple[str, ...] = ()) -> dict[str, Any]:
     """One wrk run that ends with every line-carrying request answered.
 
-    Returns wrk's WRKJSON summary plus ``wrk_cpu_s`` and ``drained`` (False
-    when the requests in flight were not all answered within drain_timeout).
+    ``script`` is lines.lua or a script taking the same arguments, followed by
+    ``extra`` (resp.lua: the value of the key it GETs).  Returns wrk's WRKJSON
+    summary plus ``wrk_cpu_s`` and ``drained`` (False when the requests in
+    flight were not all answered within drain_timeout).
     """
     threads = max(1, min(args.wrk_threads, connections))
     deadline = time.time() + duration
     hard = int(duration + drain_timeout + 30)
     argv = [args.wrk, f"-t{threads}", f"-c{connections}", f"-d{hard}s", "--timeout", "10s",
-            "-s", str(LUA), f"http://127.0.0.1:{port}", "--", path, str(lines),
-            str(LINE_BYTES), f"{deadline:.6f}", str(max_requests), "1" if raw_latency else "0"]
+            "-s", str(script), f"http://127.0.0.1:{port}", "--", path, str(lines),
+            str(LINE_BYTES), f"{deadline:.6f}", str(max_requests), "1" if raw_latency else "0",
+            *extra]
     popen = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                              stdin=subprocess.DEVNULL)
     stopped: list[str] = []
@@ -70,4 +75,5 @@ def run_wrk(args: argparse.Namespace, port: int, path: str, connections: int, li
     result["wrk_cpu_s"] = usage.ru_utime + usage.ru_stime
     result["drained"] = drained
     result["threads"] = threads
+    result["stderr"] = stderr_lines[:5]  # e.g. resp.lua's first unexpected answers
     return result
