@@ -21,7 +21,8 @@ def read(*parts: str) -> str:
 
 def settings_table() -> str:
     """The README's settings table, as the code defines it."""
-    rows = ["| Flag | Environment | File key | Default | Meaning |", "|---|---|---|---|---|"]
+    rows = ["| Flag | Environment | File key | Default | Scope | Meaning |",
+            "|---|---|---|---|---|---|"]
     for setting in SETTINGS:
         default = setting.default
         if default in (None, "", ()):
@@ -34,7 +35,9 @@ def settings_table() -> str:
         if setting.flag_kind == "switch" or isinstance(default, bool):
             flag += " / --no-" + setting.flag[2:]
         meaning = setting.help.replace("|", "\\|")
-        rows.append(f"| `{flag}` | `{setting.env}` | `{setting.name}` | `{shown}` | {meaning} |")
+        scope = "upstream" if setting.per_upstream else "bridge"
+        rows.append(f"| `{flag}` | `{setting.env}` | `{setting.name}` | `{shown}` | {scope} "
+                    f"| {meaning} |")
     return "\n".join(rows) + "\n"
 
 

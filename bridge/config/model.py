@@ -12,11 +12,32 @@ from bridge.config.values import ConfigError, KiB, MiB
 
 
 @dataclass(frozen=True)
+class ScopedToken:
+    """A ``[tokens.NAME]`` table: a token allowed only some upstreams and routes."""
+
+    name: str
+    token: str = field(repr=False)
+    upstreams: frozenset[str] | None = None  # None: every upstream
+    routes: frozenset[str] | None = None  # None: send, request and events
+
+    def allows(self, upstream: str, route: str) -> bool:
+        return ((self.upstreams is None or upstream in self.upstreams)
+                and (self.routes is None or route in self.routes))
+
+
+@dataclass(frozen=True)
 class Config:
-    """Validated settings.  Field names match :data:`SETTINGS`."""
+    """Validated settings.  Field names match :data:`SETTINGS`.
+
+    One Config describes the bridge: its global settings, and the per-upstream
+    settings of the upstream named ``default``.  ``upstreams`` gives each
+    upstream's own Config: the same global settings, its own per-upstream
+    ones, and its ``name``.
+    """
 
     listen: str = "127.0.0.1:8080"
     upstream: str = "localhost:65432"
+    required: bool = True
     delimiter: str = "crlf"
     backoff_initial: float = 1.0
     backoff_factor: float = 2.0
@@ -65,6 +86,14 @@ class Config:
     log_level: str = "info"
     log_format: str = "text"
     access_log: bool = False
+    #: Which upstream this is (the Config of the bridge describes "default").
+    name: str = "default"
+    #: Whether the upstream named "default" exists (it does unless only named
+    #: upstreams are configured).
+    default_upstream: bool = True
+    #: The upstreams of [upstreams.NAME] tables and --upstream NAME=ADDR flags.
+    named_upstreams: Mapping[str, Config] = field(default_factory=dict)
+    scoped_tokens: tuple[ScopedToken, ...] = ()
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
     #: The TOML file the settings were read from, if any (for the start-up log).
     config_file: str | None = field(default=None, compare=False)
@@ -88,13 +117,38 @@ class Config:
             return "discard"
         return "check" if self.reply_framing in ("resp", "memcached", "status") else "none"
 
+    @property
+    def upstreams(self) -> dict[str, Config]:
+        """Every upstream by name, ``default`` first when there is one."""
+        result: dict[str, Config] = {}
+        if self.default_upstream:
+            result["default"] = replace(self, name="default", named_upstreams={})
+        result.update(self.named_upstreams)
+        return result
+
+    @property
+    def has_tokens(self) -> bool:
+        return self.token is not None or bool(self.scoped_tokens)
+
     def with_values(self, **values: Any) -> Config:
         """A copy with some values replaced and checked again (for tests, --demo)."""
-        return _check_relations(replace(self, **values))
+        return check_bridge(check_upstream(replace(self, **values)))
 
 
-def _check_relations(config: Config) -> Config:
-    """Rules that involve more than one setting."""
+def check_bridge(config: Config) -> Config:
+    """Rules between global settings."""
+    if config.token is not None and not config.token.strip():
+        raise ConfigError("token", "must not be blank")
+    if not config.allow_public and not config.has_tokens and not endpoints.is_loopback_listen(
+        config.listen
+    ):
+        raise ConfigError("listen", f"{config.listen} is not a loopback address and no token is "
+                          "set; set a token (BRIDGE_TOKEN) or pass --allow-public")
+    return config
+
+
+def check_upstream(config: Config) -> Config:
+    """Rules between one upstream's settings."""
     if config.backoff_max < config.backoff_initial:
         raise ConfigError("backoff_max", f"must be at least backoff_initial "
                           f"({config.backoff_initial:g}), got {config.backoff_max:g}")
@@ -107,13 +161,6 @@ def _check_relations(config: Config) -> Config:
     if config.write_low_water >= config.write_high_water:
         raise ConfigError("write_low_water", f"must be below write_high_water "
                           f"({config.write_high_water}), got {config.write_low_water}")
-    if config.token is not None and not config.token.strip():
-        raise ConfigError("token", "must not be blank")
-    if not config.allow_public and config.token is None and not endpoints.is_loopback_listen(
-        config.listen
-    ):
-        raise ConfigError("listen", f"{config.listen} is not a loopback address and no token is "
-                          "set; set a token (BRIDGE_TOKEN) or pass --allow-public")
     if config.heartbeat_line is not None and ("\r" in config.heartbeat_line
                                               or "\n" in config.heartbeat_line):
         # Two lines for one reply slot would put every later reply out of step.

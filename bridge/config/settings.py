@@ -41,6 +41,11 @@ class Setting:
     flag_kind: str = "value"  # "value", "switch" (store_true) or "append"
 
     @property
+    def per_upstream(self) -> bool:
+        """Whether each upstream has its own value (``[upstreams.NAME]``)."""
+        return self.name not in GLOBAL_SETTINGS
+
+    @property
     def flag(self) -> str:
         return "--" + self.name.replace("_", "-")
 
@@ -49,13 +54,24 @@ class Setting:
         return "BRIDGE_" + self.name.upper()
 
 
+#: Settings of the bridge as a whole; every other setting is per upstream.
+GLOBAL_SETTINGS = frozenset({
+    "listen", "max_body_bytes", "max_event_backlog", "event_stall_timeout", "event_replay",
+    "event_heartbeat", "max_inflight", "request_timeout", "token", "token_file",
+    "allow_public", "metrics_auth", "shutdown_delay", "shutdown_grace", "log_level",
+    "log_format", "access_log",
+})
+
 SETTINGS: tuple[Setting, ...] = (
     Setting("listen", "127.0.0.1:8080", listen_address,
             "HTTP address: HOST:PORT or a server endpoint string (tcp:, unix:, ssl:)",
             "ADDR"),
     Setting("upstream", "localhost:65432", upstream_address,
-            "upstream line server: HOST:PORT or a client endpoint string (tcp:, tls:, unix:)",
-            "ADDR"),
+            "upstream line server: HOST:PORT or a client endpoint string (tcp:, tls:, unix:); "
+            "NAME=ADDR adds a named upstream (repeatable)",
+            "ADDR", "append"),
+    Setting("required", True, boolean,
+            "/readyz waits for this upstream to be ready", "BOOL"),
     Setting("delimiter", "crlf", choice("crlf", "lf"),
             "line ending written to the upstream (crlf or lf); both are accepted when reading",
             "crlf|lf"),
