@@ -8,7 +8,8 @@ from __future__ import annotations
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from bridge.upstream.protocol import Counters, UpstreamProtocol, unsent_bytes
+from bridge.twisted_private import unsent_bytes
+from bridge.upstream.protocol import Counters, UpstreamProtocol
 from tests.test_gate import HarnessTestCase, Response, SocketTransport
 
 

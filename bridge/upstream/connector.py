@@ -32,6 +32,7 @@ from twisted.internet.interfaces import (
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from bridge.twisted_private import proxied_protocol
 from bridge.upstream.protocol import UpstreamProtocol
 
 
@@ -92,7 +93,7 @@ class _GuardFactory:
         proxy: Any = self._wrapped.buildProtocol(addr)
         if proxy is None:
             return None
-        protocol: UpstreamProtocol = proxy._protocol
+        protocol: UpstreamProtocol = proxied_protocol(proxy)
         self._observer.protocol_built(protocol)
         self.built = _Guard(proxy, protocol)
         return self.built

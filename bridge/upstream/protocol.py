@@ -29,6 +29,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from bridge.errors import UpstreamLostError
+from bridge.twisted_private import tune_send_buffer, unsent_bytes
 from bridge.upstream.fence import NONE, OWN, Fence
 from bridge.upstream.judge import ErrorRule
 from bridge.upstream.replies import make_framing
@@ -65,28 +66,6 @@ class FrameListener(TypingProtocol):
     """
 
     def __call__(self, kind: str, frame: Frame, line: int | None) -> None: ...
-
-
-def _innermost(transport: object) -> object:
-    """The socket transport under any TLS layers."""
-    for _ in range(4):
-        inner = getattr(transport, "transport", None)
-        if inner is None or hasattr(transport, "socket"):
-            break
-        transport = inner
-    return transport
-
-
-def unsent_bytes(transport: object) -> int:
-    """Bytes written to ``transport`` and not yet handed to the kernel."""
-    inner = _innermost(transport)
-    buffered = getattr(inner, "dataBuffer", b"")
-    offset = getattr(inner, "offset", 0)
-    temporary = getattr(inner, "_tempDataLen", 0)
-    try:
-        return max(0, len(buffered) - offset + temporary)
-    except TypeError:
-        return 0
 
 
 @implementer(IPushProducer)
@@ -151,16 +130,9 @@ class UpstreamProtocol(Protocol):
     def connectionMade(self) -> None:
         self.connected_at = self.last_activity = self._clock.seconds()
         transport = self.transport
-        inner = _innermost(transport)
-        # The transport pauses us once bufferSize bytes wait (64 KiB; also its
-        # recv() size, so it is not raised); congestion is then decided by
-        # is_congested() against the water marks.  SEND_LIMIT caps what one
-        # reactor iteration sends (128 KiB): with many bulk requests per
-        # iteration it would fill the buffer even for a fast upstream.
-        if getattr(inner, "bufferSize", 0) > self._high_water:
-            inner.bufferSize = self._high_water  # type: ignore[attr-defined]
-        if getattr(inner, "SEND_LIMIT", self._high_water) < self._high_water:
-            inner.SEND_LIMIT = self._high_water  # type: ignore[attr-defined]
+        # Congestion is decided by is_congested() against the water marks
+        # once the transport has paused us.
+        tune_send_buffer(transport, self._high_water)
         register = getattr(transport, "registerProducer", None)
         if register is not None:
             register(self, True)

@@ -1,0 +1,80 @@
+"""The Twisted internals bridge.twisted_private relies on are still there.
+
+These fail loudly when a Twisted upgrade renames or removes one of them; the
+bridge itself reads them with defaults, and would otherwise quietly stop
+seeing congestion (a never-reading upstream could then buffer without bound).
+"""
+
+from __future__ import annotations
+
+import socket
+
+import twisted
+from twisted.application._client_service import _ReconnectingProtocolProxy
+from twisted.application.internet import ClientService
+from twisted.internet import abstract, tcp
+from twisted.internet.protocol import Protocol
+from twisted.internet.testing import MemoryReactorClock
+from twisted.protocols.tls import TLSMemoryBIOProtocol
+from twisted.trial.unittest import SynchronousTestCase
+
+from bridge.twisted_private import (
+    innermost_transport,
+    proxied_protocol,
+    tune_send_buffer,
+    unsent_bytes,
+)
+
+
+class FileDescriptorInternalsTests(SynchronousTestCase):
+    def test_the_buffer_attributes_exist_with_the_meaning_we_read(self) -> None:
+        descriptor = abstract.FileDescriptor(MemoryReactorClock())
+        for name in ("dataBuffer", "offset", "_tempDataBuffer", "_tempDataLen", "bufferSize",
+                     "SEND_LIMIT"):
+            self.assertTrue(hasattr(descriptor, name), f"Twisted {twisted.__version__}: "
+                            f"FileDescriptor.{name} is gone; see bridge/twisted_private.py")
+        self.assertEqual(unsent_bytes(descriptor), 0)
+        descriptor.connected = True
+        descriptor.startWriting = lambda: None  # type: ignore[method-assign]
+        descriptor.write(b"x" * 10)  # goes to _tempDataBuffer until doWrite
+        self.assertEqual(descriptor._tempDataLen, 10)
+        self.assertEqual(unsent_bytes(descriptor), 10)
+
+    def test_tcp_connections_are_file_descriptors_with_a_socket(self) -> None:
+        self.assertTrue(issubclass(tcp.Connection, abstract.FileDescriptor))
+        one, other = socket.socketpair()
+        self.addCleanup(one.close)
+        self.addCleanup(other.close)
+        connection = tcp.Connection(one, Protocol(), MemoryReactorClock())
+        self.assertIs(connection.socket, one)  # how innermost_transport finds the bottom
+        self.assertIs(innermost_transport(connection), connection)
+
+    def test_tune_send_buffer(self) -> None:
+        descriptor = abstract.FileDescriptor(MemoryReactorClock())
+        defaults = (descriptor.bufferSize, descriptor.SEND_LIMIT)
+        self.assertEqual(defaults, (2**16, 128 * 1024))
+        tune_send_buffer(descriptor, 1024 * 1024)
+        self.assertEqual((descriptor.bufferSize, descriptor.SEND_LIMIT), (2**16, 1024 * 1024))
+        tune_send_buffer(descriptor, 1000)
+        self.assertEqual(descriptor.bufferSize, 1000)
+
+    def test_tls_keeps_the_wrapped_transport_in_transport(self) -> None:
+        self.assertIn("transport", dir(TLSMemoryBIOProtocol))
+
+        class Socketish:
+            socket = object()
+
+        class Layer:
+            def __init__(self, transport: object) -> None:
+                self.transport = transport
+
+        bottom = Socketish()
+        self.assertIs(innermost_transport(Layer(Layer(bottom))), bottom)
+
+
+class ClientServiceInternalsTests(SynchronousTestCase):
+    def test_the_proxy_keeps_its_protocol_in_protocol(self) -> None:
+        protocol = Protocol()
+        proxy = _ReconnectingProtocolProxy(protocol, lambda reason: None)
+        self.assertIs(proxied_protocol(proxy), protocol)
+        self.assertTrue(ClientService)  # the public class this proxy belongs to
