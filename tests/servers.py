@@ -111,12 +111,23 @@ class ServerProcess:
 
     def start(self) -> int:
         """Start the process and wait until the port accepts; returns the port."""
+        self.launch()
+        return self.wait_accepting()
+
+    def launch(self) -> None:
+        """Start the process without waiting (see :meth:`wait_accepting`)."""
         assert not self.running, f"{self.what} is already running"
         self._close_log()
         log = self._log = tempfile.NamedTemporaryFile(prefix="bridge-server-log-")
-        process = self._process = subprocess.Popen(
+        self._process = subprocess.Popen(
             self.argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         self.starts += 1
+
+    def wait_accepting(self) -> int:
+        """Wait until the launched process accepts connections (fail with its
+        output if it exits first); returns the port."""
+        process = self._process
+        assert process is not None, f"{self.what} was not launched"
 
         def up() -> bool:
             if process.poll() is not None:

@@ -154,10 +154,11 @@ class EndToEndCase(BridgeTestCase):
 class RealServerCase(EndToEndCase):
     """One real server and one bridge per class.
 
-    The server is started on a port outside the ephemeral range before the
-    bridge (so that it can be stopped and started again on the same port
-    while the bridge reconnects), and is closed after the bridge in
-    ``tearDownClass``.  Each test begins once the bridge says it is ready.
+    The server listens on a port outside the ephemeral range (so that it can
+    be stopped and started again on the same port while the bridge
+    reconnects); it is launched just before the bridge (both start at the
+    same time) and closed after it in ``tearDownClass``.  Each test begins
+    once the server accepts connections and the bridge says it is ready.
     """
 
     server: ClassVar[ServerProcess | None] = None
@@ -171,7 +172,7 @@ class RealServerCase(EndToEndCase):
         server = cls.make_server()  # SkipTest here when the server is missing
         cls.server = server
         atexit.register(server.close)
-        server.start()
+        server.launch()
         return server.port
 
     @classmethod
@@ -185,6 +186,12 @@ class RealServerCase(EndToEndCase):
 
     async def setUp(self) -> None:  # type: ignore[override]
         await super().setUp()
+        server = self.server
+        assert server is not None
+        if server.running:
+            server.wait_accepting()  # returns at once after the class's first test
+        else:
+            server.start()  # a test that stopped it failed before starting it again
         await self.wait_status(200, timeout=10)
 
     @property
@@ -399,42 +406,14 @@ class RedisRespTests(RealServerCase):
             "replies": ["OK", {"error": WRONGTYPE}]})
 
 
-class RedisDiscardTests(RealServerCase):
-    """``--send-replies discard``: /send replies are consumed and counted,
-    never published, errors included."""
+class RedisEventsTests(RealServerCase):
+    """What reaches /events from Redis.  ``--events-subscribe 'SUBSCRIBE
+    news'``: one event per message, and the subscription survives a restart
+    of redis-server.  ``--send-replies discard``: /send replies are consumed
+    and counted, never published, errors included."""
 
-    bridge_args = ("--reply-framing", "resp", "--send-replies", "discard")
-
-    @classmethod
-    def make_server(cls) -> ServerProcess:
-        return redis_process()
-
-    async def test_discarded_replies_are_counted_not_published(self) -> None:
-        prefix = self.prefix()
-        events = await self.event_client()
-        before = await self.counters()
-        self.assertEqual((await self.status())["send_replies"], "discard")
-        self.answer(await self.post("/send", f"RPUSH {prefix}:l x\nINCR {prefix}:l"),
-                    202, {"sent": 2})
-        await self.counters_since(before, discarded_replies=2)
-        # A marker after them on the same connection: an unanswered ECHO's
-        # reply is published as unsolicited.  When it arrived, anything the
-        # /send replies caused would have arrived before it.
-        await self.replies("ECHO marker", [], path="/request?replies=0")
-        (marker,) = await self.events(events, "unsolicited", 1)
-        self.assertEqual(marker.data, '"marker"')
-        self.assertEqual([event.kind for event in events.events], ["unsolicited"])
-        await self.counters_since(before, discarded_replies=2, unsolicited=1)
-        # confirm=true still reports the errors to its caller.
-        self.answer(await self.post("/send?confirm=true", f"INCR {prefix}:l"),
-                    200, {"sent": 1, "errors": [{"line": 1, "reply": {"error": WRONGTYPE}}]})
-
-
-class RedisPubSubTests(RealServerCase):
-    """``--events-subscribe 'SUBSCRIBE news'``: one event per message, and
-    the subscription survives a restart of redis-server."""
-
-    bridge_args = ("--reply-framing", "resp", "--events-subscribe", "SUBSCRIBE news")
+    bridge_args = ("--reply-framing", "resp", "--events-subscribe", "SUBSCRIBE news",
+                   "--send-replies", "discard")
 
     @classmethod
     def make_server(cls) -> ServerProcess:
@@ -455,6 +434,26 @@ class RedisPubSubTests(RealServerCase):
 
         found: dict[str, Any] = await wait_for(connected, what="the events subscriber")
         return found
+
+    async def test_discarded_replies_are_counted_not_published(self) -> None:
+        prefix = self.prefix()
+        events = await self.event_client()
+        before = await self.counters()
+        self.assertEqual((await self.status())["send_replies"], "discard")
+        self.answer(await self.post("/send", f"RPUSH {prefix}:l x\nINCR {prefix}:l"),
+                    202, {"sent": 2})
+        await self.counters_since(before, discarded_replies=2)
+        # A marker after them on the same connection: an unanswered ECHO's
+        # reply is published as unsolicited.  When it arrived, anything the
+        # /send replies caused would have arrived before it.
+        await self.replies("ECHO marker", [], path="/request?replies=0")
+        (marker,) = await self.events(events, "unsolicited", 1)
+        self.assertEqual(marker.data, '"marker"')
+        self.assertEqual([event.kind for event in events.events], ["unsolicited"])
+        await self.counters_since(before, discarded_replies=2, unsolicited=1)
+        # confirm=true still reports the errors to its caller.
+        self.answer(await self.post("/send?confirm=true", f"INCR {prefix}:l"),
+                    200, {"sent": 1, "errors": [{"line": 1, "reply": {"error": WRONGTYPE}}]})
 
     async def test_messages_arrive_as_one_event_each_across_a_restart(self) -> None:
         assert self.server is not None
