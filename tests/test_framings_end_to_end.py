@@ -297,9 +297,38 @@ class RedisRespTests(RealServerCase):
         self.assertEqual(reply.status, 200)
         (listed,) = reply.json()["replies"]
         self.assertEqual(len(listed), total)
+        # Every item once.  Not in each sender's order: with two connections
+        # a /send written (202) on one may run after the next /send, written
+        # on the other, whose connection Redis served first.
         for index in range(2):
-            self.assertEqual([item for item in listed if item.startswith(f"{index}-")],
-                             pushed[index])
+            self.assertEqual(sorted(item for item in listed if item.startswith(f"{index}-")),
+                             sorted(pushed[index]))
+
+    async def test_requests_that_time_out_alongside_leave_every_other_caller_exact(
+        self,
+    ) -> None:
+        """The same mix while another caller's ``BLPOP`` requests give up
+        (504) before Redis answers them: their slots take the late replies,
+        which never reach anybody else."""
+        prefix = self.prefix()
+        before = await self.counters()
+        timed_out: list[tuple[int, Any]] = []
+
+        async def impatient() -> None:
+            http = self.client_for_test()
+            for _ in range(3):
+                reply = await http.post("/request?timeout=0.1", f"BLPOP {prefix}:none 0.3")
+                timed_out.append((reply.status, reply.json()))
+
+        blocking = Deferred.fromCoroutine(impatient())
+        try:
+            await self.mixed_callers(prefix)
+        finally:
+            await blocking
+        self.assertEqual(timed_out, [(504, {
+            "error": "reply_timeout", "message": "the upstream sent 0 of 1 replies within 0.1 s",
+            "replies": []})] * 3)
+        await self.counters_since(before, late_replies=3)
 
     async def test_ping_and_a_blank_line_then_steady_incr(self) -> None:
         """The trial that left every later request one reply behind: Redis
@@ -472,6 +501,12 @@ class RedisEventsTests(RealServerCase):
 
         self.server.stop()
         await self.wait_status(503)
+
+        async def subscriber_down() -> bool:
+            state = (await self.status())["events_subscriber"]["state"]
+            return state in ("connecting", "waiting")
+
+        await wait_for(subscriber_down, what="/status to show the subscriber reconnecting")
         self.server.start()
         await self.wait_status(200, timeout=10)
         # The subscription is made again on the new connection (its
@@ -639,6 +674,10 @@ class MemcachedTests(RealServerCase):
         await self.replies(f"delete {k} noreply\nget {k}", [["END"]])
         await self.replies(f"set {k}-q 0 0 1 noreply\nx\nget {k}-q",
                            [[f"VALUE {k}-q 0 1", "x", "END"]])
+        reply = await self.post("/request", f"get {k}-q\nincr {k}-n 2",
+                                {"Accept": "text/plain"})
+        self.assertEqual((reply.status, reply.body),
+                         (200, f"VALUE {k}-q 0 1\r\nx\r\nEND\r\n8\r\n".encode()))
 
     async def test_concurrent_callers_get_their_own_values(self) -> None:
         k = self.prefix()
@@ -736,6 +775,15 @@ class SmtpTests(RealServerCase):
             "message": "line 1 is DATA but no later line is exactly '.': the server would wait "
                        "for the end of the message and read the next request as its text"})
         await self.replies("NOOP", [["250 OK"]])
+
+    async def test_an_error_reply_to_a_send_line_is_published(self) -> None:
+        events = await self.event_client()
+        before = await self.counters()
+        self.answer(await self.post("/send", "NOOP\nBOGUS\nNOOP"), 202, {"sent": 3})
+        (event,) = await self.events(events, "send_error", 1)
+        self.assertEqual(json.loads(event.data), {
+            "line": 2, "reply": ['500 Error: command "BOGUS" not recognized']})
+        await self.counters_since(before, send_errors=1, discarded_replies=3)
 
     async def test_a_refused_data_closes_the_connection_and_the_bridge_reconnects(self) -> None:
         before = await self.counters()
