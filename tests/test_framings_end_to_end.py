@@ -776,6 +776,19 @@ class SmtpTests(RealServerCase):
                        "for the end of the message and read the next request as its text"})
         await self.replies("NOOP", [["250 OK"]])
 
+    async def test_after_quit_the_bridge_reconnects_greeting_and_handshake_first(self) -> None:
+        before = await self.counters()
+        await self.replies("NOOP\nQUIT", [["250 OK"], ["221 Bye"]])
+
+        async def reconnected() -> bool:
+            status = await self.status()
+            return bool(status["ready"]) and \
+                status["counters"]["connects"] == before["connects"] + 1
+
+        await wait_for(reconnected, timeout=10, what="a new connection, greeted and handshaken")
+        await self.replies("MAIL FROM:<a@example.com>\nRSET", [["250 OK"], ["250 OK"]])
+        await self.counters_since(before)
+
     async def test_an_error_reply_to_a_send_line_is_published(self) -> None:
         events = await self.event_client()
         before = await self.counters()
