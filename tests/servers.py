@@ -6,6 +6,10 @@ name) with the test case's cleanups, and returns the port.  When the server
 cannot be had (binary or module missing) the test is skipped with the reason.
 We never use a system-wide instance or a default port: Debian starts its own
 services on install, and tests must not depend on them.
+
+:class:`ServerProcess` is the same server as an object that can be stopped
+and started again on the same port (a restart a client must survive); the
+``*_process`` functions build one without starting it.
 """
 
 from __future__ import annotations
@@ -18,7 +22,8 @@ import sys
 import tempfile
 import unittest
 from importlib.util import find_spec
-from typing import Protocol
+from pathlib import Path
+from typing import IO, Protocol
 
 from tests.polling import wait_for
 
@@ -48,35 +53,127 @@ def _accepting(port: int) -> bool:
         return False
 
 
-def _start(case: Case, argv: list[str], port: int, what: str) -> int:
-    """Run ``argv``; stop it at cleanup; wait until ``port`` accepts."""
-    log = tempfile.TemporaryFile()
-    process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
-                               stdin=subprocess.DEVNULL)
-    case.addCleanup(_stop, process, log)
+def unused_port() -> int:
+    """A free loopback TCP port *outside* the kernel's ephemeral range.
 
-    def up() -> bool:
-        if process.poll() is not None:
-            log.seek(0)
-            output = log.read().decode("utf-8", "replace")
-            raise AssertionError(f"{what} exited with {process.returncode}: {output}")
-        return _accepting(port)
-
-    wait_for(up, f"{what} to accept connections on port {port}")
-    return port
-
-
-def _stop(process: subprocess.Popen[bytes], log: object) -> None:
-    if process.poll() is None:
-        process.terminate()  # this process, by its PID
+    For an upstream that will be down for a while (stopped, restarted, or not
+    started yet) while a client keeps reconnecting to it: connecting to a
+    free port of the ephemeral range can pick that very port as the source
+    port and connect the socket to itself (TCP simultaneous open), after which
+    the port cannot be listened on.  A port below the range cannot be chosen
+    as a source port.
+    """
+    low = 32768
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        pass
+    start, stop = (10000, low) if low > 11000 else (low, 65536)
+    # Derive a starting point from the pid so parallel runs rarely collide.
+    offset = os.getpid() * 7919
+    span = stop - start
+    for attempt in range(span):
+        port = start + (offset + attempt * 97) % span
+        probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(10)
-    close = getattr(log, "close", None)
-    if close is not None:
-        close()
+            probe.bind((LOOPBACK, port))
+        except OSError:
+            continue
+        finally:
+            probe.close()
+        return port
+    raise RuntimeError("no free loopback port below the ephemeral range")
+
+
+class ServerProcess:
+    """One server process on one loopback port: :meth:`start` it, :meth:`stop`
+    it (by its PID) and :meth:`start` it again on the same port; :meth:`close`
+    stops it for good and removes its temporary directories.
+
+    ``start`` blocks until the port accepts connections (or fails with the
+    server's output when it exits first); ``stop`` until the process is gone,
+    so that every connection to it is closed when it returns.
+    """
+
+    def __init__(self, argv: list[str], port: int, what: str,
+                 directories: tuple[str, ...] = ()) -> None:
+        self.argv = argv
+        self.port = port
+        self.what = what
+        self._directories = directories
+        self._process: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
+        self.starts = 0
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def start(self) -> int:
+        """Start the process and wait until the port accepts; returns the port."""
+        self.launch()
+        return self.wait_accepting()
+
+    def launch(self) -> None:
+        """Start the process without waiting (see :meth:`wait_accepting`)."""
+        assert not self.running, f"{self.what} is already running"
+        self._close_log()
+        log = self._log = tempfile.NamedTemporaryFile(prefix="bridge-server-log-")
+        self._process = subprocess.Popen(
+            self.argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        self.starts += 1
+
+    def wait_accepting(self) -> int:
+        """Wait until the launched process accepts connections (fail with its
+        output if it exits first); returns the port."""
+        process = self._process
+        assert process is not None, f"{self.what} was not launched"
+
+        def up() -> bool:
+            if process.poll() is not None:
+                raise AssertionError(
+                    f"{self.what} exited with {process.returncode}: {self.output()}")
+            return _accepting(self.port)
+
+        wait_for(up, f"{self.what} to accept connections on port {self.port}")
+        return self.port
+
+    def stop(self) -> None:
+        """Terminate the process (SIGTERM, SIGKILL after 10 s) and wait for it.
+        Idempotent."""
+        process = self._process
+        if process is not None and process.poll() is None:
+            process.terminate()  # this process, by its PID
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(10)
+
+    def close(self) -> None:
+        """Stop, and remove the log and the temporary directories."""
+        self.stop()
+        self._close_log()
+        for directory in self._directories:
+            shutil.rmtree(directory, ignore_errors=True)
+
+    def output(self) -> str:
+        """What the process wrote so far (this start only)."""
+        if self._log is None:
+            return ""
+        with open(self._log.name, "rb") as handle:
+            return handle.read().decode("utf-8", "replace")
+
+    def _close_log(self) -> None:
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+
+def _start(case: Case, server: ServerProcess) -> int:
+    """Start ``server`` for one test: closed at the test's cleanup."""
+    case.addCleanup(server.close)
+    return server.start()
 
 
 def _binary(name: str, package: str) -> str:
@@ -91,54 +188,71 @@ def _module(name: str) -> None:
         raise unittest.SkipTest(f"{name} is not installed (it is in the test extra)")
 
 
-def _temporary_directory(case: Case) -> str:
-    path = tempfile.mkdtemp(prefix="bridge-server-")
-    case.addCleanup(shutil.rmtree, path, True)
-    return path
-
-
-def start_redis(case: Case) -> int:
-    """redis-server on loopback, no persistence; returns its port."""
+def redis_process(port: int | None = None) -> ServerProcess:
+    """redis-server on loopback, no persistence (not started yet)."""
     binary = _binary("redis-server", "redis-server")
-    port = free_port()
-    return _start(case, [
+    port = unused_port() if port is None else port
+    directory = tempfile.mkdtemp(prefix="bridge-server-")
+    return ServerProcess([
         binary, "--port", str(port), "--bind", LOOPBACK, "--save", "", "--appendonly", "no",
-        "--dir", _temporary_directory(case),
-    ], port, "redis-server")
+        "--dir", directory,
+    ], port, "redis-server", (directory,))
 
 
-def start_memcached(case: Case) -> int:
-    """memcached on loopback, TCP only; returns its port."""
+def memcached_process(port: int | None = None) -> ServerProcess:
+    """memcached on loopback, TCP only (not started yet)."""
     binary = _binary("memcached", "memcached")
-    port = free_port()
+    port = unused_port() if port is None else port
     argv = [binary, "-l", LOOPBACK, "-p", str(port), "-U", "0"]
     if os.geteuid() == 0:  # memcached refuses to run as root unless told to
         argv += ["-u", "root"]
-    return _start(case, argv, port, "memcached")
+    return ServerProcess(argv, port, "memcached")
 
 
-def start_smtp(case: Case) -> int:
-    """aiosmtpd (its Debugging handler prints each message) on loopback."""
+def smtp_process(port: int | None = None) -> ServerProcess:
+    """aiosmtpd (its Debugging handler prints each message) on loopback
+    (not started yet)."""
     _module("aiosmtpd")
-    port = free_port()
-    return _start(case, [sys.executable, "-m", "aiosmtpd", "-n", "-l", f"{LOOPBACK}:{port}"],
-                  port, "aiosmtpd")
+    port = unused_port() if port is None else port
+    return ServerProcess([sys.executable, "-m", "aiosmtpd", "-n", "-l", f"{LOOPBACK}:{port}"],
+                         port, "aiosmtpd")
 
 
 FTP_USER = "bridge"
 FTP_PASSWORD = "secret"
 
 
-def start_ftp(case: Case, files: dict[str, bytes] | None = None) -> int:
+def ftp_process(port: int | None = None, files: dict[str, bytes] | None = None) -> ServerProcess:
     """pyftpdlib on loopback, read-only, one user (FTP_USER, FTP_PASSWORD),
-    serving a fresh directory holding ``files``."""
+    serving a fresh directory holding ``files`` (not started yet)."""
     _module("pyftpdlib")
-    directory = _temporary_directory(case)
+    port = unused_port() if port is None else port
+    directory = tempfile.mkdtemp(prefix="bridge-server-")
     for name, content in (files or {}).items():
         with open(os.path.join(directory, name), "wb") as handle:
             handle.write(content)
-    port = free_port()
-    return _start(case, [
+    return ServerProcess([
         sys.executable, "-m", "pyftpdlib", "-i", LOOPBACK, "-p", str(port), "-d", directory,
         "-u", FTP_USER, "-P", FTP_PASSWORD,
-    ], port, "pyftpdlib")
+    ], port, "pyftpdlib", (directory,))
+
+
+def start_redis(case: Case) -> int:
+    """redis-server on loopback, no persistence; returns its port."""
+    return _start(case, redis_process(free_port()))
+
+
+def start_memcached(case: Case) -> int:
+    """memcached on loopback, TCP only; returns its port."""
+    return _start(case, memcached_process(free_port()))
+
+
+def start_smtp(case: Case) -> int:
+    """aiosmtpd (its Debugging handler prints each message) on loopback."""
+    return _start(case, smtp_process(free_port()))
+
+
+def start_ftp(case: Case, files: dict[str, bytes] | None = None) -> int:
+    """pyftpdlib on loopback, read-only, one user (FTP_USER, FTP_PASSWORD),
+    serving a fresh directory holding ``files``."""
+    return _start(case, ftp_process(free_port(), files))

@@ -57,6 +57,8 @@ from twisted.trial.unittest import TestCase
 from twisted.web.client import Agent, HTTPConnectionPool
 from twisted.web.http_headers import Headers
 
+from tests.servers import unused_port
+
 REPO = Path(__file__).resolve().parent.parent
 LOOPBACK = "127.0.0.1"
 POLL_INTERVAL = 0.02
@@ -128,38 +130,6 @@ async def concurrently(awaitables: Iterable[Awaitable[T]]) -> list[T]:
     ]
     results: list[T] = await gatherResults(deferreds, consumeErrors=True)
     return results
-
-
-def unused_port() -> int:
-    """A free loopback TCP port *outside* the kernel's ephemeral range.
-
-    For an upstream that will be down for a while (stopped, restarted, or not
-    started yet) while the bridge keeps reconnecting to it: connecting to a
-    free port of the ephemeral range can pick that very port as the source
-    port and connect the socket to itself (TCP simultaneous open), after which
-    the port cannot be listened on.  A port below the range cannot be chosen
-    as a source port.
-    """
-    low = 32768
-    try:
-        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        pass
-    start, stop = (10000, low) if low > 11000 else (low, 65536)
-    # Derive a starting point from the pid so parallel runs rarely collide.
-    offset = os.getpid() * 7919
-    span = stop - start
-    for attempt in range(span):
-        port = start + (offset + attempt * 97) % span
-        probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        try:
-            probe.bind((LOOPBACK, port))
-        except OSError:
-            continue
-        finally:
-            probe.close()
-        return port
-    raise RuntimeError("no free loopback port below the ephemeral range")
 
 
 # -- the upstream: a real line server -------------------------------------------------
@@ -830,7 +800,7 @@ class BridgeTestCase(TestCase):
     def class_bridge(cls) -> BridgeProcess:
         """The class's bridge, started on first use."""
         if cls.__dict__.get("_shared") is None:
-            cls.upstream_port = unused_port()
+            cls.upstream_port = cls.prepare_upstream()
             bridge = BridgeProcess.bridge(
                 "--listen", f"{LOOPBACK}:0",
                 "--upstream", f"{LOOPBACK}:{cls.upstream_port}",
@@ -843,6 +813,13 @@ class BridgeTestCase(TestCase):
             atexit.register(bridge.stop_now)
         assert cls._shared is not None
         return cls._shared
+
+    @classmethod
+    def prepare_upstream(cls) -> int:
+        """The class's upstream port, called once before its bridge starts.
+        Here a free port for the per-test line servers; a subclass may start a
+        real server there (and stop it in ``tearDownClass``)."""
+        return unused_port()
 
     @classmethod
     def tearDownClass(cls) -> None:
