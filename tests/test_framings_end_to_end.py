@@ -398,9 +398,9 @@ class RedisRespTests(RealServerCase):
                   if "error replies to POST /send lines" in line]
         self.assertEqual(len(logged), 2, logged)
         self.assertIn("1 error replies to POST /send lines; the first, to line 2: "
-                      f"b'{WRONGTYPE}'", logged[0])
+                      f"{WRONGTYPE}", logged[0])
         self.assertIn("2 error replies to POST /send lines; the first, to line 1: "
-                      f"b'{WRONGTYPE}'", logged[1])
+                      f"{WRONGTYPE}", logged[1])
         self.assertEqual([event.kind for event in events.events], ["send_error"] * 3)
 
         # ?confirm=true: wait for the replies and list the errors.
@@ -410,6 +410,9 @@ class RedisRespTests(RealServerCase):
         self.answer(await self.post("/send?confirm=true", f"RPUSH {prefix}:l w"),
                     200, {"sent": 1, "errors": []})
         await self.replies(f"LRANGE {prefix}:l 0 -1", [["x", "y", "z", "w"]])
+        # Confirmed errors count as send errors too (the caller has them: not published).
+        await self.counters_since(before, send_errors=4)
+        self.assertEqual([event.kind for event in events.events], ["send_error"] * 3)
 
     async def test_lines_redis_would_misread_are_refused_and_nothing_is_sent(self) -> None:
         prefix = self.prefix()

@@ -191,7 +191,21 @@ class UpstreamPool(Service):
             )
         plan = self.plan(lines)
         expected = 0 if self.send_mode == "none" else self._expected(plan)
-        return plan, self._submit(lines, plan, expected, timeout)
+        protocol = self.pick()
+        self._check_pending(protocol.pending)
+        replies = protocol.submit(
+            lines.payload, lines.count, mode=REQUEST, expected=expected, timeout=timeout,
+            plan=plan,
+        )
+        assert replies is not None
+
+        def count_errors(frames: list[Frame]) -> list[Frame]:
+            # Counted like unconfirmed /send errors; the caller sees them, so
+            # they are neither logged nor published.
+            protocol.counters.send_errors += sum(1 for frame in frames if self.is_error(frame))
+            return frames
+
+        return plan, replies.addCallback(count_errors)
 
     def request(
         self, lines: Lines, timeout: float, replies: int | None = None
