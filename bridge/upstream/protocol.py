@@ -277,12 +277,7 @@ class UpstreamProtocol(Protocol):
         to swallow the late replies.  DISCARD and CHECK return None.
         """
         fence = self._fence if fenced else None
-        nonce: str | None = None
-        if fence is not None:
-            nonce, fence_line = fence.next()
-            payload += fence_line
-            self.counters.fences += 1
-        elif expected is None:
+        if fence is None and expected is None:
             raise ValueError("a slot without a count needs a fence")
         if self.lost:
             if mode == REQUEST:
@@ -290,6 +285,11 @@ class UpstreamProtocol(Protocol):
                 failed.fail(UpstreamLostError("the upstream connection is closed"))
                 return failed.deferred
             return None
+        nonce: str | None = None
+        if fence is not None:
+            nonce, fence_line = fence.next()
+            payload += fence_line
+            self.counters.fences += 1
         self.write_lines(payload, count)
         if nonce is None and expected == 0:
             return succeed([]) if mode == REQUEST else None
