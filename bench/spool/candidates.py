@@ -225,3 +225,34 @@ def bulk_payload(record_id: int) -> tuple[bytes, int]:
 def medium_payload(record_id: int) -> tuple[bytes, int]:
     """make bench's bulk /send: 1000 lines of 32 bytes."""
     return b"metric.%08d 12345678 17644608\r\n" % (record_id % 10**8) * 1000, 1000
+
+
+class LogCandidate:
+    """The engine built for the spool: bridge.upstream.spool's segment store."""
+
+    name = "log"
+
+    def __init__(self, directory: str, fsync: bool, map_size: int = 0) -> None:
+        from bridge.upstream.spool.store import SegmentStore
+
+        self.store, self.report = SegmentStore.open(directory, fsync=fsync)
+
+    def last_id(self) -> int:
+        return self.store.stats().next_id - 1
+
+    def append(self, records: list[tuple[bytes, int]]) -> list[int]:
+        return self.store.append([(payload, lines, 0.0) for payload, lines in records])
+
+    def read(self, after: int, limit: int) -> list[Row]:
+        # The store reads on from where it stopped; ``after`` only filters.
+        return [(r.record_id, r.payload, r.lines) for r in self.store.read(limit, 64 << 20)
+                if r.record_id > after]
+
+    def retire(self, ids: list[int]) -> None:
+        self.store.retire(ids)
+
+    def close(self) -> None:
+        self.store.close()
+
+
+CANDIDATES["log"] = LogCandidate

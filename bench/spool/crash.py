@@ -2,8 +2,8 @@
 
 For each candidate and fsync mode: a writer process appends batches of
 records (mostly ~40 bytes, sometimes up to 1 MiB) and retires the oldest now
-and then, printing each acknowledgement only after ``append`` (or
-``retire``) returned.  The harness SIGKILLs it at a random moment, reopens the
+and then, printing each acknowledgement only after ``append``
+returned (and each retire before it starts).  The harness SIGKILLs it at a random moment, reopens the
 store in a checker process (a crash of the engine itself is then seen, not
 suffered), and checks that every acknowledged, unretired record is there
 with the payload it was given, and that no record is damaged.  Twenty times
@@ -56,10 +56,11 @@ def writer(engine: str, directory: str, fsync: bool, seed: int) -> None:
         if rng.random() < 0.1:
             rows = store.read(retired_to, rng.randint(1, 64))
             if rows:
-                store.retire([row[0] for row in rows])
-                retired_to = rows[-1][0]
+                # Announced before retiring: a record may be gone once retire starts.
                 out.write("".join(f"R {row[0]}\n" for row in rows))
                 out.flush()
+                store.retire([row[0] for row in rows])
+                retired_to = rows[-1][0]
 
 
 def check(engine: str, directory: str) -> None:
