@@ -2,8 +2,8 @@
 
 For each candidate and fsync mode: a writer process appends batches of
 records (mostly ~40 bytes, sometimes up to 1 MiB) and retires the oldest now
-and then, printing each acknowledgement only after ``append``
-returned (and each retire before it starts).  The harness SIGKILLs it at a random moment, reopens the
+and then, printing each acknowledgement only after ``append`` returned (and
+each retire before it starts).  The harness SIGKILLs it at a random moment, reopens the
 store in a checker process (a crash of the engine itself is then seen, not
 suffered), and checks that every acknowledged, unretired record is there
 with the payload it was given, and that no record is damaged.  Twenty times
@@ -46,9 +46,8 @@ def writer(engine: str, directory: str, fsync: bool, seed: int) -> None:
     while True:
         batch = []
         for _ in range(rng.randint(1, 32)):
-            size = rng.choice((40, 40, 40, 40, 40, 40, 2000, 65536, 1 << 20)) if rng.random() < 0.2 \
-                else 40
-            batch.append(size)
+            rare = rng.random() < 0.2
+            batch.append(rng.choice((40, 2000, 65536, 1 << 20)) if rare else 40)
         start = store.last_id() + 1
         ids = store.append([(payload_for(start + i, s), 1) for i, s in enumerate(batch)])
         out.write("".join(f"A {i} {s}\n" for i, s in zip(ids, batch, strict=True)))

@@ -27,7 +27,7 @@ from candidates import (
     medium_payload,
     open_candidate,
     small_payload,
-)  # noqa: E402
+)
 
 # name: (record maker, records per batch, fsync)
 APPENDS: dict[str, tuple[Callable[[int], tuple[bytes, int]], int, bool]] = {
@@ -77,8 +77,9 @@ def measure_append(engine: str, directory: str, scenario: str, seconds: float) -
 def measure_drain(engine: str, directory: str, scenario: str) -> dict[str, float]:
     make, total, batch = DRAINS[scenario]
     store = open_candidate(engine, directory, False)
-    for start in range(0, total, 1000 if batch > 16 else 4):
-        store.append([make(i) for i in range(start, min(total, start + (1000 if batch > 16 else 4)))])
+    step = 1000 if batch > 16 else 4
+    for start in range(0, total, step):
+        store.append([make(i) for i in range(start, min(total, start + step))])
     store.close()
     store = open_candidate(engine, directory, False)
     started = time.perf_counter()

@@ -14,6 +14,7 @@ its results and a fresh :class:`StoreStats`, and the reactor keeps those.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
@@ -22,7 +23,7 @@ from twisted.python.failure import Failure
 from bridge.errors import SpoolFullError, SpoolUnavailableError
 from bridge.upstream.spool.record import HEADER_SIZE
 from bridge.upstream.spool.runner import Runner
-from bridge.upstream.spool.store import OpenReport, Record, SegmentStore, StoreStats
+from bridge.upstream.spool.store import DiskCalls, OpenReport, Record, SegmentStore, StoreStats
 
 ALWAYS = "always"
 NEVER = "never"
@@ -76,7 +77,7 @@ def segment_size(max_bytes: int) -> int:
 
 def open_spool(
     directory: str, max_bytes: int, fsync: str, *, runner: Runner, clock: IReactorTime,
-    segment_bytes: int | None = None,
+    segment_bytes: int | None = None, disk: DiskCalls | None = None,
 ) -> Deferred[Spool]:
     """Open (scanning and repairing) the spool in ``directory``.
 
@@ -87,7 +88,8 @@ def open_spool(
     size = segment_bytes if segment_bytes is not None else segment_size(max_bytes)
 
     def opening() -> tuple[SegmentStore, OpenReport, StoreStats]:
-        store, report = SegmentStore.open(directory, fsync=fsync == ALWAYS, segment_bytes=size)
+        store, report = SegmentStore.open(directory, fsync=fsync == ALWAYS, segment_bytes=size,
+                                          disk=disk)
         return store, report, store.stats()
 
     def opened(result: tuple[SegmentStore, OpenReport, StoreStats]) -> Spool:

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Callable
+
 from bridge.upstream.spool import state as retire_state
 from bridge.upstream.spool.lock import DirectoryLock
 from bridge.upstream.spool.record import encode
@@ -29,6 +31,14 @@ from bridge.upstream.spool.walk import Damaged, Intact, walk
 SUFFIX = ".seg"
 DAMAGED = "damaged"
 READ_WINDOW = 256 * 1024
+
+
+@dataclass(frozen=True)
+class DiskCalls:
+    """The calls that put a batch on disk; tests swap them to fail or stall."""
+
+    write: Callable[[int, memoryview], int] = os.write
+    sync: Callable[[int], None] = os.fdatasync
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,8 +93,9 @@ class SegmentStore:
     """Append, read in order, retire; blocking, for one thread."""
 
     def __init__(self, directory: str, lock: DirectoryLock, fsync: bool,
-                 segment_bytes: int) -> None:
+                 segment_bytes: int, disk: DiskCalls) -> None:
         self.directory = directory
+        self._disk = disk
         self._lock = lock
         self._fsync = fsync
         self._segment_bytes = segment_bytes
@@ -101,8 +112,8 @@ class SegmentStore:
     # -- opening ------------------------------------------------------------------
 
     @classmethod
-    def open(cls, directory: str, *, fsync: bool,
-             segment_bytes: int = 64 << 20) -> tuple[SegmentStore, OpenReport]:
+    def open(cls, directory: str, *, fsync: bool, segment_bytes: int = 64 << 20,
+             disk: DiskCalls | None = None) -> tuple[SegmentStore, OpenReport]:
         """Lock the directory, scan every segment, cut a torn end, set damage aside.
 
         Raises SpoolLockedError when another process holds the directory and
@@ -110,7 +121,7 @@ class SegmentStore:
         os.makedirs(directory, exist_ok=True)
         lock = DirectoryLock.acquire(directory)
         try:
-            store = cls(directory, lock, fsync, segment_bytes)
+            store = cls(directory, lock, fsync, segment_bytes, disk or DiskCalls())
             report = store._scan()
         except BaseException:
             lock.release()
@@ -211,9 +222,9 @@ class SegmentStore:
         try:
             written = 0
             while written < len(data):
-                written += os.write(segment.fd, data[written:])
+                written += self._disk.write(segment.fd, data[written:])
             if self._fsync:
-                os.fdatasync(segment.fd)
+                self._disk.sync(segment.fd)
         except OSError:
             self._cut_to = segment.size
             try:
