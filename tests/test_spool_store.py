@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import json
 import os
 
 from twisted.trial.unittest import SynchronousTestCase
@@ -109,9 +110,9 @@ class RetireTests(StoreTestCase):
         store = self.open()
         self.fill(store, 5)
         store.retire([2, 3])
-        self.assertEqual(retire_state.load(self.directory).retired_below, 1)
+        self.assertEqual(retire_state.StateFile(self.directory).load().retired_below, 1)
         store.retire([1])
-        saved = retire_state.load(self.directory)
+        saved = retire_state.StateFile(self.directory).load()
         self.assertEqual((saved.retired_below, saved.retired), (4, set()))
 
     def test_full_segments_are_deleted_once_retired(self) -> None:
@@ -140,13 +141,30 @@ class RetireTests(StoreTestCase):
         self.assertEqual(self.read_all(store), [2, 3, 4, 5])
         self.assertEqual(store.stats().redelivered, 2)
 
+    def test_a_torn_retire_state_falls_back_to_the_other_slot(self) -> None:
+        store = self.open()
+        self.fill(store, 3)
+        store.retire([1])
+        store.retire([2])
+        store.close()
+        slots = [os.path.join(self.directory, name) for name in retire_state.NAMES]
+
+        def sequence(path: str) -> int:
+            with open(path, "rb") as slot:
+                return int(json.loads(slot.read().rpartition(b"\n")[0])["sequence"])
+
+        os.truncate(max(slots, key=sequence), 10)  # torn by a crash
+        store = self.open()
+        self.assertEqual(self.read_all(store), [3])  # the other slot, one save older
+
     def test_an_unreadable_retire_state_means_delivering_everything_again(self) -> None:
         store = self.open()
         self.fill(store, 3)
         store.retire([1, 2])
         store.close()
-        with open(os.path.join(self.directory, retire_state.NAME), "wb") as state:
-            state.write(b'{"retired_below": 9')
+        for name in retire_state.NAMES:
+            with open(os.path.join(self.directory, name), "wb") as state:
+                state.write(b'{"retired_below": 9')
         store = self.open()
         self.assertEqual(self.read_all(store), [1, 2, 3])
 

@@ -1,10 +1,10 @@
-"""Which records are retired, and how far delivery has got: a small file.
+"""Which records are retired, and how far delivery has got: two small files.
 
 Retiring is not made durable with an fsync: a retire lost in a crash only
 means the record is delivered again (at least once), and counted as
-redelivered.  The file is replaced atomically (write, rename), so a crash
-leaves the old or the new one; an unreadable one is taken as "nothing
-retired", which again errs on the side of delivering twice.
+redelivered.  Two slots are written in turn, so a crash tearing one leaves the
+other; when neither can be read, nothing is taken as retired, which again
+errs on the side of delivering twice.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import os
 import zlib
 from dataclasses import dataclass, field
 
-NAME = "retired.json"
+NAMES = ("retired.0", "retired.1")
 
 
 @dataclass
@@ -62,24 +62,48 @@ class RetireState:
         return end - first - sum(1 for i in self.retired if first <= i < end)
 
 
-def load(directory: str) -> RetireState:
+class StateFile:
+    """Two slots written in turn, each with a sequence number and a CRC.
+
+    Overwriting a slot in place costs a write; a rename over an existing
+    file made ext4 flush data first (about 3 ms a retire batch here).  A
+    slot torn by a crash fails its CRC and the other, one save older, is used.
+    """
+
+    def __init__(self, directory: str) -> None:
+        self._paths = tuple(os.path.join(directory, name) for name in NAMES)
+        self._sequence = 0
+
+    def load(self) -> RetireState:
+        best: tuple[int, RetireState] | None = None
+        for path in self._paths:
+            slot = _read_slot(path)
+            if slot is not None and (best is None or slot[0] > best[0]):
+                best = slot
+        if best is None:
+            return RetireState()
+        self._sequence = best[0]
+        return best[1]
+
+    def save(self, state: RetireState) -> None:
+        self._sequence += 1
+        body = json.dumps({"sequence": self._sequence, "retired_below": state.retired_below,
+                           "retired": sorted(state.retired),
+                           "handed_out": state.handed_out}).encode("ascii")
+        with open(self._paths[self._sequence % 2], "wb") as target:
+            target.write(body + b"\n%d" % zlib.crc32(body))
+
+
+def _read_slot(path: str) -> tuple[int, RetireState] | None:
     try:
-        with open(os.path.join(directory, NAME), "rb") as source:
+        with open(path, "rb") as source:
             text = source.read()
         body, _, check = text.rpartition(b"\n")
         if zlib.crc32(body) != int(check):
-            return RetireState()
+            return None
         document = json.loads(body)
-        return RetireState(int(document["retired_below"]),
-                           {int(i) for i in document["retired"]}, int(document["handed_out"]))
+        return int(document["sequence"]), RetireState(
+            int(document["retired_below"]), {int(i) for i in document["retired"]},
+            int(document["handed_out"]))
     except (OSError, ValueError, KeyError, TypeError):
-        return RetireState()
-
-
-def save(directory: str, state: RetireState) -> None:
-    body = json.dumps({"retired_below": state.retired_below, "retired": sorted(state.retired),
-                       "handed_out": state.handed_out}).encode("ascii")
-    temporary = os.path.join(directory, NAME + ".new")
-    with open(temporary, "wb") as target:
-        target.write(body + b"\n%d" % zlib.crc32(body))
-    os.replace(temporary, os.path.join(directory, NAME))
+        return None

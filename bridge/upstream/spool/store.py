@@ -9,7 +9,7 @@ Files in the spool directory:
 * ``<first id, 20 digits>.seg``: records in id order; the last one is
   appended to, a new one is started once it holds ``segment_bytes``; a
   segment is deleted when every record in it is retired.
-* ``retired.json``: see :mod:`.state`.  ``lock``: see :mod:`.lock`.
+* ``retired.0``, ``retired.1``: see :mod:`.state`.  ``lock``: see :mod:`.lock`.
 * ``damaged/``: copies of damaged stretches found in segments, kept for a
   person to look at; the segments themselves are only ever cut at a torn end.
 
@@ -99,7 +99,8 @@ class SegmentStore:
         self._lock = lock
         self._fsync = fsync
         self._segment_bytes = segment_bytes
-        self._state = retire_state.load(directory)
+        self._state_file = retire_state.StateFile(directory)
+        self._state = self._state_file.load()
         self._segments: list[_Segment] = []
         self._next_id = 1
         self._in_flight: dict[int, float] = {}  # handed out, not retired: id -> accepted_at
@@ -167,7 +168,7 @@ class SegmentStore:
             self._new_segment()
         self._reclaim()
         self.rewind()
-        retire_state.save(self.directory, state)
+        self._state_file.save(state)
         return OpenReport(self.records(), len(self._segments), self.set_aside, damaged_bytes,
                           torn, os.path.join(self.directory, DAMAGED))
 
@@ -289,7 +290,7 @@ class SegmentStore:
                 self._in_flight[record.record_id] = record.accepted_at
             if records[-1].record_id > state.handed_out:
                 state.handed_out = records[-1].record_id
-                retire_state.save(self.directory, state)
+                self._state_file.save(state)
         return records
 
     def rewind(self) -> None:
@@ -317,7 +318,7 @@ class SegmentStore:
                 # rather than wait for the next append to roll it.
                 self._new_segment()
             self._reclaim()
-            retire_state.save(self.directory, self._state)
+            self._state_file.save(self._state)
 
     def _reclaim(self) -> None:
         segments = self._segments
@@ -365,7 +366,7 @@ class SegmentStore:
 
     def close(self) -> None:
         try:
-            retire_state.save(self.directory, self._state)
+            self._state_file.save(self._state)
         finally:
             for segment in self._segments:
                 segment.close()
