@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
+import tempfile
 from typing import Any, Callable
 
 from twisted.internet.defer import Deferred
+from twisted.trial.unittest import SynchronousTestCase
 
 from bridge.upstream.spool.store import SUFFIX
 
@@ -79,3 +82,11 @@ def flip(path: str, offset: int) -> None:
 def append_bytes(path: str, data: bytes) -> None:
     with open(path, "ab") as target:
         target.write(data)
+
+
+def scratch(case: SynchronousTestCase) -> str:
+    """A path for a spool directory (not yet created), removed after the test;
+    outside the work tree, unlike trial's mktemp under pytest."""
+    parent = tempfile.mkdtemp(prefix="bridge-spool-test-")
+    case.addCleanup(shutil.rmtree, parent, True)
+    return os.path.join(parent, "spool")

@@ -13,12 +13,12 @@ from bridge.upstream.spool.record import HEADER_SIZE
 from bridge.upstream.spool.runner import inline
 from bridge.upstream.spool.spool import Spool, open_spool
 from bridge.upstream.spool.store import DiskCalls
-from tests.spool_support import FlakyDisk, StepRunner
+from tests.spool_support import FlakyDisk, StepRunner, scratch
 
 
 class SpoolTestCase(SynchronousTestCase):
     def setUp(self) -> None:
-        self.directory = self.mktemp()
+        self.directory = scratch(self)
         self.clock = Clock()
         self.clock.advance(1000)
         self.disk = FlakyDisk()

@@ -23,6 +23,7 @@ from bridge.upstream.spool.spool import Spool, open_spool
 from bridge.upstream.spool.store import DiskCalls, SegmentStore
 from tests.polling import wait_for
 from tests.spool_crash_writer import payload
+from tests.spool_support import scratch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -33,7 +34,7 @@ class KillNineTests(SynchronousTestCase):
     that was not retired must be there, byte for byte, and nothing damaged."""
 
     def _kill_twenty_times(self, fsync: str) -> None:
-        directory = self.mktemp()
+        directory = scratch(self)
         rng = random.Random(20261201)
         acked: dict[int, int] = {}
         retired: set[int] = set()
@@ -93,7 +94,7 @@ class ReactorNotBlockedTests(TestCase):
         runner = WriterThread(reactor)
         runner.start()
         self.addCleanup(runner.stop)
-        spool: Spool = yield open_spool(self.mktemp(), 1 << 20, "always", runner=runner,
+        spool: Spool = yield open_spool(scratch(self), 1 << 20, "always", runner=runner,
                                         clock=reactor, disk=DiskCalls(sync=slow_sync))
         self.addCleanup(spool.close)
         ticks: list[float] = []
@@ -116,7 +117,7 @@ class FullFilesystemTests(SynchronousTestCase):
     """A spool on a 1 MiB tmpfs: the filesystem fills up long before spool_max_bytes."""
 
     def setUp(self) -> None:
-        self.mount = self.mktemp()
+        self.mount = scratch(self)
         os.makedirs(self.mount)
         result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", self.mount],
                                 capture_output=True, text=True)

@@ -12,7 +12,7 @@ from bridge.upstream.spool import state as retire_state
 from bridge.upstream.spool.lock import SpoolLockedError
 from bridge.upstream.spool.record import HEADER_SIZE, encode
 from bridge.upstream.spool.store import DAMAGED, DiskCalls, SegmentStore
-from tests.spool_support import FlakyDisk, append_bytes, flip, segments
+from tests.spool_support import FlakyDisk, append_bytes, flip, scratch, segments
 
 
 def payload(index: int, size: int = 40) -> bytes:
@@ -22,10 +22,11 @@ def payload(index: int, size: int = 40) -> bytes:
 
 class StoreTestCase(SynchronousTestCase):
     def setUp(self) -> None:
-        self.directory = self.mktemp()
+        self.directory = scratch(self)
         self.stores: list[SegmentStore] = []
+        self.addCleanup(self._close_all)  # before the directory goes
 
-    def tearDown(self) -> None:
+    def _close_all(self) -> None:
         for store in self.stores:
             if store._segments:
                 store.close()
