@@ -112,3 +112,20 @@ class UpstreamReplyError(BridgeError):
         self.replies = list(replies)
 
 
+
+
+class SpoolFullError(BusyError):
+    """The spool holds spool_max_bytes already; nothing was stored (429)."""
+
+    def __init__(self, message: str, retry_in: float = 5.0) -> None:
+        super().__init__("spool_full", message, retry_in)
+
+
+class SpoolUnavailableError(BridgeError):
+    """The disk refused (no space, I/O error, read-only): nothing was stored (503)."""
+
+    status = 503
+    code = "spool_unavailable"
+
+    def retry_after(self) -> int:
+        return 5

@@ -1,0 +1,374 @@
+"""The spool's engine: append-only segment files of checksummed records.
+
+Every method blocks on the disk and is meant for one writer thread
+(:mod:`bridge.upstream.spool.spool` sees to that); nothing here is shared
+with the reactor thread except the values returned.
+
+Files in the spool directory:
+
+* ``<first id, 20 digits>.seg``: records in id order; the last one is
+  appended to, a new one is started once it holds ``segment_bytes``; a
+  segment is deleted when every record in it is retired.
+* ``retired.0``, ``retired.1``: see :mod:`.state`.  ``lock``: see :mod:`.lock`.
+* ``damaged/``: copies of damaged stretches found in segments, kept for a
+  person to look at; the segments themselves are only ever cut at a torn end.
+
+Record ids are dense (each one more than the last), so ids that vanished
+(a truncated segment, a damaged header) are found as gaps and counted.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Callable
+
+from bridge.upstream.spool import state as retire_state
+from bridge.upstream.spool.lock import DirectoryLock
+from bridge.upstream.spool.record import encode
+from bridge.upstream.spool.walk import Damaged, Intact, walk
+
+SUFFIX = ".seg"
+DAMAGED = "damaged"
+READ_WINDOW = 256 * 1024
+
+
+@dataclass(frozen=True)
+class DiskCalls:
+    """The calls that put a batch on disk; tests swap them to fail or stall."""
+
+    write: Callable[[int, memoryview], int] = os.write
+    sync: Callable[[int], None] = os.fdatasync
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One spooled /send request: its framed lines and how many there are."""
+
+    record_id: int
+    payload: bytes
+    lines: int
+    accepted_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class StoreStats:
+    records: int  # not yet retired
+    bytes: int  # on disk, segments only: what max_bytes limits
+    oldest_at: float | None  # acceptance time of the oldest record not retired
+    retired: int  # since open
+    redelivered: int  # handed out again (after a restart or a rewind)
+    set_aside: int  # damaged records found since open
+    next_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class OpenReport:
+    """What the scan on open found, for the one log line about it."""
+
+    records: int
+    segments: int
+    set_aside: int
+    damaged_bytes: int
+    torn_bytes: int
+    damaged_dir: str
+
+
+class _Segment:
+    __slots__ = ("damaged", "fd", "first_id", "path", "size")
+
+    def __init__(self, directory: str, first_id: int, create: bool) -> None:
+        self.first_id = first_id
+        self.path = os.path.join(directory, f"{first_id:020d}{SUFFIX}")
+        flags = os.O_RDWR | os.O_APPEND | (os.O_CREAT | os.O_EXCL if create else 0)
+        self.fd = os.open(self.path, flags, 0o600)
+        self.size = os.fstat(self.fd).st_size
+        self.damaged: set[int] = set()  # offsets of damaged stretches already counted
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+class SegmentStore:
+    """Append, read in order, retire; blocking, for one thread."""
+
+    def __init__(self, directory: str, lock: DirectoryLock, fsync: bool,
+                 segment_bytes: int, disk: DiskCalls) -> None:
+        self.directory = directory
+        self._disk = disk
+        self._lock = lock
+        self._fsync = fsync
+        self._segment_bytes = segment_bytes
+        self._state_file = retire_state.StateFile(directory)
+        self._state = self._state_file.load()
+        self._segments: list[_Segment] = []
+        self._next_id = 1
+        self._in_flight: dict[int, float] = {}  # handed out, not retired: id -> accepted_at
+        self._cursor: _Segment | None = None
+        self._offset = 0
+        self._walk_next = 0  # the id the cursor expects next (gaps are damage)
+        self._cut_to: int | None = None  # a failed write left bytes past this offset
+        self.retired = self.redelivered = self.set_aside = 0
+
+    # -- opening ------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, directory: str, *, fsync: bool, segment_bytes: int = 64 << 20,
+             disk: DiskCalls | None = None) -> tuple[SegmentStore, OpenReport]:
+        """Lock the directory, scan every segment, cut a torn end, set damage aside.
+
+        Raises SpoolLockedError when another process holds the directory and
+        OSError when the directory is unusable."""
+        os.makedirs(directory, exist_ok=True)
+        lock = DirectoryLock.acquire(directory)
+        try:
+            store = cls(directory, lock, fsync, segment_bytes, disk or DiskCalls())
+            report = store._scan()
+        except BaseException:
+            lock.release()
+            raise
+        return store, report
+
+    def _scan(self) -> OpenReport:
+        names = sorted((n for n in os.listdir(self.directory)
+                        if n.endswith(SUFFIX) and n[:-len(SUFFIX)].isdigit()),
+                       key=lambda n: int(n[:-len(SUFFIX)]))
+        state = self._state
+        expected: int | None = None
+        damaged_bytes = torn = 0
+        for index, name in enumerate(names):
+            segment = _Segment(self.directory, int(name[:-len(SUFFIX)]), create=False)
+            self._segments.append(segment)
+            if expected is None:
+                state.advance_to(segment.first_id)
+                expected = segment.first_id
+            expected = self._lost(expected, segment.first_id)
+            last = index == len(names) - 1
+            for item in walk(segment.fd, 0, segment.size, payloads=False):
+                if isinstance(item, Intact):
+                    expected = self._lost(expected, item.header.record_id) + 1
+                    continue
+                if item.torn and last:
+                    # A write cut short by a crash: never acknowledged with fsync
+                    # always (the fsync comes after the write).
+                    torn = item.end - item.offset
+                    os.ftruncate(segment.fd, item.offset)
+                    if self._fsync:
+                        os.fdatasync(segment.fd)
+                    segment.size = item.offset
+                    break
+                damaged_bytes += self._set_aside_bytes(segment, item)
+                if item.record_id is not None and item.record_id >= expected:
+                    expected = self._lost(expected, item.record_id + 1)
+        if expected is None:
+            expected = max(state.retired_below, state.handed_out + 1)
+        self._next_id = max(expected, state.retired_below,
+                            self._segments[-1].first_id if self._segments else 1)
+        if not self._segments:
+            self._new_segment()
+        self._reclaim()
+        self.rewind()
+        self._state_file.save(state)
+        return OpenReport(self.records(), len(self._segments), self.set_aside, damaged_bytes,
+                          torn, os.path.join(self.directory, DAMAGED))
+
+    def _lost(self, expected: int, found: int) -> int:
+        """Ids ``[expected, found)`` are not in the spool: damaged, set aside."""
+        for record_id in range(max(expected, self._state.retired_below), found):
+            if self._state.retire(record_id):
+                self.set_aside += 1
+        return max(expected, found)
+
+    def _set_aside_bytes(self, segment: _Segment, item: Damaged) -> int:
+        if item.offset in segment.damaged:
+            return 0
+        segment.damaged.add(item.offset)
+        if item.record_id is not None and self._state.retire(item.record_id):
+            self.set_aside += 1
+        try:
+            os.makedirs(os.path.join(self.directory, DAMAGED), exist_ok=True)
+            target = os.path.join(self.directory, DAMAGED,
+                                  f"{segment.first_id:020d}.{item.offset}.bin")
+            with open(target, "wb") as copy:
+                position = item.offset
+                while position < item.end:
+                    chunk = os.pread(segment.fd, min(1 << 20, item.end - position), position)
+                    if not chunk:
+                        break
+                    copy.write(chunk)
+                    position += len(chunk)
+        except OSError:
+            pass  # the copy is a courtesy; the segment still holds the bytes
+        return item.end - item.offset
+
+    # -- appending ----------------------------------------------------------------
+
+    def append(self, batch: list[tuple[bytes, int, float]]) -> list[int]:
+        """Write ``(payload, lines, accepted_at)`` records in one write, then
+        (with fsync) one fdatasync: durable when this returns.  OSError when
+        the disk refuses; then nothing of the batch counts."""
+        if self._cut_to is not None:
+            os.ftruncate(self._segments[-1].fd, self._cut_to)
+            self._segments[-1].size = self._cut_to
+            self._cut_to = None
+        segment = self._segments[-1]
+        if segment.size >= self._segment_bytes:
+            segment = self._new_segment()
+        first = self._next_id
+        parts: list[bytes] = []
+        for index, (payload, lines, accepted_at) in enumerate(batch):
+            parts.append(encode(first + index, lines, accepted_at, payload))
+            parts.append(payload)
+        data = memoryview(b"".join(parts))
+        try:
+            written = 0
+            while written < len(data):
+                written += self._disk.write(segment.fd, data[written:])
+            if self._fsync:
+                self._disk.sync(segment.fd)
+        except OSError:
+            self._cut_to = segment.size
+            try:
+                os.ftruncate(segment.fd, segment.size)
+                self._cut_to = None
+            except OSError:
+                pass  # tried again before the next write
+            raise
+        segment.size += len(data)
+        self._next_id = first + len(batch)
+        return list(range(first, self._next_id))
+
+    def _new_segment(self) -> _Segment:
+        segment = _Segment(self.directory, self._next_id, create=True)
+        self._segments.append(segment)
+        if self._fsync:
+            # The new file's name must be durable before records in it are acknowledged.
+            directory = os.open(self.directory, os.O_RDONLY)
+            try:
+                os.fsync(directory)
+            finally:
+                os.close(directory)
+        return segment
+
+    # -- reading ----------------------------------------------------------------------
+
+    def read(self, max_records: int, max_bytes: int) -> list[Record]:
+        """The next records in order that are not retired, from where the
+        last read stopped (or the oldest, after :meth:`rewind`)."""
+        records: list[Record] = []
+        size = 0
+        while len(records) < max_records and size < max_bytes and self._cursor is not None:
+            segment = self._cursor
+            if self._offset >= segment.size:
+                index = self._segments.index(segment)
+                if index + 1 >= len(self._segments):
+                    break
+                self._cursor, self._offset = self._segments[index + 1], 0
+                continue
+            for item in walk(segment.fd, self._offset, segment.size, payloads=True,
+                             window=READ_WINDOW):
+                if isinstance(item, Damaged):
+                    self._offset = item.end
+                    self._set_aside_bytes(segment, item)
+                    continue
+                header = item.header
+                self._offset = item.offset + header.size
+                self._walk_next = self._lost(self._walk_next, header.record_id) + 1
+                if self._state.is_retired(header.record_id):
+                    continue
+                assert item.payload is not None
+                records.append(Record(header.record_id, item.payload, header.lines,
+                                      header.accepted_at))
+                size += header.length
+                if len(records) >= max_records or size >= max_bytes:
+                    break
+        if records:
+            state = self._state
+            for record in records:
+                if record.record_id <= state.handed_out:
+                    self.redelivered += 1
+                self._in_flight[record.record_id] = record.accepted_at
+            if records[-1].record_id > state.handed_out:
+                state.handed_out = records[-1].record_id
+                self._state_file.save(state)
+        return records
+
+    def rewind(self) -> None:
+        """Hand out again from the oldest record not retired (e.g. after the
+        connection the records were written to was lost)."""
+        self._in_flight.clear()
+        self._cursor = self._segments[0] if self._segments else None
+        self._offset = 0
+        self._walk_next = self._cursor.first_id if self._cursor is not None else self._next_id
+
+    # -- retiring ----------------------------------------------------------------------
+
+    def retire(self, record_ids: list[int]) -> None:
+        """Mark records delivered; delete segments left with none to deliver."""
+        changed = False
+        for record_id in record_ids:
+            if record_id < self._next_id and self._state.retire(record_id):
+                self.retired += 1
+                changed = True
+            self._in_flight.pop(record_id, None)
+        if changed:
+            active = self._segments[-1]
+            if self.records() == 0 and active.size >= self._segment_bytes // 4:
+                # Everything delivered: start afresh so the full segment can go,
+                # rather than wait for the next append to roll it.
+                self._new_segment()
+            self._reclaim()
+            self._state_file.save(self._state)
+
+    def _reclaim(self) -> None:
+        segments = self._segments
+        while len(segments) > 1 and self._state.retired_below >= segments[1].first_id:
+            segment = segments.pop(0)
+            segment.close()
+            os.unlink(segment.path)
+            if self._cursor is segment:
+                self._cursor, self._offset = segments[0], 0
+
+    # -- what stats() shows ------------------------------------------------------------------
+
+    def records(self) -> int:
+        state = self._state
+        return max(0, self._next_id - state.retired_below - len(state.retired))
+
+    def stats(self) -> StoreStats:
+        return StoreStats(
+            records=self.records(),
+            bytes=sum(segment.size for segment in self._segments),
+            oldest_at=self._oldest_at(),
+            retired=self.retired,
+            redelivered=self.redelivered,
+            set_aside=self.set_aside,
+            next_id=self._next_id,
+        )
+
+    def _oldest_at(self) -> float | None:
+        # Delivery goes in order and a rewind forgets what was handed out,
+        # so the oldest record is the first handed out, or the one at the cursor.
+        for accepted_at in self._in_flight.values():
+            return accepted_at
+        if self.records() == 0:
+            return None
+        segment = self._cursor
+        offset = self._offset
+        while segment is not None:
+            for item in walk(segment.fd, offset, segment.size, payloads=False, window=4096):
+                if isinstance(item, Intact) and not self._state.is_retired(item.header.record_id):
+                    return item.header.accepted_at
+            index = self._segments.index(segment)
+            segment = self._segments[index + 1] if index + 1 < len(self._segments) else None
+            offset = 0
+        return None
+
+    def close(self) -> None:
+        try:
+            self._state_file.save(self._state)
+        finally:
+            for segment in self._segments:
+                segment.close()
+            self._segments = []
+            self._lock.release()

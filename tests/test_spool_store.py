@@ -1,0 +1,293 @@
+"""The spool's blocking engine: order, retire, segments, damage, the lock, disk errors."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from bridge.upstream.spool import state as retire_state
+from bridge.upstream.spool.lock import SpoolLockedError
+from bridge.upstream.spool.record import HEADER_SIZE, encode
+from bridge.upstream.spool.store import DAMAGED, DiskCalls, SegmentStore
+from tests.spool_support import FlakyDisk, append_bytes, flip, scratch, segments
+
+
+def payload(index: int, size: int = 40) -> bytes:
+    line = b"line %d " % index
+    return (line * (size // len(line) + 1))[: size - 2] + b"\r\n"
+
+
+class StoreTestCase(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.directory = scratch(self)
+        self.stores: list[SegmentStore] = []
+        self.addCleanup(self._close_all)  # before the directory goes
+
+    def _close_all(self) -> None:
+        for store in self.stores:
+            if store._segments:
+                store.close()
+
+    def open(self, **options: object) -> SegmentStore:
+        options.setdefault("fsync", True)
+        store, self.report = SegmentStore.open(self.directory, **options)  # type: ignore[arg-type]
+        self.stores.append(store)
+        return store
+
+    def reopen(self, store: SegmentStore, **options: object) -> SegmentStore:
+        store.close()
+        return self.open(**options)
+
+    def fill(self, store: SegmentStore, count: int, size: int = 40, at: float = 100.0) -> list[int]:
+        return store.append([(payload(i, size), 1, at + i) for i in range(count)])
+
+    def read_all(self, store: SegmentStore) -> list[int]:
+        ids: list[int] = []
+        while batch := store.read(1000, 1 << 30):
+            ids.extend(record.record_id for record in batch)
+        return ids
+
+
+class OrderTests(StoreTestCase):
+    def test_records_come_back_in_order_with_what_was_stored(self) -> None:
+        store = self.open()
+        self.assertEqual(store.append([(b"a\r\n", 1, 10.0), (b"b\r\nc\r\n", 2, 11.0)]), [1, 2])
+        self.assertEqual(store.append([(b"d\r\n", 1, 12.0)]), [3])
+        records = store.read(10, 1 << 20)
+        self.assertEqual([(r.record_id, r.payload, r.lines, r.accepted_at) for r in records],
+                         [(1, b"a\r\n", 1, 10.0), (2, b"b\r\nc\r\n", 2, 11.0),
+                          (3, b"d\r\n", 1, 12.0)])
+        self.assertEqual(store.read(10, 1 << 20), [])
+
+    def test_reads_continue_where_the_last_stopped_and_respect_limits(self) -> None:
+        store = self.open()
+        self.fill(store, 10, size=100)
+        self.assertEqual([r.record_id for r in store.read(3, 1 << 20)], [1, 2, 3])
+        self.assertEqual([r.record_id for r in store.read(100, 250)], [4, 5, 6])
+        self.assertEqual(self.read_all(store), [7, 8, 9, 10])
+        self.fill(store, 2)
+        self.assertEqual(self.read_all(store), [11, 12])
+
+    def test_records_survive_a_reopen_in_order(self) -> None:
+        store = self.open()
+        self.fill(store, 5)
+        store = self.reopen(store)
+        self.assertEqual(self.read_all(store), [1, 2, 3, 4, 5])
+        self.assertEqual(store.append([(b"x\r\n", 1, 0.0)]), [6])
+
+    def test_stats_count_records_bytes_and_the_oldest(self) -> None:
+        store = self.open()
+        self.assertEqual(store.stats().records, 0)
+        self.assertIsNone(store.stats().oldest_at)
+        self.fill(store, 3, at=50.0)
+        stats = store.stats()
+        self.assertEqual((stats.records, stats.bytes, stats.oldest_at),
+                         (3, 3 * (HEADER_SIZE + 40), 50.0))
+        store.read(2, 1 << 20)
+        store.retire([1])
+        self.assertEqual(store.stats().oldest_at, 51.0)
+        store.retire([2])
+        self.assertEqual(store.stats().oldest_at, 52.0)  # not handed out yet: at the cursor
+        self.assertEqual(store.stats().retired, 2)
+
+
+class RetireTests(StoreTestCase):
+    def test_retired_records_are_not_handed_out_again(self) -> None:
+        store = self.open()
+        self.fill(store, 4)
+        store.read(4, 1 << 20)
+        store.retire([1, 3])
+        store.rewind()
+        self.assertEqual(self.read_all(store), [2, 4])
+        self.assertEqual(store.stats().redelivered, 2)
+        store = self.reopen(store)
+        self.assertEqual(self.read_all(store), [2, 4])
+        self.assertEqual(store.stats().records, 2)
+
+    def test_out_of_order_retires_move_the_watermark_when_the_gap_closes(self) -> None:
+        store = self.open()
+        self.fill(store, 5)
+        store.retire([2, 3])
+        self.assertEqual(retire_state.StateFile(self.directory).load().retired_below, 1)
+        store.retire([1])
+        saved = retire_state.StateFile(self.directory).load()
+        self.assertEqual((saved.retired_below, saved.retired), (4, set()))
+
+    def test_full_segments_are_deleted_once_retired(self) -> None:
+        store = self.open(segment_bytes=1000)
+        for _ in range(6):
+            self.fill(store, 10, size=100)  # 1360 bytes a batch: a segment each
+        self.assertEqual(len(segments(self.directory)), 6)
+        before = store.stats().bytes
+        ids = [r.record_id for r in store.read(35, 1 << 20)]
+        store.retire(ids)
+        self.assertEqual(len(segments(self.directory)), 3)
+        self.assertEqual(store.stats().bytes, before - 3 * 1360)
+        self.assertEqual(self.read_all(store), list(range(36, 61)))
+        store.retire(list(range(36, 61)))
+        # Everything delivered: a fresh segment is started so the full one can go.
+        self.assertEqual(store.stats().records, 0)
+        self.assertEqual(store.stats().bytes, 0)
+        self.assertEqual(store.append([(b"z\r\n", 1, 0.0)]), [61])
+
+    def test_records_handed_out_before_a_restart_count_as_redelivered(self) -> None:
+        store = self.open()
+        self.fill(store, 5)
+        store.read(3, 1 << 20)
+        store.retire([1])
+        store = self.reopen(store)
+        self.assertEqual(self.read_all(store), [2, 3, 4, 5])
+        self.assertEqual(store.stats().redelivered, 2)
+
+    def test_a_torn_retire_state_falls_back_to_the_other_slot(self) -> None:
+        store = self.open()
+        self.fill(store, 3)
+        store.retire([1])
+        store.retire([2])
+        store.close()
+        slots = [os.path.join(self.directory, name) for name in retire_state.NAMES]
+
+        def sequence(path: str) -> int:
+            with open(path, "rb") as slot:
+                return int(json.loads(slot.read().rpartition(b"\n")[0])["sequence"])
+
+        os.truncate(max(slots, key=sequence), 10)  # torn by a crash
+        store = self.open()
+        self.assertEqual(self.read_all(store), [3])  # the other slot, one save older
+
+    def test_an_unreadable_retire_state_means_delivering_everything_again(self) -> None:
+        store = self.open()
+        self.fill(store, 3)
+        store.retire([1, 2])
+        store.close()
+        for name in retire_state.NAMES:
+            with open(os.path.join(self.directory, name), "wb") as state:
+                state.write(b'{"retired_below": 9')
+        store = self.open()
+        self.assertEqual(self.read_all(store), [1, 2, 3])
+
+
+class DamageTests(StoreTestCase):
+    def test_a_torn_last_write_is_cut_and_nothing_is_set_aside(self) -> None:
+        store = self.open()
+        self.fill(store, 3)
+        store.close()
+        whole = encode(4, 1, 0.0, b"torn away\r\n") + b"torn away\r\n"
+        append_bytes(segments(self.directory)[-1], whole[:-5])
+        store = self.open()
+        self.assertEqual(self.report.torn_bytes, len(whole) - 5)
+        self.assertEqual(self.report.set_aside, 0)
+        self.assertEqual(store.append([(b"next\r\n", 1, 0.0)]), [4])
+        self.assertEqual(self.read_all(store), [1, 2, 3, 4])
+        self.assertEqual(store.read(1, 1 << 20), [])
+
+    def test_a_flipped_payload_byte_sets_that_record_aside(self) -> None:
+        store = self.open()
+        self.fill(store, 5)
+        store.close()
+        path = segments(self.directory)[0]
+        flip(path, 2 * (HEADER_SIZE + 40) + HEADER_SIZE + 7)  # inside record 3's payload
+        store = self.open()
+        self.assertEqual((self.report.set_aside, self.report.damaged_bytes), (1, HEADER_SIZE + 40))
+        self.assertEqual(self.read_all(store), [1, 2, 4, 5])
+        self.assertEqual(store.stats().set_aside, 1)
+        self.assertEqual(store.stats().records, 4)
+        copies = os.listdir(os.path.join(self.directory, DAMAGED))
+        self.assertEqual(len(copies), 1)
+        # Set aside once: a restart does not count it again.
+        store = self.reopen(store)
+        self.assertEqual(self.read_all(store), [1, 2, 4, 5])
+        self.assertEqual(store.stats().set_aside, 0)
+
+    def test_a_flipped_header_byte_is_skipped_and_counted_by_the_id_gap(self) -> None:
+        store = self.open()
+        self.fill(store, 5)
+        store.close()
+        flip(segments(self.directory)[0], (HEADER_SIZE + 40) + 9)  # record 2's id
+        store = self.open()
+        self.assertEqual(self.report.set_aside, 1)
+        self.assertEqual(self.read_all(store), [1, 3, 4, 5])
+
+    def test_damage_in_the_last_record_is_not_mistaken_for_a_torn_write(self) -> None:
+        store = self.open()
+        self.fill(store, 3)
+        store.close()
+        flip(segments(self.directory)[0], 3 * (HEADER_SIZE + 40) - 3)
+        store = self.open()
+        self.assertEqual((self.report.set_aside, self.report.torn_bytes), (1, 0))
+        self.assertEqual(self.read_all(store), [1, 2])
+        self.assertEqual(store.append([(b"n\r\n", 1, 0.0)]), [4])
+        self.assertEqual(self.read_all(store), [4])
+
+    def test_a_truncated_sealed_segment_loses_its_tail_counted(self) -> None:
+        store = self.open(segment_bytes=500)
+        self.fill(store, 10)  # 760 bytes: the first segment
+        self.fill(store, 2)  # the second
+        store.close()
+        first = segments(self.directory)[0]
+        os.truncate(first, 4 * (HEADER_SIZE + 40) + 10)
+        store = self.open(segment_bytes=500)
+        self.assertEqual(self.report.set_aside, 6)  # 5..10: the torn 5th and 6 more gone
+        self.assertEqual(self.read_all(store), [1, 2, 3, 4, 11, 12])
+
+    def test_damage_that_appears_while_running_is_set_aside_when_read(self) -> None:
+        store = self.open()
+        self.fill(store, 4)
+        flip(segments(self.directory)[0], HEADER_SIZE + 40 + HEADER_SIZE + 1)
+        self.assertEqual(self.read_all(store), [1, 3, 4])
+        self.assertEqual(store.stats().set_aside, 1)
+        self.assertEqual(store.stats().records, 3)
+
+
+class LockTests(StoreTestCase):
+    def test_a_second_opener_is_refused_with_the_holders_pid(self) -> None:
+        store = self.open()
+        with self.assertRaises(SpoolLockedError) as raised:
+            SegmentStore.open(self.directory, fsync=True)
+        self.assertIn(f"pid {os.getpid()}", str(raised.exception))
+        self.assertIn(self.directory, str(raised.exception))
+        store.close()
+        self.open()  # released on close
+
+    def test_an_unusable_directory_is_an_os_error(self) -> None:
+        with open(self.directory, "w") as blocker:
+            blocker.write("a file, not a directory")
+        with self.assertRaises(OSError):
+            SegmentStore.open(self.directory, fsync=True)
+
+
+class DiskErrorTests(StoreTestCase):
+    def test_a_failed_write_raises_and_leaves_no_trace(self) -> None:
+        disk = FlakyDisk()
+        store = self.open(disk=DiskCalls(disk.write, disk.sync))
+        self.fill(store, 2)
+        disk.failure = errno.ENOSPC
+        disk.partial = True
+        with self.assertRaises(OSError) as raised:
+            self.fill(store, 3)
+        self.assertEqual(raised.exception.errno, errno.ENOSPC)
+        disk.failure = None
+        self.assertEqual(store.append([(b"after\r\n", 1, 0.0)]), [3])
+        self.assertEqual(self.read_all(store), [1, 2, 3])
+        store = self.reopen(store)
+        self.assertEqual((self.report.set_aside, self.report.torn_bytes), (0, 0))
+        self.assertEqual(self.read_all(store), [1, 2, 3])
+
+    def test_a_failed_fsync_is_a_failed_append(self) -> None:
+        disk = FlakyDisk()
+        store = self.open(disk=DiskCalls(disk.write, disk.sync))
+        disk.failure = errno.EIO
+        with self.assertRaises(OSError):
+            self.fill(store, 1)
+        disk.failure = None
+        self.assertEqual(self.fill(store, 1), [1])
+        self.assertEqual(self.read_all(store), [1])
+
+    def test_fsync_never_does_not_sync(self) -> None:
+        disk = FlakyDisk()
+        store = self.open(fsync=False, disk=DiskCalls(disk.write, disk.sync))
+        self.fill(store, 3)
+        self.assertEqual((disk.writes, disk.syncs), (1, 0))
