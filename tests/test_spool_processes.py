@@ -30,15 +30,16 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 class KillNineTests(SynchronousTestCase):
     """A writer with many appends in flight is SIGKILLed at random moments, 20
-    times in a row on one directory; after each kill every acknowledged record
+    times in a row on one directory (10 with fsync never, which the OS page
+    cache makes the easier case); after each kill every acknowledged record
     that was not retired must be there, byte for byte, and nothing damaged."""
 
-    def _kill_twenty_times(self, fsync: str) -> None:
+    def _kill_repeatedly(self, fsync: str, rounds: int) -> None:
         directory = scratch(self)
         rng = random.Random(20261201)
         acked: dict[int, int] = {}
         retired: set[int] = set()
-        for round_ in range(20):
+        for round_ in range(rounds):
             log_path = f"{directory}.{round_}.out"
             with open(log_path, "w") as log:
                 writer = subprocess.Popen(
@@ -73,13 +74,13 @@ class KillNineTests(SynchronousTestCase):
             missing = [i for i in acked if i not in retired and i not in found]
             wrong = [i for i in acked if i in found and found[i] != acked[i]]
             self.assertEqual((missing, wrong), ([], []), f"after kill {round_ + 1}")
-        self.assertGreater(len(acked), 100)
+        self.assertGreater(len(acked), 5 * rounds)
 
     def test_kill_nine_loses_no_acknowledged_record_fsync_always(self) -> None:
-        self._kill_twenty_times("always")
+        self._kill_repeatedly("always", 20)
 
     def test_kill_nine_loses_no_acknowledged_record_fsync_never(self) -> None:
-        self._kill_twenty_times("never")
+        self._kill_repeatedly("never", 10)
 
 
 class ReactorNotBlockedTests(TestCase):
