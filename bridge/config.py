@@ -186,6 +186,29 @@ def upstream_address(value: object) -> str:
         raise ValueError(str(error)) from None
 
 
+def address_list(value: object) -> tuple[str, ...]:
+    """Upstream addresses of a group: a TOML array, or newline-separated text
+    (the environment); each one checked like ``upstream``."""
+    if isinstance(value, (list, tuple)):
+        items = [_text(item) for item in value]
+    else:
+        items = _text(value).split("\n")
+    addresses = []
+    for number, item in enumerate(items, 1):
+        if not item.strip():
+            if isinstance(value, (list, tuple)):
+                raise ValueError(f"address {number} is empty")
+            continue  # blank lines of the environment form
+        try:
+            addresses.append(upstream_address(item))
+        except ValueError as error:
+            raise ValueError(f"address {number}: {error}") from None
+    if len(set(addresses)) != len(addresses):
+        twice = next(item for item in addresses if addresses.count(item) > 1)
+        raise ValueError(f"{twice} is listed twice")
+    return tuple(addresses)
+
+
 # -- the settings table -------------------------------------------------------
 
 
@@ -199,10 +222,12 @@ class Setting:
     help: str
     metavar: str = "VALUE"
     flag_kind: str = "value"  # "value", "switch" (store_true) or "append"
+    #: The flag when it is not --NAME (a repeated flag names one item: --address).
+    flag_name: str | None = None
 
     @property
     def flag(self) -> str:
-        return "--" + self.name.replace("_", "-")
+        return self.flag_name or "--" + self.name.replace("_", "-")
 
     @property
     def env(self) -> str:
@@ -216,6 +241,20 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("upstream", "localhost:65432", upstream_address,
             "upstream line server: HOST:PORT or a client endpoint string (tcp:, tls:, unix:)",
             "ADDR"),
+    Setting("addresses", (), address_list,
+            "several upstream addresses served as one group, instead of upstream (repeat the "
+            "flag; newline-separated in the environment); a host name counts once per address "
+            "it resolves to", "ADDR", "append", "--address"),
+    Setting("strategy", "failover", choice("failover", "round_robin"),
+            "how a group's pool members use its addresses: failover (all on the first healthy "
+            "one, in order) or round_robin (spread over the healthy ones)",
+            "failover|round_robin"),
+    Setting("failback_after", 30.0, seconds_or_zero,
+            "with failover, seconds an earlier address must stay healthy before the members "
+            "move back to it (0 = never move back)", "SECONDS"),
+    Setting("max_connection_age", None, optional_seconds,
+            "replace an upstream connection older than this, draining it first (up to 10% "
+            "earlier, at random; default off)", "SECONDS"),
     Setting("delimiter", "crlf", choice("crlf", "lf"),
             "line ending written to the upstream (crlf or lf); both are accepted when reading",
             "crlf|lf"),
@@ -341,6 +380,10 @@ class Config:
 
     listen: str = "127.0.0.1:8080"
     upstream: str = "localhost:65432"
+    addresses: tuple[str, ...] = ()
+    strategy: str = "failover"
+    failback_after: float = 30.0
+    max_connection_age: float | None = None
     delimiter: str = "crlf"
     backoff_initial: float = 1.0
     backoff_factor: float = 2.0
@@ -398,6 +441,13 @@ class Config:
         return b"\r\n" if self.delimiter == "crlf" else b"\n"
 
     @property
+    def upstream_label(self) -> str:
+        """The upstream as logs and /status name it: its address, or a group's."""
+        if self.addresses:
+            return "group " + ", ".join(self.addresses)
+        return self.upstream
+
+    @property
     def stale_timeout(self) -> float:
         if self.stale_reply_timeout is not None:
             return self.stale_reply_timeout
@@ -419,6 +469,9 @@ class Config:
 
 def _check_relations(config: Config) -> Config:
     """Rules that involve more than one setting."""
+    if config.addresses and config.sources.get("upstream", "default") != "default":
+        raise ConfigError("addresses", f"cannot be used together with upstream (set from "
+                          f"{config.sources['upstream']}); set one of them")
     if config.backoff_max < config.backoff_initial:
         raise ConfigError("backoff_max", f"must be at least backoff_initial "
                           f"({config.backoff_initial:g}), got {config.backoff_max:g}")

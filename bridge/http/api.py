@@ -293,7 +293,7 @@ class BridgeAPI:
         return {
             "version": __version__,
             "uptime": round(now - self.started_at, 3),
-            "upstream": self.config.upstream,
+            "upstream": self.config.upstream_label,
             "state": pool.state(),
             "ready": pool.ready(),
             "connected_since": _iso(min(connected)) if connected else None,
@@ -325,6 +325,11 @@ class BridgeAPI:
             "events": {"subscribers": self.events.subscribers,
                        "published": self.events.published, "dropped": self.events.dropped},
             "members": members,
+            "strategy": pool.group.strategy.name,
+            "addresses": [
+                {**row, "skipped_until": _iso(row["skipped_until"])}  # type: ignore[arg-type]
+                for row in pool.address_status()
+            ],
             "reply_framing": pool.framing.name,
             "send_replies": pool.send_mode,
             "fence": pool.fence is not None,
