@@ -263,6 +263,21 @@ class FailoverTests(GroupTestCase):
         self.assertEqual(old.transport.after_half_close, b"")
         self.assertEqual(pool.members[0].counters.disconnects, 2)
 
+    def test_the_events_connection_follows_the_failback(self) -> None:
+        config = BASE.with_values(failback_after=1.0, events_subscribe=("SUBSCRIBE news",))
+        pool, addresses, clock = self.start(config)
+        subscriber = pool.subscriber
+        assert subscriber is not None
+        clock.advance(10)
+        addresses.down(A)
+        clock.advance(0)
+        self.assertEqual((subscriber.address, subscriber.state), (B, CONNECTED))
+        addresses.up(A)
+        clock.pump([1.0, 1.0])
+        self.assertEqual(self.where(pool), [A])
+        self.assertEqual((subscriber.address, subscriber.state), (A, CONNECTED))
+        self.assertEqual(addresses[A].last.written(), b"SUBSCRIBE news\r\n")
+
     def test_a_moved_connection_the_server_never_closes_is_closed_after_stale_timeout(
         self,
     ) -> None:
@@ -363,6 +378,21 @@ class RoundRobinTests(GroupTestCase):
         self.assertEqual(len(moved), 2)
         for connection in moved:
             connection.peer_closes()
+
+    def test_the_events_connection_is_not_spread(self) -> None:
+        config = self.CONFIG.with_values(pool_size=2, events_subscribe=("SUBSCRIBE news",))
+        pool, addresses, clock = self.start(config)
+        subscriber = pool.subscriber
+        assert subscriber is not None
+        self.assertEqual(self.where(pool), [A, B])
+        self.assertEqual(subscriber.address, A)
+        clock.advance(10)
+        addresses.down(A)
+        clock.advance(0)
+        self.assertEqual((self.where(pool), subscriber.address), ([B, B], B))
+        addresses.up(A)
+        clock.advance(1.0)  # A is back: member 0 returns, the subscriber stays
+        self.assertEqual((self.where(pool), subscriber.address), ([A, B], B))
 
     def test_a_failed_probe_backs_off(self) -> None:
         pool, addresses, clock = self.start(self.CONFIG)

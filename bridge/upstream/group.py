@@ -283,7 +283,7 @@ class AddressGroup:
         if not self.running or self._moving is not None:
             return
         for member in self._members:
-            if not member.balanced or not member.connected:
+            if not member.connected:
                 continue
             wanted = self.strategy.place(self, member)
             if wanted is None:

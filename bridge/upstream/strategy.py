@@ -40,6 +40,11 @@ class Placed(Protocol):
     @property
     def address(self) -> str | None: ...
 
+    @property
+    def balanced(self) -> bool:
+        """False for the events subscriber: it follows failover, but is no
+        pool member to spread."""
+
 
 def best(names: Sequence[str], book: Book) -> str:
     """The first healthy name, else the first whose skip is over, else the
@@ -187,7 +192,7 @@ class RoundRobin:
 
     def place(self, book: Book, member: Placed) -> str | None:
         healthy = self._healthy(book)
-        if member.address not in healthy:
+        if not member.balanced or member.address not in healthy:
             return None  # on a failed address: it stays until its connection ends
         wanted = healthy[member.index % len(healthy)]
         return None if wanted == member.address else wanted
