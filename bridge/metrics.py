@@ -63,6 +63,9 @@ class _PoolCollector(Collector):
              totals.attempts),
             ("bridge_upstream_desyncs", "Connections closed because replies were out of step",
              totals.desyncs),
+            ("bridge_send_unconfirmed", "POST /send commands whose replies were still due "
+             "when their connection ended (the upstream may not have processed them)",
+             totals.send_unconfirmed),
             ("bridge_events_published", "Events published to GET /events",
              self._events.published),
             ("bridge_events_dropped", "GET /events subscribers dropped for not reading",

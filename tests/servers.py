@@ -50,6 +50,12 @@ def _accepting(port: int) -> bool:
 
 def _start(case: Case, argv: list[str], port: int, what: str) -> int:
     """Run ``argv``; stop it at cleanup; wait until ``port`` accepts."""
+    _launch(case, argv, port, what)
+    return port
+
+
+def _launch(case: Case, argv: list[str], port: int, what: str) -> subprocess.Popen[bytes]:
+    """:func:`_start`, returning the process."""
     log = tempfile.TemporaryFile()
     process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
                                stdin=subprocess.DEVNULL)
@@ -63,7 +69,7 @@ def _start(case: Case, argv: list[str], port: int, what: str) -> int:
         return _accepting(port)
 
     wait_for(up, f"{what} to accept connections on port {port}")
-    return port
+    return process
 
 
 def _stop(process: subprocess.Popen[bytes], log: object) -> None:
@@ -105,6 +111,49 @@ def start_redis(case: Case) -> int:
         binary, "--port", str(port), "--bind", LOOPBACK, "--save", "", "--appendonly", "no",
         "--dir", _temporary_directory(case),
     ], port, "redis-server")
+
+
+class RedisServer:
+    """A redis-server that a test kills (by its PID) and starts again on the
+    same port.  Its data is kept in an append-only file fsynced before every
+    reply, so that what it answered survives the restart.  Give it a port
+    outside the ephemeral range (``tests.support.unused_port``): the bridge
+    keeps connecting to it while it is down."""
+
+    def __init__(self, case: Case, port: int) -> None:
+        self._binary = _binary("redis-server", "redis-server")
+        self._case = case
+        self.port = port
+        self._directory = _temporary_directory(case)
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.process = _launch(self._case, [
+            self._binary, "--port", str(self.port), "--bind", LOOPBACK, "--save", "",
+            "--appendonly", "yes", "--appendfsync", "always", "--dir", self._directory,
+        ], self.port, "redis-server")
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash: by this process's PID, then reap it."""
+        assert self.process is not None
+        self.process.kill()
+        self.process.wait(10)
+
+    def call(self, *words: str) -> object:
+        """One command on a connection of its own; its decoded reply."""
+        import hiredis
+
+        request = b"*%d\r\n" % len(words) + b"".join(
+            b"$%d\r\n%s\r\n" % (len(word.encode()), word.encode()) for word in words)
+        reader = hiredis.Reader(encoding="utf-8")
+        with socket.create_connection((LOOPBACK, self.port), timeout=10) as connection:
+            connection.sendall(request)
+            while (reply := reader.gets()) is False:
+                data = connection.recv(1 << 20)
+                if not data:
+                    raise AssertionError(f"redis-server closed before answering {words}")
+                reader.feed(data)
+        return reply
 
 
 def start_memcached(case: Case) -> int:

@@ -128,6 +128,19 @@ class FailoverTests(GroupTestCase):
         self.assertIn(f"upstream 0: connected to {B} (failover from {A})", self.logged)
         self.assertEqual(pool.group.strategy.active, B)
 
+    def test_send_commands_unanswered_when_the_address_died_are_counted(self) -> None:
+        # With resp, /send replies are consumed (send_replies check): the
+        # bridge knows which 202 commands the dead server never answered.
+        pool, addresses, _ = self.start(BASE.with_values(reply_framing="resp"))
+        pool.send(Lines(2, b"RPUSH k a\r\nRPUSH k b\r\n"))
+        pool.send(line("RPUSH k c"))
+        addresses[A].last.feed(b":1\r\n")  # the first command is answered
+        addresses.down(A)
+        self.assertEqual(pool.totals().send_unconfirmed, 2)
+        self.assertIn("upstream 0: the connection ended before the replies to 2 POST /send "
+                      "commands came; the upstream may or may not have processed them",
+                      self.logged)
+
     def test_each_address_backs_off_on_its_own(self) -> None:
         addresses = FakeAddresses(default=REFUSE)
         pool, addresses, clock = self.start(BASE, addresses)

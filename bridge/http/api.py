@@ -321,6 +321,7 @@ class BridgeAPI:
                 "handshake_failures": totals.handshake_failures,
                 "heartbeat_failures": totals.heartbeat_failures,
                 "desyncs": totals.desyncs,
+                "send_unconfirmed": totals.send_unconfirmed,
             },
             "events": {"subscribers": self.events.subscribers,
                        "published": self.events.published, "dropped": self.events.dropped},
