@@ -131,6 +131,7 @@ class FakeEndpoint:
         self.attempts = 0
         self.connections: list[FakeConnection] = []
         self.hanging: list[Deferred[Any]] = []
+        self._hanging_factories: list[IProtocolFactory] = []
 
     def connect(self, factory: IProtocolFactory) -> Deferred[Any]:
         self.attempts += 1
@@ -138,19 +139,30 @@ class FakeEndpoint:
         if outcome == HANG:
             attempt: Deferred[Any] = Deferred()
             self.hanging.append(attempt)
+            self._hanging_factories.append(factory)
             return attempt
         if outcome == REFUSE:
             return fail(ConnectionRefusedError("Connection refused"))
         if isinstance(outcome, Exception):
             return fail(outcome)
         assert outcome == CONNECT, outcome
+        return succeed(self._connected(factory))
+
+    def _connected(self, factory: IProtocolFactory) -> IProtocol:
         protocol = factory.buildProtocol(UPSTREAM)
         assert protocol is not None
         transport = HalfClosingTransport() if self.half_close else RecordingTransport()
         transport.protocol = protocol
         protocol.makeConnection(transport)
         self.connections.append(FakeConnection(transport, protocol))
-        return succeed(protocol)
+        return protocol
+
+    def finish_hanging(self) -> None:
+        """The oldest attempt still hanging connects after all."""
+        attempt = self.hanging.pop(0)
+        factory = self._hanging_factories.pop(0)
+        if not attempt.called:
+            attempt.callback(self._connected(factory))
 
     @property
     def last(self) -> FakeConnection:

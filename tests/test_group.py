@@ -276,6 +276,24 @@ class FailoverTests(GroupTestCase):
         self.assertEqual(old.transport.after_half_close, b"")
         self.assertEqual(pool.members[0].counters.disconnects, 2)
 
+    def test_a_member_ready_where_it_is_no_longer_wanted_moves_afterwards(self) -> None:
+        # Its attempt to B hangs while the group fails back to A; when it
+        # completes, the member is moved once ClientService counts it connected.
+        addresses = FakeAddresses()
+        addresses.down(A)
+        addresses[B].default = HANG
+        pool, addresses, clock = self.start(BASE.with_values(failback_after=1.0), addresses)
+        clock.advance(0)
+        self.assertEqual(addresses.attempts(), {A: 1, B: 1})
+        addresses.up(A)
+        clock.pump([1.0, 1.0])  # A probed at 1 and 2: active again
+        self.assertEqual(pool.group.strategy.active, A)
+        addresses[B].finish_hanging()
+        self.assertEqual(self.where(pool), [B])
+        clock.advance(0)
+        self.assertEqual(self.where(pool), [A])
+        addresses[B].last.peer_closes()
+
     def test_the_events_connection_follows_the_failback(self) -> None:
         config = BASE.with_values(failback_after=1.0, events_subscribe=("SUBSCRIBE news",))
         pool, addresses, clock = self.start(config)

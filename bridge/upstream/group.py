@@ -90,6 +90,7 @@ class AddressGroup:
         self._seen: dict[str, int] = {}
         self._members: list[GroupMember] = []
         self._moving: GroupMember | None = None
+        self._rebalance_call: IDelayedCall | None = None
         self._probe_calls: dict[str, IDelayedCall] = {}
         self._probes: dict[str, Deferred[None]] = {}
         self.running = False
@@ -148,6 +149,9 @@ class AddressGroup:
         """No more probes or moves (shutdown, or the pool stops)."""
         self.running = False
         self._moving = None
+        if self._rebalance_call is not None and self._rebalance_call.active():
+            self._rebalance_call.cancel()
+        self._rebalance_call = None
         for call in self._probe_calls.values():
             if call.active():
                 call.cancel()
@@ -267,6 +271,8 @@ class AddressGroup:
 
     def _changed(self) -> None:
         """After any news: re-decide the active address, probes and moves."""
+        if isinstance(self.strategy, Single):
+            return  # one address: nothing to decide
         self._settle()
         back = self.strategy.failback(self, self._clock.seconds())
         if back is not None:
@@ -276,10 +282,14 @@ class AddressGroup:
                 seconds=self._clock.seconds() - (self._health[back[1]].healthy_since or 0.0),
             )
         self._plan_probes()
-        self._rebalance()
+        if self.running and self._rebalance_call is None:
+            # Not now: the news may come from a member getting ready, which
+            # ClientService does not count as connected until it returns.
+            self._rebalance_call = self._clock.callLater(0, self._rebalance)
 
     def _rebalance(self) -> None:
         """Move one misplaced member; the next once that one is connected."""
+        self._rebalance_call = None
         if not self.running or self._moving is not None:
             return
         for member in self._members:

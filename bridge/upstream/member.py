@@ -15,11 +15,10 @@ once, to the address the group chooses then (failback, rebalance,
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
 from typing import Any, Callable
 
 from twisted.application.internet import ClientService
-from twisted.internet.defer import CancelledError, Deferred, DeferredList
+from twisted.internet.defer import CancelledError, Deferred, gatherResults
 from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import IDelayedCall, IReactorTime, IStreamClientEndpoint
 from twisted.internet.protocol import Factory
@@ -30,6 +29,7 @@ from bridge.config import Config
 from bridge.errors import NotConnectedError
 from bridge.upstream.backoff import Backoff
 from bridge.upstream.connector import Connector, Guard
+from bridge.upstream.departures import Departures
 from bridge.upstream.fence import Fence
 from bridge.upstream.group import AddressGroup
 from bridge.upstream.handshake import Handshake, HandshakeError
@@ -53,15 +53,6 @@ SUBSCRIBER = "subscriber"  # the events_subscribe connection
 #: max_connection_age is shortened by up to this fraction, at random, so that
 #: connections made together are not all replaced together.
 AGE_JITTER = 0.1
-
-
-@dataclass
-class _Leaving:
-    """A connection the member moved away from, still draining."""
-
-    address: str | None
-    timer: IDelayedCall
-    closed: Deferred[None]
 
 
 class _ProtocolFactory(Factory):
@@ -138,7 +129,7 @@ class UpstreamMember:
         self._connected_address: str | None = None  # where the last ready connection was
         self._moving: str | None = None  # why the member is moving, until it reconnects
         self._age_timer: IDelayedCall | None = None
-        self._leaving: dict[UpstreamProtocol, _Leaving] = {}
+        self._departures = Departures(clock, config.stale_timeout, name)
         self._handshake = Handshake(
             config.handshake, config.handshake_expect, config.handshake_timeout,
             config.delimiter_bytes, config.greeting_expect,
@@ -161,11 +152,7 @@ class UpstreamMember:
     def stop(self) -> Deferred[None]:
         self.state = STOPPED
         self._cancel_age_timer()
-        for protocol, leaving in list(self._leaving.items()):
-            if leaving.timer.active():
-                leaving.timer.cancel()
-            if protocol.transport is not None and not protocol.lost:
-                protocol.transport.loseConnection()
+        self._departures.close_all()
         stopped: Deferred[None] = self.service.stopService()
         return stopped
 
@@ -302,9 +289,8 @@ class UpstreamMember:
         self._group.connected(self, address)
 
     def _lost(self, protocol: UpstreamProtocol, reason: Failure) -> None:
-        if protocol in self._leaving:
-            self._left(protocol)
-            return
+        if protocol in self._departures:
+            return  # moved away from: see bridge.upstream.departures
         if self.protocol is protocol:
             self.protocol = None
         self._cancel_age_timer()
@@ -349,37 +335,15 @@ class UpstreamMember:
         self._cancel_age_timer()
         self.connected_since = None
         self._moving = why
-        closed: Deferred[None] = Deferred()
-        protocol.lost_listeners.append(lambda reason: closed.callback(None))
-        # A server that ignores the half-close would hold the connection open
-        # forever: after stale_reply_timeout it is closed.
-        timer = self._clock.callLater(self.config.stale_timeout, self._overdue, protocol)
-        self._leaving[protocol] = _Leaving(self._connected_address, timer, closed)
+        address = self._connected_address
         self.log.info(
             "upstream {member}: moving from {address} ({why}); its connection drains "
             "({pending} replies due) while a new one is made",
-            member=self.name, address=self._connected_address, why=why,
-            pending=protocol.pending,
+            member=self.name, address=address, why=why, pending=protocol.pending,
         )
-        guard.detach()  # ClientService connects anew (see _next_delay)
-        protocol.drain()
+        guard.detach()  # ClientService connects anew (see _next_delay) ...
+        self._departures.add(protocol, address)  # ... while this one drains
         return True
-
-    def _overdue(self, protocol: UpstreamProtocol) -> None:
-        leaving = self._leaving.get(protocol)
-        if leaving is not None and not protocol.lost:
-            protocol.abort(
-                f"the old connection to {leaving.address} did not close within "
-                f"{self.config.stale_timeout:g} s of its half-close (stale_reply_timeout)"
-            )
-
-    def _left(self, protocol: UpstreamProtocol) -> None:
-        leaving = self._leaving.pop(protocol)
-        if leaving.timer.active():
-            leaving.timer.cancel()
-        self.counters.disconnects += 1
-        self.log.info("upstream {member}: the old connection to {address} drained and closed",
-                      member=self.name, address=leaving.address)
 
     def _aged(self, protocol: UpstreamProtocol) -> None:
         self._age_timer = None
@@ -400,7 +364,7 @@ class UpstreamMember:
         self.protocol = None
         self.state = DRAINING
         self._cancel_age_timer()
-        waits = [leaving.closed for leaving in self._leaving.values()]
+        waits = [self._departures.wait()]
         if protocol is not None:
             self.log.info(
                 "upstream {member}: flushing {unsent} bytes and closing the write side",
@@ -408,15 +372,14 @@ class UpstreamMember:
             )
             waits.append(protocol.drain())
         done: Deferred[None] = Deferred()
-        DeferredList(waits).addCallback(lambda _: done.callback(None))
+        gatherResults(waits).addCallback(lambda _: done.callback(None))
         return done
 
     def abort(self) -> None:
         """Grace is over: close whatever is left at once."""
         if self._attempt is not None and not self._attempt.lost and self._attempt.ready:
             self._attempt.abort("shutdown_grace is over")
-        for protocol in list(self._leaving):
-            protocol.abort("shutdown_grace is over")
+        self._departures.abort_all("shutdown_grace is over")
 
     def _next_delay(self, failed_attempts: int) -> float:
         if self._moving is not None and self.state == CONNECTED:
