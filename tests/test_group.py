@@ -342,6 +342,35 @@ class FailoverTests(GroupTestCase):
         addresses[B].last.feed(b"+OK\r\n")
         self.assertEqual(self.where(pool), [B])
 
+    def test_probes_pass_the_handshake_too(self) -> None:
+        config = BASE.with_values(handshake=("AUTH secret",), handshake_expect="^\\+OK",
+                                  failback_after=1.0)
+        pool, addresses, clock = self.start(config)
+        addresses[A].last.feed(b"+OK\r\n")
+        clock.advance(10)
+        addresses.down(A)
+        clock.advance(0)
+        addresses[B].last.feed(b"+OK\r\n")
+        self.assertEqual(self.where(pool), [B])
+        addresses.up(A)
+        clock.advance(1.0)  # the probe connects, sends the handshake...
+        probe = addresses[A].last
+        self.assertEqual(probe.take(), b"AUTH secret\r\n")
+        probe.feed(b"-ERR invalid password\r\n")  # ...which is refused
+        self.assertFalse(probe.open)
+        self.assertFalse(self.row(pool, A)["healthy"])
+        self.assertIn("handshake line 1 (AUTH ***)", self.row(pool, A)["last_error"])
+        clock.advance(2.0)  # the next probe, 2 s later, is accepted
+        addresses[A].last.feed(b"+OK\r\n")
+        self.assertFalse(addresses[A].last.open)  # closed once it passed
+        self.assertTrue(self.row(pool, A)["healthy"])
+        clock.advance(1.0)  # and the next one: healthy for failback_after
+        addresses[A].last.feed(b"+OK\r\n")
+        clock.advance(0)
+        member_connection = addresses[A].last
+        member_connection.feed(b"+OK\r\n")  # the member's own handshake
+        self.assertEqual(self.where(pool), [A])
+
     def test_a_connection_out_of_step_marks_the_address(self) -> None:
         config = BASE.with_values(reply_framing="resp")
         pool, addresses, clock = self.start(config)
