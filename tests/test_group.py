@@ -19,12 +19,15 @@ from bridge.upstream.lines import Lines
 from bridge.upstream.member import CONNECTED
 from bridge.upstream.pool import UpstreamPool
 from tests.fakes_upstream import (
+    CONNECT,
     HANG,
     REFUSE,
     FakeAddresses,
     FakeConnection,
+    FakeEndpoint,
     FakeResolver,
     make_group_pool,
+    make_pool,
     texts,
 )
 
@@ -431,8 +434,8 @@ class RoundRobinTests(GroupTestCase):
         addresses.up(B)
         clock.advance(1.0)  # B's probe passes: members 1 and 3 go back, one at a time
         self.assertEqual(self.where(pool), [A, B, A, B])
-        self.assertIn(f"upstream 1: moving from {A} (rebalance to {B}); its connection "
-                      "drains (0 replies due) while a new one is made", self.logged)
+        self.assertIn(f"upstream 1: replacing its connection to {A} (rebalance to {B}); it "
+                      "serves until the new one is ready", self.logged)
         self.assertIn(f"upstream 3: connected to {B} (moved from {A})", self.logged)
         moved = [c for c in addresses[A].connections if c.transport.write_closed]
         self.assertEqual(len(moved), 2)
@@ -556,16 +559,16 @@ class MaxConnectionAgeTests(GroupTestCase):
         first.feed(b"v\r\n")
         self.assertEqual(texts(self.successResultOf(replies)), [b"v"])
         first.peer_closes()
-        self.assertIn("upstream 0: moving from 10.0.0.1:6379 (older than max_connection_age, "
-                      "100 s); its connection drains (1 replies due) while a new one is made",
+        self.assertIn("upstream 0: replacing its connection to 10.0.0.1:6379 (older than "
+                      "max_connection_age, 100 s); it serves until the new one is ready",
+                      self.logged)
+        self.assertIn("upstream 0: draining the old connection to 10.0.0.1:6379 (1 replies due)",
                       self.logged)
         clock.advance(95.0)  # and the new one in its turn
         self.assertIsNot(self.connection_of(pool, addresses, 0), second)
         second.peer_closes()
 
     def test_with_a_single_upstream_too(self) -> None:
-        from tests.fakes_upstream import FakeEndpoint, make_pool
-
         endpoint = FakeEndpoint(half_close=True)
         pool, clock, _ = make_pool(Config().with_values(max_connection_age=10.0), endpoint)
         pool.startService()
@@ -575,6 +578,55 @@ class MaxConnectionAgeTests(GroupTestCase):
         endpoint.connections[0].peer_closes()
         self.successResultOf(pool.stopService())
         self.assertEqual(clock.getDelayedCalls(), [])
+
+    def single(self, endpoint: FakeEndpoint, **values: Any) -> tuple[UpstreamPool, Clock]:
+        pool, clock, _ = make_pool(Config().with_values(**values), endpoint)
+        pool.startService()
+        self.addCleanup(self.stop, pool, clock)
+        return pool, clock
+
+    def test_a_pool_of_one_is_replaced_without_a_moment_of_503s(self) -> None:
+        endpoint = FakeEndpoint(CONNECT, HANG, half_close=True)
+        pool, clock = self.single(endpoint, max_connection_age=10.0)
+        old = endpoint.last
+        clock.advance(10.0)  # the new connection is under way...
+        self.assertEqual(pool.members[0].state, CONNECTED)
+        pool.send(line("a"))  # ...and the old one still serves
+        self.assertEqual(old.take(), b"a\r\n")
+        endpoint.finish_hanging()
+        new = endpoint.last
+        self.assertTrue(old.transport.write_closed)
+        pool.send(line("b"))
+        self.assertEqual((old.take(), new.take()), (b"", b"b\r\n"))
+        old.peer_closes()
+
+    def test_a_failed_replacement_keeps_the_old_connection(self) -> None:
+        endpoint = FakeEndpoint(CONNECT, REFUSE, half_close=True)
+        pool, clock = self.single(endpoint, max_connection_age=10.0)
+        old = endpoint.last
+        clock.advance(10.0)
+        self.assertEqual(pool.members[0].state, CONNECTED)
+        self.assertIn("upstream 0: connection refused by localhost:65432; next attempt in 1 s "
+                      "(the connection to localhost:65432 still serves)", self.logged)
+        pool.send(line("a"))
+        self.assertEqual(old.take(), b"a\r\n")
+        clock.advance(1.0)
+        self.assertTrue(old.transport.write_closed)
+        self.assertEqual(len(endpoint.connections), 2)
+        old.peer_closes()
+
+    def test_the_old_connection_lost_while_replacing(self) -> None:
+        endpoint = FakeEndpoint(CONNECT, HANG, half_close=True)
+        pool, clock = self.single(endpoint, max_connection_age=10.0)
+        clock.advance(10.0)
+        endpoint.last.peer_closes()
+        member = pool.members[0]
+        self.assertEqual((member.state, member.protocol), ("connecting", None))
+        self.assertRaises(NotConnectedError, pool.send, line("a"))
+        endpoint.finish_hanging()
+        self.assertEqual(member.state, CONNECTED)
+        pool.send(line("a"))
+        self.assertEqual(endpoint.last.take(), b"a\r\n")
 
     def test_off_by_default(self) -> None:
         _pool, addresses, clock = self.start(BASE)

@@ -1,8 +1,8 @@
 """Connections a member moved away from, draining in the background.
 
 A member that moves (failback, rebalance, ``max_connection_age``) hands its
-connection over here and connects anew at once.  The old connection takes no
-new work and is half-closed after what was written, as on shutdown: the
+old connection over here once the new one is ready.  The old connection takes
+no new work and is half-closed after what was written, as on shutdown: the
 upstream processes every line it received, and the replies still due reach
 their callers.  A server that ignores the half-close would keep the
 connection open forever: after ``limit`` seconds it is closed.
@@ -48,6 +48,9 @@ class Departures:
         timer = self._clock.callLater(self._limit, self._overdue, protocol)
         self._departing[protocol] = _Departing(address, timer, Deferred())
         protocol.lost_listeners.append(lambda reason: self._gone(protocol))
+        self.log.info("upstream {member}: draining the old connection to {address} "
+                      "({pending} replies due)", member=self._member, address=address,
+                      pending=protocol.pending)
         protocol.drain()
 
     def _gone(self, protocol: UpstreamProtocol) -> None:

@@ -6,10 +6,12 @@ protocol or None, the state, when the next attempt is due, and counters.
 
 Each attempt goes to the address the member's group chooses
 (:mod:`bridge.upstream.group`), which hears how it went.  A member can also
-*move*: its connection stops taking work and drains in the background (as on
-shutdown: half-closed, replies still delivered) while a new one is made at
-once, to the address the group chooses then (failback, rebalance,
-``max_connection_age``).
+*move* (failback, rebalance, ``max_connection_age``): a new connection is made
+at once, to the address the group chooses then, while the old one still
+serves; once the new one is ready, the old one takes no more work and drains
+in the background as on shutdown (half-closed, replies still delivered; see
+:mod:`bridge.upstream.departures`).  So a member of a pool of one moves
+without a moment of 503s.
 """
 
 from __future__ import annotations
@@ -127,7 +129,12 @@ class UpstreamMember:
         self._attempt_address: str | None = None
         self._attempt_started_at = 0.0
         self._connected_address: str | None = None  # where the last ready connection was
-        self._moving: str | None = None  # why the member is moving, until it reconnects
+        #: While moving: the old connection, still serving until the new one is ready.
+        self._replacing: UpstreamProtocol | None = None
+        self._detaching = False  # retire() is telling ClientService to connect anew
+        self._detached = False  # ClientService counts that as a failed attempt, until ready
+        self._attempting = False  # a connection attempt (or its handshake) is under way
+        self._draining: UpstreamProtocol | None = None  # the connection drain() closes
         self._age_timer: IDelayedCall | None = None
         self._departures = Departures(clock, config.stale_timeout, name)
         self._handshake = Handshake(
@@ -153,6 +160,9 @@ class UpstreamMember:
         self.state = STOPPED
         self._cancel_age_timer()
         self._departures.close_all()
+        replacing, self._replacing = self._replacing, None
+        if replacing is not None and replacing.transport is not None and not replacing.lost:
+            replacing.transport.loseConnection()  # no longer ClientService's to close
         stopped: Deferred[None] = self.service.stopService()
         return stopped
 
@@ -186,8 +196,11 @@ class UpstreamMember:
     # -- AttemptObserver (called by the Connector) ------------------------------
 
     def attempt_started(self) -> None:
-        if self.state != DRAINING:  # a retry timer set before the drain began
+        # DRAINING: a retry timer set before the drain began; a member moving
+        # stays connected through its old connection meanwhile.
+        if self.state != DRAINING and self._replacing is None:
             self.state = CONNECTING
+        self._attempting = True
         self.counters.attempts += 1
         self.attempts_since_success += 1
         self.retry_at = None
@@ -195,7 +208,9 @@ class UpstreamMember:
         self._attempt_started_at = self._clock.seconds()
 
     def target_chosen(self, target: Target) -> None:
-        self.address = self._attempt_address = target.name
+        self._attempt_address = target.name
+        if self._replacing is None:
+            self.address = target.name
         self.log.info(
             "upstream {member}: connecting to {address} (attempt {attempt})",
             member=self.name, address=target.name, attempt=self.attempts_since_success,
@@ -203,6 +218,7 @@ class UpstreamMember:
 
     def attempt_failed(self, reason: str, cancelled: bool = False) -> None:
         self.last_error = reason
+        self._attempting = False
         if not cancelled:
             self._group.attempt_failed(self, self._attempt_address, reason,
                                        self._attempt_started_at)
@@ -225,6 +241,7 @@ class UpstreamMember:
             self._ready(protocol)
 
         def rejected(failure: Failure) -> Failure:
+            self._attempting = False
             self.counters.handshake_failures += 1
             if failure.check(HandshakeError):
                 self.last_error = str(failure.value)
@@ -242,6 +259,7 @@ class UpstreamMember:
         return done
 
     def _ready(self, protocol: UpstreamProtocol) -> None:
+        self._attempting = False
         protocol.ready = True
         protocol.lost_listeners.append(lambda reason: self._lost(protocol, reason))
         if self.state == DRAINING:
@@ -250,10 +268,14 @@ class UpstreamMember:
             assert protocol.transport is not None
             protocol.transport.loseConnection()
             return
+        self._detached = False
+        old, self._replacing = self._replacing, None
+        if old is not None:
+            # The new connection is ready: the old one takes no more work.
+            self._departures.add(old, self._connected_address)
         self.protocol = protocol
         self._guard = self._attempt_guard
         self._reconnect_at_once = False
-        self._moving = None
         self.state = CONNECTED
         self.connected_since = self._clock.seconds()
         self.attempts_since_success = 0
@@ -262,6 +284,7 @@ class UpstreamMember:
         self.retry_at = None
         self.counters.connects += 1
         address = self._attempt_address or self._group.label
+        self.address = address
         previous, self._connected_address = self._connected_address, address
         self.log.info(
             "upstream {member}: connected to {address}{handshake}{note}",
@@ -293,6 +316,13 @@ class UpstreamMember:
             return  # moved away from: see bridge.upstream.departures
         if self.protocol is protocol:
             self.protocol = None
+        replaced = protocol is self._replacing
+        if replaced:
+            # Lost while its successor was on the way: ClientService, told at
+            # retire(), is already making that one; the member just waits.
+            self._replacing = None
+            if self.state == CONNECTED:
+                self.state = CONNECTING if self._attempting else WAITING
         self._cancel_age_timer()
         self.connected_since = None
         self.counters.disconnects += 1
@@ -308,7 +338,8 @@ class UpstreamMember:
         # A connection that had been up a while reconnects at once: the
         # upstream probably restarted (backoff starts with the next failure).
         connected_for = self._clock.seconds() - protocol.connected_at
-        self._reconnect_at_once = connected_for >= max(1.0, self.config.backoff_initial)
+        self._reconnect_at_once = (not replaced
+                                   and connected_for >= max(1.0, self.config.backoff_initial))
         if self.state == DRAINING:
             self.log.info("upstream {member}: drained and closed", member=self.name)
         elif self.state != STOPPED:
@@ -324,25 +355,23 @@ class UpstreamMember:
     # -- moving to a new connection ------------------------------------------------
 
     def retire(self, why: str) -> bool:
-        """Move to a new connection: this one takes no new work and drains in
-        the background (half-closed; replies still come and reach their
-        callers), while a new one is made at once, to the address the group
-        chooses then.  False when there is no ready connection to move."""
+        """Move to a new connection, made at once to the address the group
+        chooses then; this one serves until the new one is ready, then drains
+        (:mod:`bridge.upstream.departures`).  False when there is no ready
+        connection to move, or a move is under way."""
         protocol, guard = self.protocol, self._guard
-        if protocol is None or guard is None or self.state != CONNECTED:
+        if (protocol is None or guard is None or self.state != CONNECTED
+                or self._replacing is not None):
             return False
-        self.protocol = None
+        self._replacing = protocol
         self._cancel_age_timer()
-        self.connected_since = None
-        self._moving = why
-        address = self._connected_address
         self.log.info(
-            "upstream {member}: moving from {address} ({why}); its connection drains "
-            "({pending} replies due) while a new one is made",
-            member=self.name, address=address, why=why, pending=protocol.pending,
+            "upstream {member}: replacing its connection to {address} ({why}); it serves "
+            "until the new one is ready", member=self.name, address=self._connected_address,
+            why=why,
         )
-        guard.detach()  # ClientService connects anew (see _next_delay) ...
-        self._departures.add(protocol, address)  # ... while this one drains
+        self._detaching = self._detached = True
+        guard.detach()  # ClientService connects anew, at once (see _next_delay)
         return True
 
     def _aged(self, protocol: UpstreamProtocol) -> None:
@@ -362,6 +391,8 @@ class UpstreamMember:
         (and wait for connections it moved away from to finish draining)."""
         protocol = self.protocol
         self.protocol = None
+        self._replacing = None  # it drains like any other, and its successor is not wanted
+        self._draining = protocol
         self.state = DRAINING
         self._cancel_age_timer()
         waits = [self._departures.wait()]
@@ -377,17 +408,18 @@ class UpstreamMember:
 
     def abort(self) -> None:
         """Grace is over: close whatever is left at once."""
-        if self._attempt is not None and not self._attempt.lost and self._attempt.ready:
-            self._attempt.abort("shutdown_grace is over")
+        for protocol in (self._draining, self._attempt):
+            if protocol is not None and not protocol.lost and protocol.ready:
+                protocol.abort("shutdown_grace is over")
         self._departures.abort_all("shutdown_grace is over")
 
     def _next_delay(self, failed_attempts: int) -> float:
-        if self._moving is not None and self.state == CONNECTED:
+        if self._detaching:
             # retire() detached the connection: the new one is made at once.
-            self.state = WAITING
-            self.current_delay = 0.0
-            self.retry_at = self._clock.seconds()
+            self._detaching = False
             return 0.0
+        if self._detached:
+            failed_attempts -= 1  # the move was no failure
         if self._reconnect_at_once:
             # failed_attempts counts the lost connection as the first failure.
             delay = (self._backoff.at_once() if failed_attempts == 1
@@ -411,12 +443,17 @@ class UpstreamMember:
             # the other members drain; stopService cancels this retry.
             return max(delay, 3600.0)
         if self.state not in (STOPPED, DRAINING):
-            self.state = WAITING
+            serving = ""
+            if self._replacing is not None:
+                serving = f" (the connection to {self._connected_address} still serves)"
+            else:
+                self.state = WAITING
             level = LogLevel.warn if self._handshake_failed else LogLevel.info
             self._handshake_failed = False
             self.log.emit(
-                level, "upstream {member}: {error}; next attempt in {delay:.3g} s",
+                level, "upstream {member}: {error}; next attempt in {delay:.3g} s{serving}",
                 member=self.name, error=self.last_error or "not connected", delay=delay,
+                serving=serving,
             )
         return delay
 
