@@ -32,7 +32,9 @@ from bridge.addresses import (
 __all__ = [
     "AddressError",
     "client_endpoint",
+    "host_and_port",
     "is_loopback_listen",
+    "literal_spec",
     "server_description",
     "server_endpoint",
     "split_shorthand",
@@ -90,6 +92,28 @@ def client_endpoint(reactor: Any, spec: str, connect_timeout: float) -> IStreamC
     if address.version == 6:
         return TCP6ClientEndpoint(reactor, host, port, timeout=timeout)
     return TCP4ClientEndpoint(reactor, host, port, timeout=timeout)
+
+
+def host_and_port(spec: str) -> tuple[str, int] | None:
+    """``(host, port)`` when ``spec`` is ``HOST:PORT`` with a host *name*
+    (one that resolves to addresses); None for a literal IP address or an
+    endpoint string, which are one address each."""
+    spec = spec.strip()
+    if is_endpoint_string(spec):
+        return None
+    parts = split_shorthand(spec)
+    if parts is None or not parts[0]:
+        return None
+    try:
+        ipaddress.ip_address(parts[0])
+    except ValueError:
+        return parts
+    return None
+
+
+def literal_spec(ip: str, port: int) -> str:
+    """The ``HOST:PORT`` shorthand for a resolved IP address (IPv6 in brackets)."""
+    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
 
 
 def validate_client(spec: str) -> str:

@@ -63,6 +63,9 @@ class _PoolCollector(Collector):
              totals.attempts),
             ("bridge_upstream_desyncs", "Connections closed because replies were out of step",
              totals.desyncs),
+            ("bridge_send_unconfirmed", "POST /send commands whose replies were still due "
+             "when their connection ended (the upstream may not have processed them)",
+             totals.send_unconfirmed),
             ("bridge_events_published", "Events published to GET /events",
              self._events.published),
             ("bridge_events_dropped", "GET /events subscribers dropped for not reading",
@@ -89,6 +92,30 @@ class _PoolCollector(Collector):
             gauge = GaugeMetricFamily(name, documentation)
             gauge.add_metric([], number)
             yield gauge
+        yield from self._per_address()
+
+    def _per_address(self) -> Iterator[Any]:
+        """One series per upstream address (a group's, or the one upstream)."""
+        rows = self._pool.address_status()
+        families: list[tuple[Any, str, str, Callable[[dict[str, Any]], float]]] = [
+            (CounterMetricFamily, "bridge_upstream_address_connects",
+             "Connections established (ready) per upstream address",
+             lambda row: row["connects"]),
+            (CounterMetricFamily, "bridge_upstream_address_failures",
+             "Failed attempts, handshakes and probes, and connections closed as out of "
+             "step, per upstream address", lambda row: row["failures"]),
+            (GaugeMetricFamily, "bridge_upstream_address_connected_members",
+             "Pool members connected per upstream address",
+             lambda row: len(row["connected_members"])),
+            (GaugeMetricFamily, "bridge_upstream_address_healthy",
+             "1 when the upstream address has not failed since its last success",
+             lambda row: 1 if row["healthy"] else 0),
+        ]
+        for kind, name, documentation, value in families:
+            family = kind(name, documentation, labels=["address"])
+            for row in rows:
+                family.add_metric([str(row["address"])], value(row))
+            yield family
 
 
 class Metrics:

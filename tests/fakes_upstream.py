@@ -12,10 +12,18 @@ import itertools
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
-from twisted.internet.address import IPv4Address
+from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.error import ConnectionRefusedError
-from twisted.internet.interfaces import IProtocol, IProtocolFactory, IStreamClientEndpoint
+from twisted.internet.interfaces import (
+    IAddress,
+    IHostnameResolver,
+    IHostResolution,
+    IProtocol,
+    IProtocolFactory,
+    IResolutionReceiver,
+    IStreamClientEndpoint,
+)
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransportWithDisconnection
 from zope.interface import implementer
@@ -64,6 +72,24 @@ class RecordingTransport(StringTransportWithDisconnection):
         return bool(self.disconnected)
 
 
+class HalfClosingTransport(RecordingTransport):
+    """Half-closes as TCP does: ``loseWriteConnection()`` only records it; the
+    connection ends when the peer closes (``FakeConnection.peer_closes``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.write_closed = False
+        self.after_half_close = b""
+
+    def write(self, data: bytes) -> None:
+        if self.write_closed:
+            self.after_half_close += data  # a bug: nothing may follow the FIN
+        super().write(data)
+
+    def loseWriteConnection(self) -> None:
+        self.write_closed = True
+
+
 @dataclass
 class FakeConnection:
     """One connection the endpoint made: the bridge's side of a socket."""
@@ -97,12 +123,15 @@ class FakeConnection:
 class FakeEndpoint:
     """Each ``connect()`` takes the next planned outcome, else ``default``."""
 
-    def __init__(self, *outcomes: Outcome, default: Outcome = CONNECT) -> None:
+    def __init__(self, *outcomes: Outcome, default: Outcome = CONNECT,
+                 half_close: bool = False) -> None:
         self.outcomes: list[Outcome] = list(outcomes)
         self.default = default
+        self.half_close = half_close
         self.attempts = 0
         self.connections: list[FakeConnection] = []
         self.hanging: list[Deferred[Any]] = []
+        self._hanging_factories: list[IProtocolFactory] = []
 
     def connect(self, factory: IProtocolFactory) -> Deferred[Any]:
         self.attempts += 1
@@ -110,23 +139,125 @@ class FakeEndpoint:
         if outcome == HANG:
             attempt: Deferred[Any] = Deferred()
             self.hanging.append(attempt)
+            self._hanging_factories.append(factory)
             return attempt
         if outcome == REFUSE:
             return fail(ConnectionRefusedError("Connection refused"))
         if isinstance(outcome, Exception):
             return fail(outcome)
         assert outcome == CONNECT, outcome
+        return succeed(self._connected(factory))
+
+    def _connected(self, factory: IProtocolFactory) -> IProtocol:
         protocol = factory.buildProtocol(UPSTREAM)
         assert protocol is not None
-        transport = RecordingTransport()
+        transport = HalfClosingTransport() if self.half_close else RecordingTransport()
         transport.protocol = protocol
         protocol.makeConnection(transport)
         self.connections.append(FakeConnection(transport, protocol))
-        return succeed(protocol)
+        return protocol
+
+    def finish_hanging(self) -> None:
+        """The oldest attempt still hanging connects after all."""
+        attempt = self.hanging.pop(0)
+        factory = self._hanging_factories.pop(0)
+        if not attempt.called:
+            attempt.callback(self._connected(factory))
 
     @property
     def last(self) -> FakeConnection:
         return self.connections[-1]
+
+    @property
+    def open_connections(self) -> list[FakeConnection]:
+        return [connection for connection in self.connections if connection.open]
+
+
+class FakeAddresses:
+    """The endpoint factory of a fake upstream group: one :class:`FakeEndpoint`
+    per address (``spec`` as the group passes it: ``10.0.0.1:6379``), made
+    on first use, every one with half-closing transports.  ``down(spec)``
+    refuses new connections (and, with ``drop``, closes the open ones as a
+    dying server would); ``up(spec)`` accepts them again."""
+
+    def __init__(self, default: Outcome = CONNECT) -> None:
+        self.default = default
+        self.endpoints: dict[str, FakeEndpoint] = {}
+
+    def __call__(self, spec: str) -> FakeEndpoint:
+        endpoint = self.endpoints.get(spec)
+        if endpoint is None:
+            endpoint = self.endpoints[spec] = FakeEndpoint(default=self.default, half_close=True)
+        return endpoint
+
+    def __getitem__(self, spec: str) -> FakeEndpoint:
+        return self(spec)
+
+    def down(self, spec: str, drop: bool = True) -> None:
+        self[spec].default = REFUSE
+        if drop:
+            for connection in self[spec].open_connections:
+                connection.peer_closes()
+
+    def up(self, spec: str) -> None:
+        self[spec].default = CONNECT
+
+    def attempts(self) -> dict[str, int]:
+        return {spec: endpoint.attempts for spec, endpoint in self.endpoints.items()}
+
+    def open_counts(self) -> dict[str, int]:
+        return {spec: len(endpoint.open_connections)
+                for spec, endpoint in self.endpoints.items()}
+
+
+@implementer(IHostResolution)
+@dataclass
+class _Resolution:
+    name: str
+
+    def cancel(self) -> None:
+        raise NotImplementedError("not cancellable (as Twisted's own resolvers)")
+
+
+@implementer(IHostnameResolver)
+class FakeResolver:
+    """An IHostnameResolver answering from ``answers`` (host name -> IP
+    texts), at once; while ``hold`` is set, answers wait for ``release()``.
+    ``lookups`` lists every name asked, in order."""
+
+    def __init__(self, answers: dict[str, list[str]] | None = None) -> None:
+        self.answers: dict[str, list[str]] = dict(answers or {})
+        self.lookups: list[str] = []
+        self.hold = False
+        self._held: list[tuple[IResolutionReceiver, str, int]] = []
+
+    def resolveHostName(
+        self,
+        resolutionReceiver: IResolutionReceiver,  # noqa: N803
+        hostName: str,  # noqa: N803
+        portNumber: int = 0,  # noqa: N803
+        addressTypes: Sequence[type[IAddress]] | None = None,  # noqa: N803
+        transportSemantics: str = "TCP",  # noqa: N803
+    ) -> IHostResolution:
+        self.lookups.append(hostName)
+        resolution = _Resolution(hostName)
+        resolutionReceiver.resolutionBegan(resolution)
+        if self.hold:
+            self._held.append((resolutionReceiver, hostName, portNumber))
+        else:
+            self._answer(resolutionReceiver, hostName, portNumber)
+        return resolution
+
+    def release(self) -> None:
+        held, self._held = self._held, []
+        for receiver, name, port in held:
+            self._answer(receiver, name, port)
+
+    def _answer(self, receiver: IResolutionReceiver, name: str, port: int) -> None:
+        for ip in self.answers.get(name, []):
+            kind = IPv6Address if ":" in ip else IPv4Address
+            receiver.addressResolved(kind("TCP", ip, port))
+        receiver.resolutionComplete()
 
 
 @dataclass
@@ -195,6 +326,22 @@ def make_pool(
     log = LineLog()
     pool = UpstreamPool(config, clock, endpoint, log, jitter=no_jitter,
                         nonce=counting_nonces(), nonce_pattern=COUNTING_NONCE)
+    return pool, clock, log
+
+
+def make_group_pool(
+    config: Config,
+    addresses: FakeAddresses,
+    resolver: FakeResolver | None = None,
+    clock: Clock | None = None,
+    jitter: Callable[[], float] = no_jitter,
+) -> tuple[UpstreamPool, Clock, LineLog]:
+    """A pool (not started) over a fake upstream group (``config.addresses``)."""
+    clock = clock if clock is not None else Clock()
+    log = LineLog()
+    pool = UpstreamPool(config, clock, None, log, jitter=jitter, nonce=counting_nonces(),
+                        nonce_pattern=COUNTING_NONCE, endpoint_for=addresses,
+                        resolver=resolver)
     return pool, clock, log
 
 

@@ -150,6 +150,13 @@ class ServerProcess:
                 process.kill()
                 process.wait(10)
 
+    def kill(self) -> None:
+        """SIGKILL, as a crash (by this process's PID), and reap it."""
+        process = self._process
+        if process is not None and process.poll() is None:
+            process.kill()
+            process.wait(10)
+
     def close(self) -> None:
         """Stop, and remove the log and the temporary directories."""
         self.stop()
@@ -197,6 +204,47 @@ def redis_process(port: int | None = None) -> ServerProcess:
         binary, "--port", str(port), "--bind", LOOPBACK, "--save", "", "--appendonly", "no",
         "--dir", directory,
     ], port, "redis-server", (directory,))
+
+
+class RedisServer:
+    """A redis-server that a test kills (by its PID) and starts again on the
+    same port.  Its data is kept in an append-only file fsynced before every
+    reply, so that what it answered survives the restart.  Give it a port
+    outside the ephemeral range (:func:`unused_port`): the bridge keeps
+    connecting to it while it is down."""
+
+    def __init__(self, case: Case, port: int) -> None:
+        binary = _binary("redis-server", "redis-server")
+        directory = tempfile.mkdtemp(prefix="bridge-server-")
+        self.port = port
+        self._server = ServerProcess([
+            binary, "--port", str(port), "--bind", LOOPBACK, "--save", "",
+            "--appendonly", "yes", "--appendfsync", "always", "--dir", directory,
+        ], port, "redis-server", (directory,))
+        case.addCleanup(self._server.close)
+
+    def start(self) -> None:
+        self._server.start()
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash: by this process's PID, then reap it."""
+        self._server.kill()
+
+    def call(self, *words: str) -> object:
+        """One command on a connection of its own; its decoded reply."""
+        import hiredis
+
+        request = b"*%d\r\n" % len(words) + b"".join(
+            b"$%d\r\n%s\r\n" % (len(word.encode()), word.encode()) for word in words)
+        reader = hiredis.Reader(encoding="utf-8")
+        with socket.create_connection((LOOPBACK, self.port), timeout=10) as connection:
+            connection.sendall(request)
+            while (reply := reader.gets()) is False:
+                data = connection.recv(1 << 20)
+                if not data:
+                    raise AssertionError(f"redis-server closed before answering {words}")
+                reader.feed(data)
+        return reply
 
 
 def memcached_process(port: int | None = None) -> ServerProcess:

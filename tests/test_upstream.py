@@ -229,6 +229,7 @@ class LifecycleTests(SynchronousTestCase):
             {
                 "name": "0",
                 "state": "connected",
+                "address": "localhost:65432",
                 "connected_since": 10.0,
                 "connected_for": 2.5,
                 "attempts_since_success": 0,

@@ -103,7 +103,7 @@ def run(config: Config, demo: bool, environ: Mapping[str, str] | None = None) ->
         log.info("demo upstream listening on {address}", address=address)
         # The demo server answers every line, /send lines too: reserve and
         # discard those replies so that they never reach a /request caller.
-        config = config.with_values(upstream=address, discard_send_replies=True)
+        config = config.with_values(upstream=address, addresses=(), discard_send_replies=True)
 
     exit_status = [0]
 
@@ -118,7 +118,7 @@ def run(config: Config, demo: bool, environ: Mapping[str, str] | None = None) ->
 
     service = BridgeService(config, reactor, on_fatal=fatal)
     log.info("bridge {version} starting: upstream {upstream}, listen {listen}",
-             version=__version__, upstream=config.upstream, listen=config.listen)
+             version=__version__, upstream=config.upstream_label, listen=config.listen)
     log_configuration(log, config, os.environ if environ is None else environ)
     reactor.callWhenRunning(service.startService)
     reactor.addSystemEventTrigger(

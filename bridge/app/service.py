@@ -110,7 +110,12 @@ class BridgeService(MultiService):
             heartbeat=config.event_heartbeat,
             replay=config.event_replay,
         )
-        endpoint = client_endpoint(reactor, config.upstream, config.connect_timeout)
+        # A group's endpoints are made per address (and per resolved address).
+        endpoint = (None if config.addresses
+                    else client_endpoint(reactor, config.upstream, config.connect_timeout))
+
+        def endpoint_for(spec: str) -> Any:
+            return client_endpoint(reactor, spec, config.connect_timeout)
 
         def give_up(message: str) -> None:
             if on_fatal is not None:
@@ -122,7 +127,8 @@ class BridgeService(MultiService):
 
         self._clock = reactor
         self.pool = UpstreamPool(
-            config, reactor, endpoint, self.events.publish_frame, jitter, give_up
+            config, reactor, endpoint, self.events.publish_frame, jitter, give_up,
+            endpoint_for=endpoint_for, resolver=getattr(reactor, "nameResolver", None),
         )
         self.lifecycle = Lifecycle(
             reactor, config.max_inflight, config.shutdown_delay, config.shutdown_grace

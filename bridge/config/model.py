@@ -37,6 +37,10 @@ class Config:
 
     listen: str = "127.0.0.1:8080"
     upstream: str = "localhost:65432"
+    addresses: tuple[str, ...] = ()
+    strategy: str = "failover"
+    failback_after: float = 30.0
+    max_connection_age: float | None = None
     required: bool = True
     delimiter: str = "crlf"
     backoff_initial: float = 1.0
@@ -103,6 +107,13 @@ class Config:
         return b"\r\n" if self.delimiter == "crlf" else b"\n"
 
     @property
+    def upstream_label(self) -> str:
+        """The upstream as logs and /status name it: its address, or a group's."""
+        if self.addresses:
+            return "group " + ", ".join(self.addresses)
+        return self.upstream
+
+    @property
     def stale_timeout(self) -> float:
         if self.stale_reply_timeout is not None:
             return self.stale_reply_timeout
@@ -149,6 +160,13 @@ def check_bridge(config: Config) -> Config:
 
 def check_upstream(config: Config) -> Config:
     """Rules between one upstream's settings."""
+    if config.addresses and config.sources.get("upstream", "default") != "default":
+        raise ConfigError("addresses", f"cannot be used together with upstream (set from "
+                          f"{config.sources['upstream']}); set one of them")
+    if not config.addresses:
+        for name in ("strategy", "failback_after"):
+            if config.sources.get(name, "default") != "default":
+                raise ConfigError(name, "only applies to a group: set addresses too")
     if config.backoff_max < config.backoff_initial:
         raise ConfigError("backoff_max", f"must be at least backoff_initial "
                           f"({config.backoff_initial:g}), got {config.backoff_max:g}")

@@ -13,6 +13,7 @@ from typing import Any, Callable, Mapping
 from bridge.config.values import (
     KiB,
     MiB,
+    address_list,
     boolean,
     choice,
     factor,
@@ -39,6 +40,8 @@ class Setting:
     help: str
     metavar: str = "VALUE"
     flag_kind: str = "value"  # "value", "switch" (store_true) or "append"
+    #: The flag when it is not --NAME (a repeated flag names one item: --address).
+    flag_name: str | None = None
 
     @property
     def per_upstream(self) -> bool:
@@ -47,7 +50,7 @@ class Setting:
 
     @property
     def flag(self) -> str:
-        return "--" + self.name.replace("_", "-")
+        return self.flag_name or "--" + self.name.replace("_", "-")
 
     @property
     def env(self) -> str:
@@ -70,6 +73,20 @@ SETTINGS: tuple[Setting, ...] = (
             "upstream line server: HOST:PORT or a client endpoint string (tcp:, tls:, unix:); "
             "NAME=ADDR adds a named upstream (repeatable)",
             "ADDR", "append"),
+    Setting("addresses", (), address_list,
+            "several upstream addresses served as one group, instead of upstream (repeat the "
+            "flag; newline-separated in the environment); a host name counts once per address "
+            "it resolves to", "ADDR", "append", "--address"),
+    Setting("strategy", "failover", choice("failover", "round_robin"),
+            "how a group's pool members use its addresses: failover (all on the first healthy "
+            "one, in order) or round_robin (spread over the healthy ones)",
+            "failover|round_robin"),
+    Setting("failback_after", 30.0, seconds_or_zero,
+            "with failover, seconds an earlier address must stay healthy before the members "
+            "move back to it (0 = never move back)", "SECONDS"),
+    Setting("max_connection_age", None, optional_seconds,
+            "replace an upstream connection older than this, draining it first (up to 10% "
+            "earlier, at random; default off)", "SECONDS"),
     Setting("required", True, boolean,
             "/readyz waits for this upstream to be ready", "BOOL"),
     Setting("delimiter", "crlf", choice("crlf", "lf"),

@@ -177,3 +177,26 @@ def upstream_address(value: object) -> str:
         return endpoints.validate_client(text)
     except endpoints.AddressError as error:
         raise ValueError(str(error)) from None
+
+
+def address_list(value: object) -> tuple[str, ...]:
+    """Upstream addresses of a group: a TOML array, or newline-separated text
+    (the environment); each one checked like ``upstream``."""
+    if isinstance(value, (list, tuple)):
+        items = [_text(item) for item in value]
+    else:
+        items = _text(value).split("\n")
+    addresses = []
+    for number, item in enumerate(items, 1):
+        if not item.strip():
+            if isinstance(value, (list, tuple)):
+                raise ValueError(f"address {number} is empty")
+            continue  # blank lines of the environment form
+        try:
+            addresses.append(upstream_address(item))
+        except ValueError as error:
+            raise ValueError(f"address {number}: {error}") from None
+    if len(set(addresses)) != len(addresses):
+        twice = next(item for item in addresses if addresses.count(item) > 1)
+        raise ValueError(f"{twice} is listed twice")
+    return tuple(addresses)

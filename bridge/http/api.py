@@ -293,7 +293,7 @@ class BridgeAPI:
         return {
             "version": __version__,
             "uptime": round(now - self.started_at, 3),
-            "upstream": self.config.upstream,
+            "upstream": self.config.upstream_label,
             "state": pool.state(),
             "ready": pool.ready(),
             "connected_since": _iso(min(connected)) if connected else None,
@@ -321,10 +321,16 @@ class BridgeAPI:
                 "handshake_failures": totals.handshake_failures,
                 "heartbeat_failures": totals.heartbeat_failures,
                 "desyncs": totals.desyncs,
+                "send_unconfirmed": totals.send_unconfirmed,
             },
             "events": {"subscribers": self.events.subscribers,
                        "published": self.events.published, "dropped": self.events.dropped},
             "members": members,
+            "strategy": pool.group.strategy.name,
+            "addresses": [
+                {**row, "skipped_until": _iso(row["skipped_until"])}  # type: ignore[arg-type]
+                for row in pool.address_status()
+            ],
             "reply_framing": pool.framing.name,
             "send_replies": pool.send_mode,
             "fence": pool.fence is not None,

@@ -5,12 +5,17 @@ It adds what Twisted's ClientService leaves to us:
 * a connect timeout for every endpoint kind (``unix:`` and ``tls:`` too),
   driven by the injected clock;
 * notifications of each attempt and its outcome, for state and logs;
+* the address of each attempt, asked of the member's group
+  (:mod:`bridge.upstream.group`) when the attempt starts: a group of several
+  addresses is one endpoint as far as ClientService can tell;
 * a guard between the transport and ClientService's protocol proxy.
   ClientService has no transition for a connection lost before
   ``prepareConnection`` succeeded (a failed handshake), and raises
   ``NoTransition`` from ``connectionLost``.  Until the member is ready, the
   guard delivers ``connectionLost`` to our protocol only; ClientService learns
-  of the failure from ``prepareConnection``'s Deferred.
+  of the failure from ``prepareConnection``'s Deferred.  The guard can also
+  *detach* a ready connection: ClientService is told it ended (and connects
+  anew) while the connection itself stays open to drain.
 """
 
 from __future__ import annotations
@@ -18,9 +23,9 @@ from __future__ import annotations
 from typing import Any, Callable
 from typing import Protocol as TypingProtocol
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.defer import TimeoutError as DeferredTimeoutError
-from twisted.internet.error import ConnectionRefusedError, DNSLookupError
+from twisted.internet.error import ConnectionDone, ConnectionRefusedError, DNSLookupError
 from twisted.internet.interfaces import (
     IAddress,
     IProtocol,
@@ -34,6 +39,7 @@ from zope.interface import implementer
 
 from bridge.twisted_private import proxied_protocol
 from bridge.upstream.protocol import UpstreamProtocol
+from bridge.upstream.resolution import Target
 
 
 class AttemptObserver(TypingProtocol):
@@ -41,9 +47,11 @@ class AttemptObserver(TypingProtocol):
 
     def attempt_started(self) -> None: ...
 
-    def attempt_failed(self, reason: str) -> None: ...
+    def target_chosen(self, target: Target) -> None: ...
 
-    def protocol_built(self, protocol: UpstreamProtocol) -> None: ...
+    def attempt_failed(self, reason: str, cancelled: bool) -> None: ...
+
+    def protocol_built(self, protocol: UpstreamProtocol, guard: Guard) -> None: ...
 
 
 def describe_failure(failure: Failure, connect_timeout: float, address: str = "") -> str:
@@ -61,13 +69,28 @@ def describe_failure(failure: Failure, connect_timeout: float, address: str = ""
 
 
 @implementer(IProtocol)
-class _Guard:
+class Guard:
     """Relays to ClientService's proxy, hiding losses before readiness."""
 
     def __init__(self, proxy: Any, protocol: UpstreamProtocol) -> None:
         self._proxy = proxy
         self._protocol = protocol
+        self.detached = False
         self.dataReceived: Callable[[bytes], None] = protocol.dataReceived
+
+    def detach(self) -> None:
+        """Tell ClientService this connection ended, so that it connects anew
+        at once, while the connection stays open to drain (a member moving to
+        another address or replacing an old connection).  Its real end then
+        reaches our protocol only.
+
+        ClientService has no public way to hear of a loss: this calls the
+        notification its protocol proxy calls from ``connectionLost``.
+        """
+        if self.detached:
+            return
+        self.detached = True
+        self._proxy._lostNotification(Failure(ConnectionDone("moved to a new connection")))
 
     def makeConnection(self, transport: ITransport) -> None:
         self._proxy.makeConnection(transport)
@@ -76,7 +99,7 @@ class _Guard:
         pass
 
     def connectionLost(self, reason: Failure) -> None:
-        if self._protocol.ready:
+        if self._protocol.ready and not self.detached:
             self._proxy.connectionLost(reason)
         else:
             self._protocol.connectionLost(reason)
@@ -87,15 +110,15 @@ class _GuardFactory:
     def __init__(self, wrapped: IProtocolFactory, observer: AttemptObserver) -> None:
         self._wrapped = wrapped
         self._observer = observer
-        self.built: _Guard | None = None
+        self.built: Guard | None = None
 
-    def buildProtocol(self, addr: IAddress) -> _Guard | None:
+    def buildProtocol(self, addr: IAddress) -> Guard | None:
         proxy: Any = self._wrapped.buildProtocol(addr)
         if proxy is None:
             return None
         protocol: UpstreamProtocol = proxied_protocol(proxy)
-        self._observer.protocol_built(protocol)
-        self.built = _Guard(proxy, protocol)
+        self.built = Guard(proxy, protocol)
+        self._observer.protocol_built(protocol, self.built)
         return self.built
 
     def doStart(self) -> None:
@@ -107,18 +130,19 @@ class _GuardFactory:
 
 @implementer(IStreamClientEndpoint)
 class Connector:
-    """Wraps the configured endpoint for one pool member."""
+    """The endpoint of one pool member: each attempt goes to the address its
+    group chooses then."""
 
     def __init__(
         self,
-        endpoint: IStreamClientEndpoint,
+        choose: Callable[[], Deferred[Target]],
         clock: IReactorTime,
         connect_timeout: float,
         observer: AttemptObserver,
-        address: str = "",
+        label: str = "",
     ) -> None:
-        self._endpoint = endpoint
-        self._address = address
+        self._choose = choose
+        self._label = label
         self._clock = clock
         self._connect_timeout = connect_timeout
         self._observer = observer
@@ -126,15 +150,24 @@ class Connector:
     def connect(self, protocolFactory: IProtocolFactory) -> Deferred[Any]:  # noqa: N803
         self._observer.attempt_started()
         guards = _GuardFactory(protocolFactory, self._observer)
-        attempt: Deferred[Any] = self._endpoint.connect(guards)
+        address = [self._label]
+
+        def connect_to(target: Target) -> Deferred[Any]:
+            address[0] = target.name
+            self._observer.target_chosen(target)
+            connecting: Deferred[Any] = target.endpoint.connect(guards)
+            return connecting
+
+        attempt: Deferred[Any] = self._choose().addCallback(connect_to)
         attempt.addTimeout(self._connect_timeout, self._clock)
 
-        def connected(guard: _Guard) -> Any:
+        def connected(guard: Guard) -> Any:
             return guard._proxy
 
         def failed(failure: Failure) -> Failure:
             self._observer.attempt_failed(
-                describe_failure(failure, self._connect_timeout, self._address)
+                describe_failure(failure, self._connect_timeout, address[0]),
+                cancelled=bool(failure.check(CancelledError)),
             )
             return failure
 

@@ -11,35 +11,47 @@ from typing import Callable, Sequence
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList
-from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
+from twisted.internet.interfaces import IHostnameResolver, IReactorTime, IStreamClientEndpoint
 
 from bridge.config import Config
 from bridge.errors import BodyError, BusyError, NotConnectedError
 from bridge.upstream.backoff import Backoff
 from bridge.upstream.fence import NONCE_PATTERN, Fence, fresh_nonce
+from bridge.upstream.group import AddressGroup
+from bridge.upstream.handshake import Handshake
 from bridge.upstream.judge import ErrorRule
 from bridge.upstream.lines import Lines, split_lines
 from bridge.upstream.member import CONNECTED, POOL, SUBSCRIBER, MemberListener, UpstreamMember
+from bridge.upstream.prober import Prober
 from bridge.upstream.protocol import Counters, UpstreamProtocol
 from bridge.upstream.replies import make_framing
 from bridge.upstream.replies.frames import Frame, Plan
+from bridge.upstream.resolution import EndpointFor
 from bridge.upstream.slots import CHECK, DISCARD, REQUEST
 
 
 class UpstreamPool(Service):
     """``pool_size`` members to one upstream, started and stopped as one,
-    plus the events_subscribe connection when one is configured."""
+    plus the events_subscribe connection when one is configured.
+
+    The upstream is ``endpoint`` (the configured ``upstream``), or with
+    ``addresses`` a group whose endpoints ``endpoint_for`` makes and whose
+    host names ``resolver`` resolves (:mod:`bridge.upstream.group`).
+    """
 
     def __init__(
         self,
         config: Config,
         clock: IReactorTime,
-        endpoint: IStreamClientEndpoint,
+        endpoint: IStreamClientEndpoint | None,
         on_frame: MemberListener,
         jitter: Callable[[], float] = random.random,
         on_give_up: Callable[[str], None] | None = None,
         nonce: Callable[[], str] = fresh_nonce,
         nonce_pattern: str = NONCE_PATTERN,
+        *,
+        endpoint_for: EndpointFor | None = None,
+        resolver: IHostnameResolver | None = None,
     ) -> None:
         self.config = config
         self._clock = clock
@@ -57,23 +69,58 @@ class UpstreamPool(Service):
         )
         self.send_mode = config.send_replies_mode
         self.is_error = ErrorRule(config.reply_error_pattern)
+        self.group = self._make_group(endpoint, endpoint_for, resolver, jitter)
 
-        def member(name: str, role: str) -> UpstreamMember:
-            return UpstreamMember(
-                name, config, clock, endpoint, on_frame,
+        def member(name: str, role: str, index: int) -> UpstreamMember:
+            made = UpstreamMember(
+                name, config, clock, None, on_frame,
                 Backoff(config.backoff_initial, config.backoff_factor, config.backoff_max,
                         jitter),
                 on_give_up if role == POOL else None,
                 framing=self.framing, fence=self.fence if role == POOL else None, role=role,
-                is_error=self.is_error,
+                is_error=self.is_error, group=self.group, index=index, jitter=jitter,
             )
+            self.group.add(made)
+            return made
 
         self.members: Sequence[UpstreamMember] = [
-            member(str(index), POOL) for index in range(config.pool_size)
+            member(str(index), POOL, index) for index in range(config.pool_size)
         ]
-        self.subscriber = member("events", SUBSCRIBER) if config.events_subscribe else None
+        self.subscriber = member("events", SUBSCRIBER, 0) if config.events_subscribe else None
         self._next = 0
         self.setName("upstream")
+
+    def _make_group(
+        self,
+        endpoint: IStreamClientEndpoint | None,
+        endpoint_for: EndpointFor | None,
+        resolver: IHostnameResolver | None,
+        jitter: Callable[[], float],
+    ) -> AddressGroup:
+        config = self.config
+        if not config.addresses:
+            if endpoint is None:
+                assert endpoint_for is not None, "an endpoint or endpoint_for is needed"
+                endpoint = endpoint_for(config.upstream)
+            return AddressGroup.single(config.upstream, endpoint, self._clock)
+        assert endpoint_for is not None, "addresses need endpoint_for"
+        prober = Prober(
+            self._clock, config.connect_timeout,
+            Handshake(config.handshake, config.handshake_expect, config.handshake_timeout,
+                      config.delimiter_bytes, config.greeting_expect),
+            self._probe_protocol,
+        )
+        return AddressGroup.from_config(config, self._clock, endpoint_for, resolver, jitter,
+                                        prober)
+
+    def _probe_protocol(self) -> UpstreamProtocol:
+        """A connection of a probe: the upstream's framing, counted nowhere."""
+        config = self.config
+        return UpstreamProtocol(
+            clock=self._clock, counters=Counters(), stale_timeout=config.stale_timeout,
+            on_frame=lambda kind, frame, line: None, framing=self.framing, name="probe",
+            max_line_bytes=config.max_line_bytes,
+        )
 
     @property
     def all_members(self) -> list[UpstreamMember]:
@@ -82,11 +129,13 @@ class UpstreamPool(Service):
 
     def startService(self) -> None:
         super().startService()
+        self.group.start()
         for member in self.all_members:
             member.start()
 
     def stopService(self) -> Deferred[None]:
         super().stopService()
+        self.group.stop()
         stopped = DeferredList([member.stop() for member in self.all_members])
         return stopped.addCallback(lambda _: None)
 
@@ -136,7 +185,7 @@ class UpstreamPool(Service):
                    if m.retry_in() is not None]
         soonest = self.members[min(waiting)[1]] if waiting else self.members[0]
         return NotConnectedError(
-            f"the upstream {self.config.upstream} is not connected "
+            f"the upstream {self.group.label} is not connected "
             f"({soonest.why_not_connected()}); nothing was sent",
             soonest.retry_in(),
         )
@@ -241,6 +290,7 @@ class UpstreamPool(Service):
         """Half-close every connection and wait (at most ``within`` seconds)
         until the upstream has closed its side: lines it received but had not
         yet processed are then processed, not thrown away by a reset."""
+        self.group.stop()  # no more probes, and nobody moves now
         drained = DeferredList([member.drain() for member in self.all_members])
         done: Deferred[None] = Deferred()
 
@@ -294,3 +344,7 @@ class UpstreamPool(Service):
 
     def pending(self) -> int:
         return sum(m.protocol.pending for m in self.members if m.protocol is not None)
+
+    def address_status(self) -> list[dict[str, object]]:
+        """Per address: health, skip time, last error, connected members."""
+        return self.group.status()

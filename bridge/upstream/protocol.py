@@ -55,6 +55,10 @@ class Counters:
     handshake_failures: int = 0
     heartbeat_failures: int = 0
     desyncs: int = 0
+    #: Replies to POST /send commands (202: written to a live connection) still
+    #: due when the connection ended: the upstream may or may not have
+    #: processed those commands (known only when send_replies consumes replies).
+    send_unconfirmed: int = 0
 
 
 class FrameListener(TypingProtocol):
@@ -158,8 +162,18 @@ class UpstreamProtocol(Protocol):
             message = ("the upstream connection closed before every reply arrived; "
                        "the lines may or may not have been processed")
         error = UpstreamLostError(message)
+        unconfirmed = 0
         for slot in slots:
+            if slot.mode != REQUEST:
+                unconfirmed += slot.replies_due()
             slot.fail(error)
+        if unconfirmed:
+            self.counters.send_unconfirmed += unconfirmed
+            self.log.warn(
+                "upstream {member}: the connection ended before the replies to {count} "
+                "POST /send commands came; the upstream may or may not have processed them",
+                member=self.name, count=unconfirmed,
+            )
         for listener in self.lost_listeners:
             listener(reason)
 

@@ -119,6 +119,13 @@ class ReplySlot:
             reason = UpstreamLostError(reason.message, frames)
         self.deferred.errback(reason)
 
+    def replies_due(self) -> int:
+        """Replies not received yet (with a fence and no count: the plan's)."""
+        expected = self.expected
+        if expected is None:
+            expected = self.plan.replies if self.plan is not None else 0
+        return max(0, expected - self.received)
+
     @property
     def complete_by_count(self) -> bool:
         return self.nonce is None and self.received == self.expected
