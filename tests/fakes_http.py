@@ -1,9 +1,11 @@
-"""In-memory plumbing for the HTTP tests: a fake upstream endpoint, a bridge
-harness (real pool, real API, StubTreq in front) and raw-HTTP helpers.
+"""An in-memory bridge for the API tests: a Clock, a fake upstream endpoint,
+the real pool, API, gate and BridgeSite, and requests written as raw bytes
+to the site's real channel (:class:`tests.http_harness.Client`), answers read
+by the one response parser (:func:`tests.http_harness.parse_responses`).
 
 Nothing here is a mock: the pool, its ClientServices, the line protocol, the
-Klein app and twisted.web all run for real; only the sockets are replaced by
-``StringTransport``s and time by a ``Clock``.
+gate, Klein and the llhttp channel all run for real; only the sockets are
+replaced by ``StringTransport``s and time by a ``Clock``.
 """
 
 from __future__ import annotations
@@ -11,27 +13,26 @@ from __future__ import annotations
 import json
 from typing import Any, Callable
 
-from treq.testing import StubTreq
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.interfaces import IProtocolFactory, IStreamClientEndpoint
 from twisted.internet.task import Clock
-from twisted.internet.testing import MemoryReactorClock, StringTransportWithDisconnection
+from twisted.internet.testing import StringTransportWithDisconnection
 from twisted.trial.unittest import SynchronousTestCase
-from twisted.web.iweb import IResponse
 from zope.interface import implementer
 
 from bridge.config import Config
 from bridge.http.api import BridgeAPI
 from bridge.http.events import EventHub
-from bridge.http.gate import make_root
-from bridge.http.web import BridgeSite
+from bridge.http.gate import make_gate
+from bridge.http.site import BridgeSite
 from bridge.upstream.member import UpstreamMember
 from bridge.upstream.pool import UpstreamPool
+from tests.http_harness import CLIENT, Client, Response, http_request
 
 UPSTREAM_ADDRESS = IPv4Address("TCP", "127.0.0.1", 7000)
-CLIENT_ADDRESS = IPv4Address("TCP", "10.1.2.3", 40000)
+CLIENT_ADDRESS = CLIENT
 
 
 @implementer(IStreamClientEndpoint)
@@ -101,8 +102,8 @@ class Bridge:
         )
         self.http_counts = {"requests": 0}
         self.api = BridgeAPI(self.config, self.pool, self.events, self.clock, self.http_counts)
-        self.resource = make_root(self.api)  # what the service serves: Gate + hot routes
-        self.treq = StubTreq(self.resource)
+        self.gate = make_gate(self.api)  # what the service serves
+        self.http = self.site()
         self.started = False
         if start:
             self.start()
@@ -130,24 +131,24 @@ class Bridge:
         (transport or self.upstream).protocol.dataReceived(data)
 
     def site(self, **kwargs: Any) -> BridgeSite:
-        """A real BridgeSite around this bridge's API, on a memory reactor."""
-        kwargs.setdefault("reactor", MemoryReactorClock())
+        """A real BridgeSite around this bridge's API and gate, on its clock."""
         return BridgeSite(
-            self.resource, kwargs.pop("max_body_bytes", self.config.max_body_bytes), **kwargs
+            self.gate, kwargs.pop("max_body_bytes", self.config.max_body_bytes), self.clock,
+            **kwargs,
         )
 
 
 class Answer:
-    """A whole HTTP answer read through StubTreq."""
+    """A whole HTTP answer."""
 
-    def __init__(self, response: IResponse, body: bytes) -> None:
+    def __init__(self, response: Response) -> None:
         self.response = response
-        self.code: int = response.code
-        self.body = body
+        self.code: int = response.status
+        self.body = response.body
 
     def header(self, name: str) -> list[str] | None:
-        values: list[str] | None = self.response.headers.getRawHeaders(name)
-        return values
+        values = self.response.headers.get(name.lower().encode("latin-1"))
+        return None if values is None else [value.decode("latin-1") for value in values]
 
     @property
     def content_type(self) -> str | None:
@@ -172,19 +173,18 @@ class BridgeTestCase(SynchronousTestCase):
         self.assertEqual(bridge.clock.getDelayedCalls(), [])
 
     def start_request(
-        self, bridge: Bridge, method: str, path: str, **kwargs: Any
-    ) -> Deferred[IResponse]:
-        """Issue a request; the returned Deferred may still be waiting."""
-        url = "http://bridge.test" + path
-        return bridge.treq.request(method, url, **kwargs)  # type: ignore[no-any-return]
+        self, bridge: Bridge, method: str, path: str, data: bytes | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Client:
+        """Issue a request on a new connection; its answer may still be due."""
+        client = Client(bridge.http)
+        self.addCleanup(client.disconnect)
+        client.send(http_request(method, path, data, headers))
+        return client
 
-    def finish(self, bridge: Bridge, pending: Deferred[IResponse]) -> Answer:
-        """Pump the in-memory connection and read the whole answer."""
-        bridge.treq.flush()
-        response = self.successResultOf(pending)
-        body = bridge.treq.content(response)
-        bridge.treq.flush()
-        return Answer(response, self.successResultOf(body))
+    def finish(self, bridge: Bridge, pending: Client) -> Answer:
+        """The whole answer to the request on ``pending``."""
+        return Answer(pending.response())
 
     def call(self, bridge: Bridge, method: str, path: str, **kwargs: Any) -> Answer:
         """A request that is answered without waiting for the upstream."""
@@ -209,38 +209,10 @@ class BridgeTestCase(SynchronousTestCase):
         return document
 
 
-def dechunk(data: bytes) -> bytes:
-    """The payload of a complete or partial chunked body (complete chunks only)."""
-    out = b""
-    while data:
-        size_line, separator, rest = data.partition(b"\r\n")
-        if not separator:
-            break
-        size = int(size_line.split(b";")[0], 16)
-        if size == 0 or len(rest) < size + 2:
-            break
-        out += rest[:size]
-        data = rest[size + 2 :]
-    return out
-
-
-def split_response(raw: bytes) -> tuple[bytes, dict[bytes, list[bytes]], bytes]:
-    """A raw HTTP/1.1 response: status line, headers (lower-cased names), body."""
-    head, _, body = raw.partition(b"\r\n\r\n")
-    status, *header_lines = head.split(b"\r\n")
-    headers: dict[bytes, list[bytes]] = {}
-    for line in header_lines:
-        name, _, value = line.partition(b":")
-        headers.setdefault(name.strip().lower(), []).append(value.strip())
-    return status, headers, body
-
-
 def timed_out() -> bytes:
-    """The exact 408 answer to a request not received within request_timeout."""
+    """The exact 408 answer to a request not received within request_timeout
+    (the Date is the harness clock's: 1970 for a Clock at 0)."""
     body = json.dumps(
         {"error": "request_timeout", "message": "the request was not received in time"}
     ).encode()
-    return (
-        b"HTTP/1.1 408 Request Timeout\r\nContent-Type: application/json\r\n"
-        b"Connection: close\r\nContent-Length: %d\r\n\r\n" % len(body) + body
-    )
+    return body

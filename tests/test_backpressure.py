@@ -9,7 +9,7 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from bridge.upstream.protocol import Counters, UpstreamProtocol, unsent_bytes
-from tests.test_gate import HarnessTestCase, Response, SocketTransport
+from tests.http_harness import HarnessTestCase, Response, SocketTransport
 
 
 def congested(high_water: int) -> dict[str, str]:

@@ -9,7 +9,7 @@ from twisted.logger import LogLevel, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 
 from bridge.app.lifecycle import DRAINING, REFUSING, RUNNING, Lifecycle
-from tests.test_gate import Harness, HarnessTestCase, Response, chunked
+from tests.http_harness import Harness, HarnessTestCase, Response, chunked
 
 SHUTTING_DOWN = {
     "error": "shutting_down",
