@@ -39,9 +39,9 @@ class ClientErrorLog:
         self._logged += 1
         address = request.getClientAddress()
         LOG.info(
-            '{client} "{method} {uri}" refused: {status} {code}: {message}',
+            '{client} "{method} {uri}" refused: {status} {code}: {why}',
             client=getattr(address, "host", "-"),
-            method=request.method.decode("latin-1"),
-            uri=request.uri[:200].decode("latin-1"),
-            status=error.status, code=error.code, message=error.message,
+            method=request.method.decode("latin-1") or "-",
+            uri=request.uri[:200].decode("latin-1") or "-",
+            status=error.status, code=error.code, why=error.message,
         )
