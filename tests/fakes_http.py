@@ -160,7 +160,7 @@ class Answer:
 
 
 class BridgeTestCase(SynchronousTestCase):
-    """Builds bridges, stops them at the end and drives StubTreq requests."""
+    """Builds bridges, stops them at the end and sends them requests."""
 
     def bridge(self, **kwargs: Any) -> Bridge:
         bridge = Bridge(**kwargs)

@@ -1,5 +1,6 @@
-"""The HTTP API, driven in memory: StubTreq in front, a real pool behind, and a
-fake upstream whose exact received bytes every test checks."""
+"""The HTTP API, driven in memory: raw HTTP to the real channel in front, a
+real pool behind, and a fake upstream whose exact received bytes every test
+checks."""
 
 from __future__ import annotations
 

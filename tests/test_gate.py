@@ -69,7 +69,7 @@ class TokenTests(HarnessTestCase):
             for headers in BAD_CREDENTIALS:
                 with self.subTest(method=method, path=path, headers=headers):
                     self.assertUnauthorized(harness.call(method, path, body, headers))
-        # The same through twisted.web (a chunked body leaves the fast lane).
+        # The same with a chunked body.
         for path in ("/send", "/request"):
             for headers in BAD_CREDENTIALS:
                 with self.subTest(path=path, headers=headers, lane="twisted.web"):

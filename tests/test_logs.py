@@ -156,7 +156,7 @@ class AccessLogTests(HarnessTestCase):
             harness.call("GET", path)
             harness.call("GET", path, headers=auth())
         client = harness.client()
-        client.send(chunked("POST", "/metrics", b"x"))  # 401, on the twisted.web lane
+        client.send(chunked("POST", "/metrics", b"x"))  # 401, with a chunked body
         self.assertEqual(harness.call("GET", "/readyz").status, 503)  # failing probes too
         self.assertEqual(self.access(events), [])
 

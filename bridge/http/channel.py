@@ -61,6 +61,7 @@ if TYPE_CHECKING:
     from bridge.http.site import BridgeSite
 
 LOG = Logger(namespace="bridge.http.channel")
+HEAD_OVER = Decision(None)
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
@@ -225,19 +226,16 @@ class Channel(Protocol):
         # HTTP/1.0 connections close after each answer (as twisted.web's did).
         message.keep_alive = (parser.should_keep_alive() and message.version == "1.1"
                               and not parser.should_upgrade())
-        message.decision = Decision(None)
+        message.decision = HEAD_OVER  # (see on_header) until the route is decided
         try:
             message.target = target = normalize_target(message.raw_target)
             message.decision = decision = self.site.routes.decide(message.method, target.path)
             route = decision.route
-            check_head(message.version, message.headers, self.site.max_body_bytes,
-                       route is not None and route.work)
+            continue_due = check_head(message.version, message.headers,
+                                      self.site.max_body_bytes, route is not None and route.work)
         except ClientError as error:
             raise self._refusing(error) from None
-        if message.version == "1.1" and any(
-            name == b"expect" and value.lower() == b"100-continue"
-            for name, value in message.headers
-        ):
+        if continue_due:
             message.continue_due = True
             self._maybe_continue()
 
@@ -301,8 +299,8 @@ class Channel(Protocol):
         decision, target = message.decision, message.target
         assert decision is not None and target is not None
         route = decision.route
-        body = b"".join(message.chunks)
-        message.chunks = []
+        chunks, message.chunks = message.chunks, []
+        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         request: Any
         if route is not None and not route.hot:
             request = WebRequest(
@@ -335,7 +333,7 @@ class Channel(Protocol):
 
     def _answer_refusal(self, error: BridgeError, message: Message | None) -> None:
         method = uri = path = b""
-        decision, received_at = Decision(None), self.site.reactor.seconds()
+        decision, received_at = HEAD_OVER, self.site.reactor.seconds()
         if message is not None:
             method, uri, received_at = message.method, message.raw_target, message.received_at
             path = message.target.path if message.target is not None else b""

@@ -20,7 +20,7 @@ MAX_HEAD = 16384  # bytes of request line and header fields (431 beyond)
 VERSIONS = frozenset({"1.0", "1.1"})
 
 # RFC 3986 host (reg-name, IPv4 or IP-literal) with an optional port.
-_HOST = re.compile(rb"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~%!$&'()*+,;=]*)(:[0-9]*)?\Z")
+_HOST = re.compile(rb"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~%!$&'()*+,;=]*)(:[0-9]*)?\Z").match
 
 
 class ClientError(BridgeError):
@@ -55,33 +55,44 @@ def body_too_large(limit: int, length: int | None = None) -> ClientError:
 
 def check_head(
     version: str, headers: Sequence[tuple[bytes, bytes]], max_body_bytes: int, work: bool,
-) -> None:
-    """Raise the :class:`ClientError` a complete head deserves, if any.
+) -> bool:
+    """Raise the :class:`ClientError` a complete head deserves, if any; else
+    say whether it asks for ``100 Continue``.
 
     ``headers`` are (lower-case name, value) pairs as received; ``work`` says
     whether the request's route takes a body of lines (multipart is refused
-    there: it would reach the upstream as MIME parts).
+    there: it would reach the upstream as MIME parts).  One pass: this runs
+    for every request.
     """
     if version not in VERSIONS:
         raise bad_request(f"HTTP/{version} is not supported; use HTTP/1.1")
-    hosts = [value for name, value in headers if name == b"host"]
-    if len(hosts) > 1:
-        raise bad_request("the request has more than one Host header")
-    if not hosts and version == "1.1":
-        raise bad_request("an HTTP/1.1 request needs a Host header")
-    if hosts and not _HOST.match(hosts[0]):
-        raise bad_request("the Host header is not a valid host")
-    codings = [value for name, value in headers if name == b"transfer-encoding"]
-    if codings and (len(codings) > 1 or codings[0].strip().lower() != b"chunked"):
-        raise bad_request("the only Transfer-Encoding accepted is one 'chunked'")
+    host: bytes | None = None
+    chunked = expect = False
     for name, value in headers:
-        if name == b"content-length" and int(value) > max_body_bytes:
-            raise body_too_large(max_body_bytes, int(value))
-        if work and name == b"content-type" and media_type(value).startswith(b"multipart/"):
-            raise ClientError(
-                415, "unsupported_media_type",
-                "multipart bodies are not taken; send the lines as text "
-                "(--data-binary) or as JSON {\"lines\": [...]}")
+        if name == b"host":
+            if host is not None:
+                raise bad_request("the request has more than one Host header")
+            if not _HOST(value):
+                raise bad_request("the Host header is not a valid host")
+            host = value
+        elif name == b"content-length":
+            if int(value) > max_body_bytes:  # llhttp checked its syntax
+                raise body_too_large(max_body_bytes, int(value))
+        elif name == b"transfer-encoding":
+            if chunked or value.strip().lower() != b"chunked":
+                raise bad_request("the only Transfer-Encoding accepted is one 'chunked'")
+            chunked = True
+        elif name == b"content-type":
+            if work and media_type(value).startswith(b"multipart/"):
+                raise ClientError(
+                    415, "unsupported_media_type",
+                    "multipart bodies are not taken; send the lines as text "
+                    "(--data-binary) or as JSON {\"lines\": [...]}")
+        elif name == b"expect":
+            expect = value.lower() == b"100-continue"
+    if host is None and version == "1.1":
+        raise bad_request("an HTTP/1.1 request needs a Host header")
+    return expect and version == "1.1"
 
 
 def media_type(content_type: bytes) -> bytes:

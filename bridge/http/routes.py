@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from httptools import HttpParserInvalidURLError, parse_url
 
@@ -61,16 +62,11 @@ ROUTES: tuple[Route, ...] = (
 LABELS: frozenset[str] = frozenset(route.label for route in ROUTES) | {OTHER}
 
 
-@dataclass(frozen=True)
-class Target:
+class Target(NamedTuple):
     """A request target reduced to what routing and handlers use."""
 
     path: bytes  # percent-encoded unreserved characters decoded, nothing else changed
     query: bytes  # as received, without the "?"
-
-    @property
-    def uri(self) -> bytes:
-        return self.path + b"?" + self.query if self.query else self.path
 
 
 @dataclass(frozen=True)
@@ -102,45 +98,51 @@ def normalize_target(raw: bytes) -> Target:
     else (asterisk- and authority-form, a fragment, userinfo) is a 400.
     """
     if raw.startswith(b"/"):
-        absolute = False
+        # llhttp checked its characters; origin-form is a path and a query.
+        if b"#" in raw:
+            raise ClientError(400, "invalid_target", "the request target may not hold a fragment")
+        path, _, query = raw.partition(b"?")
     elif raw[:7].lower() == b"http://" or raw[:8].lower() == b"https://":
-        absolute = True
+        try:
+            parts = parse_url(raw)
+        except HttpParserInvalidURLError:
+            raise ClientError(400, "invalid_target",
+                              "the request target is not a valid URL") from None
+        if parts.fragment is not None or parts.userinfo is not None:
+            raise ClientError(400, "invalid_target",
+                              "the request target may not hold a fragment or user information")
+        path, query = parts.path or b"/", parts.query or b""
+        if not path.startswith(b"/"):
+            raise ClientError(400, "invalid_target", "the request target is not a valid URL")
     else:
         raise ClientError(400, "invalid_target",
                           "the request target must be a path (/send) or an absolute http URL")
-    try:
-        parts = parse_url(raw)
-    except HttpParserInvalidURLError:
-        raise ClientError(400, "invalid_target", "the request target is not a valid URL") from None
-    if parts.fragment is not None or parts.userinfo is not None:
-        raise ClientError(400, "invalid_target",
-                          "the request target may not hold a fragment or user information")
-    path = parts.path or b"/"
-    if absolute and not path.startswith(b"/"):
-        raise ClientError(400, "invalid_target", "the request target is not a valid URL")
     if b"%" in path:
         path = _ESCAPE.sub(_decode_unreserved, path)
-    return Target(path, parts.query or b"")
+    return Target(path, query)
 
 
 class RouteTable:
     """Looks a (method, path) up in :data:`ROUTES`."""
 
     def __init__(self, routes: tuple[Route, ...] = ROUTES) -> None:
-        self.routes = routes
         self._by_path = {route.path: route for route in routes}
+        # The decisions of the routes' own methods, made once (the hot path).
+        self._hits = {(method, route.path): Decision(route, route.label, quiet=route.quiet)
+                      for route in routes for method in route.methods}
 
     def decide(self, method: bytes, path: bytes) -> Decision:
+        hit = self._hits.get((method, path))
+        if hit is not None:
+            return hit
         route = self._by_path.get(path)
         if route is None:
             text = path.decode("latin-1")
             return Decision(None, OTHER, ClientError(404, "not_found", f"no route {text}"))
-        if method not in route.methods:
-            allowed = ", ".join(sorted(m.decode("ascii") for m in route.methods))
-            miss = ClientError(
-                405, "method_not_allowed",
-                f"{method.decode('latin-1')} is not allowed here; use {allowed}",
-                headers=((b"Allow", allowed.encode("ascii")),),
-            )
-            return Decision(None, route.label, miss, route.quiet)
-        return Decision(route, route.label, quiet=route.quiet)
+        allowed = ", ".join(sorted(m.decode("ascii") for m in route.methods))
+        miss = ClientError(
+            405, "method_not_allowed",
+            f"{method.decode('latin-1')} is not allowed here; use {allowed}",
+            headers=((b"Allow", allowed.encode("ascii")),),
+        )
+        return Decision(None, route.label, miss, route.quiet)
