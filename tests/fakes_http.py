@@ -22,13 +22,10 @@ from twisted.internet.testing import StringTransportWithDisconnection
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
+from bridge.app.service import BridgeService
 from bridge.config import Config
-from bridge.http.api import BridgeAPI
-from bridge.http.events import EventHub
-from bridge.http.gate import make_gate
 from bridge.http.site import BridgeSite
 from bridge.upstream.member import UpstreamMember
-from bridge.upstream.pool import UpstreamPool
 from tests.http_harness import CLIENT, Client, Response, http_request
 
 UPSTREAM_ADDRESS = IPv4Address("TCP", "127.0.0.1", 7000)
@@ -78,7 +75,9 @@ class FakeUpstreamEndpoint:
 
 
 class Bridge:
-    """A bridge assembled in memory: Clock, fake upstream, real pool and API."""
+    """The real service assembly (:class:`BridgeService`: pool, API, gate,
+    site, lifecycle, metrics) on a Clock, its upstream a FakeUpstreamEndpoint;
+    the web service is never started: requests go to its site's channels."""
 
     def __init__(
         self,
@@ -94,16 +93,14 @@ class Bridge:
         self.clock.advance(now)
         self.config = Config().with_values(**values)
         self.endpoint = FakeUpstreamEndpoint(refuse, hang, transport_factory)
-        self.events = EventHub(
-            self.clock, self.config.max_event_backlog, self.config.event_heartbeat
-        )
-        self.pool = UpstreamPool(
-            self.config, self.clock, self.endpoint, self.events.publish, jitter=lambda: 0.0
-        )
-        self.http_counts = {"requests": 0}
-        self.api = BridgeAPI(self.config, self.pool, self.events, self.clock, self.http_counts)
-        self.gate = make_gate(self.api)  # what the service serves
-        self.http = self.site()
+        self.service = BridgeService(self.config, self.clock, jitter=lambda: 0.0,
+                                     endpoint=self.endpoint)
+        self.events = self.service.events
+        self.pool = self.service.pool
+        self.http_counts = self.service.http_counts
+        self.api = self.service.api
+        self.http = self.service.site
+        self.gate = self.http.gate
         self.started = False
         if start:
             self.start()

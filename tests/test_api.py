@@ -525,7 +525,7 @@ class ProbeAndStatusTests(BridgeTestCase):
             "last_error": None,
         })
         self.assertSubset(document["counters"], {
-            "http_requests": 7,
+            "http_requests": 8,  # 7, then the POST /send
             "lines_sent": 2,
             "bytes_sent": len(b"SET a 1\r\nSET b 2\r\n"),
             "lines_received": 1,

@@ -7,7 +7,11 @@ from typing import Any, Callable
 
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
+from twisted.internet.interfaces import (
+    IListeningPort,
+    IStreamClientEndpoint,
+    IStreamServerEndpoint,
+)
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -91,11 +95,15 @@ class BridgeService(MultiService):
         *,
         jitter: Callable[[], float] = random.random,
         on_fatal: Callable[[str, int], None] | None = None,
+        endpoint: IStreamClientEndpoint | None = None,
     ) -> None:
+        """``endpoint`` replaces the one ``config.upstream`` names (in-memory
+        bridges connect their pool to a fake upstream this way)."""
         super().__init__()
         self.config = config
         self.events = EventHub(reactor, config.max_event_backlog, config.event_heartbeat)
-        endpoint = client_endpoint(reactor, config.upstream, config.connect_timeout)
+        if endpoint is None:
+            endpoint = client_endpoint(reactor, config.upstream, config.connect_timeout)
 
         def give_up(message: str) -> None:
             if on_fatal is not None:
