@@ -283,9 +283,12 @@ class Channel(Protocol):
             if self._input_done:
                 self._close()
                 return
-            self._reading(True)
-            self._maybe_continue()
-        elif self._queue:
+            if self._paused:
+                self._reading(True)
+            message = self._message
+            if message is not None and message.continue_due:
+                self._maybe_continue()
+        elif self._queue and not self._paused:
             self._reading(False)  # a pipelining client is ahead of us
 
     def _maybe_continue(self) -> None:
@@ -322,6 +325,7 @@ class Channel(Protocol):
         self._render(request, decision)
 
     def _render(self, request: Any, decision: Decision) -> None:
+        """Let the gate answer; a body returned now is written at once."""
         try:
             result = self.site.gate.render(request, decision)
         except Exception:
