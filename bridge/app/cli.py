@@ -75,9 +75,11 @@ def run(config: Config, demo: bool) -> int:
     from twisted.internet import reactor as _reactor
     from twisted.logger import globalLogBeginner
 
+    from bridge.app.allocator import keep_freed_memory
     from bridge.app.service import BridgeService
     from bridge.logs import make_observer
 
+    keep_freed_memory()
     reactor: Any = _reactor
     globalLogBeginner.beginLoggingTo(
         [make_observer(sys.stdout, config.log_level, config.log_format)],
@@ -137,8 +139,10 @@ def service_from_environment(environ: Mapping[str, str] | None = None) -> Any:
     """The service tree configured from BRIDGE_* and BRIDGE_CONFIG (for .tac files)."""
     from twisted.internet import reactor
 
+    from bridge.app.allocator import keep_freed_memory
     from bridge.app.service import BridgeService
 
+    keep_freed_memory()
     env = os.environ if environ is None else environ
     try:
         config = load({}, env, env.get("BRIDGE_CONFIG") or None)
