@@ -57,9 +57,9 @@ RUN PIP_DISABLE_PIP_VERSION_CHECK=1 pip install --no-cache-dir --no-index \
  && python -c "import pkgutil, bridge; [__import__('bridge.' + m.name) for m in pkgutil.iter_modules(bridge.__path__) if m.name != '__main__']" \
  && bridge --version
 
-# Logs go to stdout unbuffered. twisted.web spools chunked and large request
-# bodies to a temporary file: /tmp is the one writable place (a volume here;
-# use `--tmpfs /tmp` with docker run, an emptyDir in Kubernetes).
+# Logs go to stdout unbuffered. Request bodies stay in memory; /tmp is still
+# the one writable place, for Python and its libraries (a volume here; use
+# `--tmpfs /tmp` with docker run, an emptyDir in Kubernetes).
 ENV PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     TMPDIR=/tmp \

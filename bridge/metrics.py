@@ -22,11 +22,11 @@ except ImportError:  # prometheus_client < 0.22, where CONTENT_TYPE_LATEST is 0.
     from prometheus_client.exposition import CONTENT_TYPE_LATEST as CONTENT_TYPE
 
 from bridge.app.lifecycle import Lifecycle
+from bridge.http.clientlog import ClientErrorLog
 from bridge.http.events import EventHub
+from bridge.http.routes import LABELS, OTHER
 from bridge.upstream.pool import UpstreamPool
 
-ROUTES = frozenset({"/send", "/request", "/healthz", "/readyz", "/status", "/events",
-                    "/metrics"})
 REPLY_OUTCOMES = ("ok", "upstream_error", "timeout", "lost", "cancelled")
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
@@ -36,10 +36,14 @@ _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 
 class _PoolCollector(Collector):
     """Reads the pool's counters and gauges at scrape time."""
 
-    def __init__(self, pool: UpstreamPool, lifecycle: Lifecycle, events: EventHub) -> None:
+    def __init__(
+        self, pool: UpstreamPool, lifecycle: Lifecycle, events: EventHub,
+        client_errors: ClientErrorLog | None,
+    ) -> None:
         self._pool = pool
         self._lifecycle = lifecycle
         self._events = events
+        self._client_errors = client_errors
 
     def collect(self) -> Iterator[Any]:
         totals = self._pool.totals()
@@ -70,6 +74,9 @@ class _PoolCollector(Collector):
              self._events.published),
             ("bridge_events_dropped", "GET /events subscribers dropped for not reading",
              self._events.dropped),
+            ("bridge_http_client_errors_suppressed",
+             "Refused requests not logged (over the log's budget of lines a second)",
+             0 if self._client_errors is None else self._client_errors.suppressed),
         ]
         for name, documentation, value in counters:
             family = CounterMetricFamily(name, documentation)
@@ -123,7 +130,10 @@ class Metrics:
 
     content_type = CONTENT_TYPE.encode("ascii")
 
-    def __init__(self, pool: UpstreamPool, lifecycle: Lifecycle, events: EventHub) -> None:
+    def __init__(
+        self, pool: UpstreamPool, lifecycle: Lifecycle, events: EventHub,
+        client_errors: ClientErrorLog | None = None,
+    ) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.http_requests = Counter(
             "bridge_http_requests", "HTTP requests answered", ["route", "code"],
@@ -146,15 +156,15 @@ class Metrics:
         }
         self._counted: dict[tuple[str, int], Callable[[], None]] = {}
         self._timed: dict[str, Callable[[float], None]] = {}
-        self.registry.register(_PoolCollector(pool, lifecycle, events))
+        self.registry.register(_PoolCollector(pool, lifecycle, events, client_errors))
 
     def count_reply(self, outcome: str) -> None:
         self._reply_counters[outcome]()
 
-    def request_done(self, path: bytes, code: int, seconds: float | None) -> None:
-        route = path.decode("latin-1")
-        if route not in ROUTES:
-            route = "other"
+    def request_done(self, route: str, code: int, seconds: float | None) -> None:
+        """One answer, labelled with its route (see bridge.http.routes)."""
+        if route not in LABELS:
+            route = OTHER
         key = (route, code)
         increment = self._counted.get(key)
         if increment is None:

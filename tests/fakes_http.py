@@ -1,9 +1,11 @@
-"""In-memory plumbing for the HTTP tests: a fake upstream endpoint, a bridge
-harness (real pool, real API, StubTreq in front) and raw-HTTP helpers.
+"""An in-memory bridge for the API tests: a Clock, a fake upstream endpoint,
+the real pool, API, gate and BridgeSite, and requests written as raw bytes
+to the site's real channel (:class:`tests.http_harness.Client`), answers read
+by the one response parser (:func:`tests.http_harness.parse_responses`).
 
 Nothing here is a mock: the pool, its ClientServices, the line protocol, the
-Klein app and twisted.web all run for real; only the sockets are replaced by
-``StringTransport``s and time by a ``Clock``.
+gate, Klein and the llhttp channel all run for real; only the sockets are
+replaced by ``StringTransport``s and time by a ``Clock``.
 """
 
 from __future__ import annotations
@@ -11,7 +13,6 @@ from __future__ import annotations
 import json
 from typing import Any, Callable
 
-from treq.testing import StubTreq
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.error import (
@@ -22,22 +23,26 @@ from twisted.internet.error import (
 )
 from twisted.internet.interfaces import IProtocolFactory, IStreamClientEndpoint
 from twisted.internet.task import Clock
-from twisted.internet.testing import MemoryReactorClock, StringTransportWithDisconnection
+from twisted.internet.testing import StringTransportWithDisconnection
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
-from twisted.web.iweb import IResponse
 from zope.interface import implementer
 
+from bridge.app.service import BridgeService
 from bridge.config import Config
-from bridge.http.api import BridgeAPI
-from bridge.http.events import EventHub
-from bridge.http.gate import make_root
-from bridge.http.web import BridgeSite
+from bridge.http.site import BridgeSite
 from bridge.upstream.member import UpstreamMember
-from bridge.upstream.pool import UpstreamPool
+from tests.http_harness import (  # noqa: F401 (re-exported for the event tests)
+    CLIENT,
+    Client,
+    Response,
+    dechunk,
+    http_request,
+    split_response,
+)
 
 UPSTREAM_ADDRESS = IPv4Address("TCP", "127.0.0.1", 7000)
-CLIENT_ADDRESS = IPv4Address("TCP", "10.1.2.3", 40000)
+CLIENT_ADDRESS = CLIENT
 BOOT = "b1"  # the event-id boot token of every in-memory bridge
 
 
@@ -84,7 +89,8 @@ class FakeUpstreamEndpoint:
 
 
 class SocketTransport(StringTransportWithDisconnection):
-    """A StringTransport with the write side of Twisted's TCP transport.
+    """An HTTP client's socket as the bridge sees it: the write side of
+    Twisted's TCP transport.
 
     ``value()`` holds every byte written; ``unsent`` counts those the peer has
     not taken yet.  As in ``twisted.internet.abstract.FileDescriptor``: every
@@ -159,7 +165,9 @@ class SocketTransport(StringTransportWithDisconnection):
 
 
 class Bridge:
-    """A bridge assembled in memory: Clock, fake upstream, real pool and API."""
+    """The real service assembly (:class:`BridgeService`: pool, API, gate,
+    site, lifecycle, metrics) on a Clock, its upstream a FakeUpstreamEndpoint;
+    the web service is never started: requests go to its site's channels."""
 
     def __init__(
         self,
@@ -176,22 +184,14 @@ class Bridge:
         self.clock.advance(now)
         self.config = Config().with_values(**values)
         self.endpoint = FakeUpstreamEndpoint(refuse, hang, transport_factory)
-        self.events = EventHub(
-            self.clock,
-            boot,
-            max_backlog=self.config.max_event_backlog,
-            stall_timeout=self.config.event_stall_timeout,
-            heartbeat=self.config.event_heartbeat,
-            replay=self.config.event_replay,
-        )
-        self.pool = UpstreamPool(
-            self.config, self.clock, self.endpoint, self.events.publish_frame,
-            jitter=lambda: 0.0,
-        )
-        self.http_counts = {"requests": 0}
-        self.api = BridgeAPI(self.config, self.pool, self.events, self.clock, self.http_counts)
-        self.resource = make_root(self.api)  # what the service serves: Gate + hot routes
-        self.treq = StubTreq(self.resource)
+        self.service = BridgeService(self.config, self.clock, jitter=lambda: 0.0,
+                                     endpoint=self.endpoint, boot=boot)
+        self.events = self.service.events
+        self.pool = self.service.pool
+        self.http_counts = self.service.http_counts
+        self.api = self.service.api
+        self.http = self.service.site
+        self.gate = self.http.gate
         self.started = False
         if start:
             self.start()
@@ -218,25 +218,26 @@ class Bridge:
         """Bytes from the upstream to the bridge."""
         (transport or self.upstream).protocol.dataReceived(data)
 
-    def site(self, **kwargs: Any) -> BridgeSite:
-        """A real BridgeSite around this bridge's API, on a memory reactor."""
-        kwargs.setdefault("reactor", MemoryReactorClock())
+    def site(self, reactor: Any = None, **kwargs: Any) -> BridgeSite:
+        """A real BridgeSite around this bridge's API and gate, on its clock
+        (or on ``reactor``)."""
         return BridgeSite(
-            self.resource, kwargs.pop("max_body_bytes", self.config.max_body_bytes), **kwargs
+            self.gate, kwargs.pop("max_body_bytes", self.config.max_body_bytes),
+            self.clock if reactor is None else reactor, **kwargs,
         )
 
 
 class Answer:
-    """A whole HTTP answer read through StubTreq."""
+    """A whole HTTP answer."""
 
-    def __init__(self, response: IResponse, body: bytes) -> None:
+    def __init__(self, response: Response) -> None:
         self.response = response
-        self.code: int = response.code
-        self.body = body
+        self.code: int = response.status
+        self.body = response.body
 
     def header(self, name: str) -> list[str] | None:
-        values: list[str] | None = self.response.headers.getRawHeaders(name)
-        return values
+        values = self.response.headers.get(name.lower().encode("latin-1"))
+        return None if values is None else [value.decode("latin-1") for value in values]
 
     @property
     def content_type(self) -> str | None:
@@ -248,7 +249,7 @@ class Answer:
 
 
 class BridgeTestCase(SynchronousTestCase):
-    """Builds bridges, stops them at the end and drives StubTreq requests."""
+    """Builds bridges, stops them at the end and sends them requests."""
 
     def bridge(self, **kwargs: Any) -> Bridge:
         bridge = Bridge(**kwargs)
@@ -261,19 +262,18 @@ class BridgeTestCase(SynchronousTestCase):
         self.assertEqual(bridge.clock.getDelayedCalls(), [])
 
     def start_request(
-        self, bridge: Bridge, method: str, path: str, **kwargs: Any
-    ) -> Deferred[IResponse]:
-        """Issue a request; the returned Deferred may still be waiting."""
-        url = "http://bridge.test" + path
-        return bridge.treq.request(method, url, **kwargs)  # type: ignore[no-any-return]
+        self, bridge: Bridge, method: str, path: str, data: bytes | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Client:
+        """Issue a request on a new connection; its answer may still be due."""
+        client = Client(bridge.http)
+        self.addCleanup(client.disconnect)
+        client.send(http_request(method, path, data, headers))
+        return client
 
-    def finish(self, bridge: Bridge, pending: Deferred[IResponse]) -> Answer:
-        """Pump the in-memory connection and read the whole answer."""
-        bridge.treq.flush()
-        response = self.successResultOf(pending)
-        body = bridge.treq.content(response)
-        bridge.treq.flush()
-        return Answer(response, self.successResultOf(body))
+    def finish(self, bridge: Bridge, pending: Client) -> Answer:
+        """The whole answer to the request on ``pending``."""
+        return Answer(pending.response())
 
     def call(self, bridge: Bridge, method: str, path: str, **kwargs: Any) -> Answer:
         """A request that is answered without waiting for the upstream."""
@@ -298,40 +298,10 @@ class BridgeTestCase(SynchronousTestCase):
         return document
 
 
-def dechunk(data: bytes) -> bytes:
-    """The payload of a complete or partial chunked body (complete chunks only)."""
-    out: list[bytes] = []
-    position = 0
-    while True:  # by offsets: bodies of many megabytes are dechunked in linear time
-        line_end = data.find(b"\r\n", position)
-        if line_end < 0:
-            break
-        size = int(data[position:line_end].split(b";")[0], 16)
-        start = line_end + 2
-        if size == 0 or len(data) < start + size + 2:
-            break
-        out.append(data[start:start + size])
-        position = start + size + 2
-    return b"".join(out)
-
-
-def split_response(raw: bytes) -> tuple[bytes, dict[bytes, list[bytes]], bytes]:
-    """A raw HTTP/1.1 response: status line, headers (lower-cased names), body."""
-    head, _, body = raw.partition(b"\r\n\r\n")
-    status, *header_lines = head.split(b"\r\n")
-    headers: dict[bytes, list[bytes]] = {}
-    for line in header_lines:
-        name, _, value = line.partition(b":")
-        headers.setdefault(name.strip().lower(), []).append(value.strip())
-    return status, headers, body
-
-
 def timed_out() -> bytes:
-    """The exact 408 answer to a request not received within request_timeout."""
+    """The exact 408 answer to a request not received within request_timeout
+    (the Date is the harness clock's: 1970 for a Clock at 0)."""
     body = json.dumps(
         {"error": "request_timeout", "message": "the request was not received in time"}
     ).encode()
-    return (
-        b"HTTP/1.1 408 Request Timeout\r\nContent-Type: application/json\r\n"
-        b"Connection: close\r\nContent-Length: %d\r\n\r\n" % len(body) + body
-    )
+    return body

@@ -10,7 +10,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from bridge.twisted_private import unsent_bytes
 from bridge.upstream.protocol import Counters, UpstreamProtocol
-from tests.test_gate import HarnessTestCase, Response, SocketTransport
+from tests.http_harness import HarnessTestCase, Response, SocketTransport
 
 
 def congested(high_water: int) -> dict[str, str]:

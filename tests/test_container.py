@@ -3,7 +3,7 @@ with the bridge itself; and the image works (`make container-test`, when a
 Docker daemon is reachable; BRIDGE_CONTAINER_TEST=0 skips it).
 
 Checked against the code, not against copies of it: the settings table
-(:data:`bridge.config.SETTINGS`), the routes of :class:`bridge.http.api.BridgeAPI`
+(:data:`bridge.config.SETTINGS`), the routes of :data:`bridge.http.routes.ROUTES`
 and ``bridge healthcheck``'s default URL.
 """
 
@@ -26,7 +26,7 @@ import yaml
 
 from bridge.app import healthcheck
 from bridge.config import SETTINGS, SETTINGS_BY_NAME, Config, ConfigError, load
-from bridge.http.api import BridgeAPI
+from bridge.http.routes import ROUTES as ROUTE_TABLE
 
 REPO = Path(__file__).resolve().parent.parent
 KUBERNETES = REPO / "config" / "kubernetes"
@@ -47,7 +47,7 @@ def listen_port(listen: str) -> int:
 
 
 DEFAULT_PORT = listen_port(Config().listen)
-ROUTES = {rule.rule for rule in BridgeAPI.app.url_map.iter_rules()}
+ROUTES = {route.label for route in ROUTE_TABLE}
 
 
 def manifests() -> list[tuple[str, dict[str, Any]]]:

@@ -1,27 +1,21 @@
 """request_timeout (slowloris guard) and body limits on the served HTTP side:
 the bridge's real BridgeSite, fed raw bytes over a StringTransport, with the
-Clock as the site's reactor.  Both lanes are covered: the fast lane for plain
-hot-route requests, and twisted.web (DeadlineChannel, LimitedRequest) for
-everything else, e.g. chunked bodies."""
+Clock as the site's reactor, for hot routes, Klein's routes and chunked bodies."""
 
 from __future__ import annotations
 
-import json
-
-from tests.fakes_http import timed_out
-from tests.test_gate import Client, Harness, HarnessTestCase, chunked, http_request
+from tests.http_harness import (
+    Client,
+    Harness,
+    HarnessTestCase,
+    chunked,
+    http_request,
+    timed_out,
+    too_large,
+)
 
 TIMEOUT = 10.0
-
-
-
-
-def too_large(message: str) -> bytes:
-    body = json.dumps({"error": "body_too_large", "message": message}).encode()
-    return (
-        b"HTTP/1.1 413 Content Too Large\r\nContent-Type: application/json\r\n"
-        b"Connection: close\r\nContent-Length: %d\r\n\r\n" % len(body) + body
-    )
+ELEVEN = "the body is 11 bytes; max_body_bytes is 10"
 
 
 #: Requests cut short, each with the lane it is on.
@@ -45,14 +39,16 @@ class DeadlineTests(HarnessTestCase):
         self.assertFalse(client.closing)
 
     def assertClosedAfter(self, harness: Harness, client: Client, seconds: float,
-                          answer: bytes = b"") -> None:
+                          answered: bool = False) -> None:
         """Still open ``seconds - 0.01`` from now; closed at ``seconds``,
-        with ``answer`` added to what was written; aborted a second later."""
+        with the 408 added to what was written if ``answered``; aborted a
+        second later."""
         before = client.transport.value()
         harness.reactor.advance(seconds - 0.01)
         self.assertFalse(client.closing)
         self.assertEqual(client.transport.value(), before)
         harness.reactor.advance(0.01)
+        answer = timed_out(harness.reactor) if answered else b""
         self.assertEqual(client.transport.value(), before + answer)
         self.assertTrue(client.closing)
         # A client that does not read its 408 either is cut off a second later.
@@ -66,7 +62,7 @@ class DeadlineTests(HarnessTestCase):
             with self.subTest(data=data):
                 client = harness.client()
                 client.send(data)
-                self.assertClosedAfter(harness, client, TIMEOUT, timed_out())
+                self.assertClosedAfter(harness, client, TIMEOUT, answered=True)
         self.assertEqual(harness.upstream.value(), b"")
         self.assertEqual(harness.service.lifecycle.inflight, 0)
 
@@ -79,17 +75,17 @@ class DeadlineTests(HarnessTestCase):
             harness.reactor.advance(1)
         self.assertOpen(client)
         client.send(request[9:10])
-        self.assertClosedAfter(harness, client, 1, timed_out())
+        self.assertClosedAfter(harness, client, 1, answered=True)
         self.assertEqual(harness.upstream.value(), b"")
 
-    def test_trickling_on_the_twisted_web_lane(self) -> None:
+    def test_trickling_a_chunked_body(self) -> None:
         harness = self.harness()
         client = harness.client()
         client.send(http_request("POST", "/send", None, {"Transfer-Encoding": "chunked"}))
         for _ in range(5):
             harness.reactor.advance(1)
             client.send(b"1\r\na\r\n")
-        self.assertClosedAfter(harness, client, TIMEOUT - 5, timed_out())
+        self.assertClosedAfter(harness, client, TIMEOUT - 5, answered=True)
         self.assertEqual(harness.upstream.value(), b"")
 
     def test_idle_connection_is_closed_without_an_answer(self) -> None:
@@ -112,7 +108,7 @@ class DeadlineTests(HarnessTestCase):
         self.assertClosedAfter(harness, client, TIMEOUT)
         self.assertEqual([r.status for r in client.responses()], [202, 202])
 
-    def test_twisted_web_lane_is_rearmed_too(self) -> None:
+    def test_rearmed_after_a_chunked_request(self) -> None:
         harness = self.harness()
         client = harness.client()
         harness.reactor.advance(3)
@@ -143,7 +139,7 @@ class DeadlineTests(HarnessTestCase):
                     + b"POST /send HTTP/1.1\r\n")
         self.assertEqual([r.status for r in client.responses()], [202, 202])
         answered = client.transport.value()
-        self.assertClosedAfter(harness, client, TIMEOUT, timed_out())
+        self.assertClosedAfter(harness, client, TIMEOUT, answered=True)
         self.assertTrue(client.transport.value().startswith(answered))
         self.assertEqual(harness.upstream.value(), b"a\r\nb\r\n")
 
@@ -154,8 +150,8 @@ class DeadlineTests(HarnessTestCase):
         head = http_request("POST", "/send", None, {"Transfer-Encoding": "chunked"})
         client.send(head[:-2])
         harness.reactor.advance(TIMEOUT - 1)
-        client.send(head[-2:] + b"1\r\na\r\n")  # the head is complete: twisted.web's now
-        self.assertClosedAfter(harness, client, 1, timed_out())
+        client.send(head[-2:] + b"1\r\na\r\n")  # the head is complete; the body is late
+        self.assertClosedAfter(harness, client, 1, answered=True)
         self.assertEqual(harness.upstream.value(), b"")
 
     def test_slow_head_of_another_route(self) -> None:
@@ -163,7 +159,7 @@ class DeadlineTests(HarnessTestCase):
         client = harness.client()
         harness.reactor.advance(TIMEOUT - 2)
         client.send(http_request("POST", "/status", None, {"Content-Length": "5"}) + b"ab")
-        self.assertClosedAfter(harness, client, 2, timed_out())
+        self.assertClosedAfter(harness, client, 2, answered=True)
 
 
 class BodyLimitTests(HarnessTestCase):
@@ -176,13 +172,13 @@ class BodyLimitTests(HarnessTestCase):
                 # Only the head: the answer must not wait for the body.
                 client.send(http_request(method, path, None, {"Content-Length": "11"}))
                 self.assertEqual(client.transport.value(),
-                                 too_large("the body is 11 bytes; max_body_bytes is 10"))
+                                 too_large(harness.reactor, ELEVEN))
                 self.assertTrue(client.closing)
                 # Even if more arrived before the close took effect, it is ignored.
                 client.channel.dataReceived(
                     b"0123456789\n" + http_request("POST", "/send", b"x\n"))
                 self.assertEqual(client.transport.value(),
-                                 too_large("the body is 11 bytes; max_body_bytes is 10"))
+                                 too_large(harness.reactor, ELEVEN))
         self.assertEqual(harness.upstream.value(), b"")
         self.assertEqual(harness.service.lifecycle.inflight, 0)
 
@@ -192,7 +188,7 @@ class BodyLimitTests(HarnessTestCase):
         client.send(http_request("POST", "/send", None, {"Content-Length": "99999999999"}))
         self.assertEqual(
             client.transport.value(),
-            too_large("the body is 99999999999 bytes; max_body_bytes is 1048576"),
+            too_large(harness.reactor, "the body is 99999999999 bytes; max_body_bytes is 1048576"),
         )
         self.assertEqual(harness.upstream.value(), b"")
 
@@ -208,7 +204,7 @@ class BodyLimitTests(HarnessTestCase):
         client.send(b"6\r\nabcde\n\r\n")
         self.assertEqual(client.transport.value(), b"")
         client.send(b"5\r\nfghi\n\r\n")  # 11 bytes
-        refused = too_large("the body is over max_body_bytes (10 bytes)")
+        refused = too_large(harness.reactor, "the body is over max_body_bytes (10 bytes)")
         self.assertEqual(client.transport.value(), refused)
         self.assertTrue(client.closing)
         client.channel.dataReceived(b"1\r\nj\r\n0\r\n\r\n")

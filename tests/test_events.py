@@ -40,7 +40,10 @@ class Stream:
         version: bytes = b"HTTP/1.1",
     ) -> None:
         self.bridge = bridge
-        self.site = bridge.site()
+        # The channel's timers (the abort after a drop) on a reactor of their
+        # own: the bridge's Clock holds only the hub's (stall, keep-alive).
+        self.reactor = MemoryReactorClock()
+        self.site = bridge.site(reactor=self.reactor)
         self.channel = self.site.buildProtocol(CLIENT_ADDRESS)
         assert self.channel is not None
         self.transport = SocketTransport(buffer_size, peerAddress=CLIENT_ADDRESS)
@@ -507,58 +510,27 @@ class BackpressureTests(EventsTestCase):
 
 
 class EndToEndTests(EventsTestCase):
-    def test_events_through_stubtreq(self) -> None:
+    def test_events_from_the_upstream_until_the_client_hangs_up(self) -> None:
         bridge = self.bridge()
-        pending = self.start_request(bridge, "GET", "/events", headers={"Last-Event-ID": "b1-0"})
-        bridge.treq.flush()
-        response = self.successResultOf(pending)
-        self.assertEqual(response.code, 200)
-        self.assertEqual(
-            response.headers.getRawHeaders("Content-Type"), ["text/event-stream; charset=utf-8"]
-        )
-        received: list[bytes] = []
-        hung_up = []
-
-        def collect(data: bytes) -> None:
-            if hung_up:
-                raise ConnectionAbortedError("the client hangs up")
-            received.append(data)
-
-        done = bridge.treq.collect(response, collect)
-        bridge.treq.flush()
-        self.assertEqual(b"".join(received), CONNECTED)
-        self.assertEqual(bridge.events.subscribers, 1)
-
+        stream = Stream(bridge, last_event_id=b"b1-0")
+        self.assertEqual(stream.status, b"HTTP/1.1 200 OK")
+        self.assertEqual(stream.headers[b"content-type"], [b"text/event-stream; charset=utf-8"])
+        self.assertEqual(stream.body, CONNECTED)
         bridge.reply(b"PUBLISH news hello\r\n")
-        bridge.treq.flush()
-        self.assertEqual(b"".join(received), CONNECTED + event(1, "PUBLISH news hello"))
-        self.assertNoResult(done)
-
-        hung_up.append(True)  # the next chunk makes treq close the connection
-        bridge.reply(b"bye\r\n")
-        bridge.treq.flush()
-        self.failureResultOf(done, ConnectionAbortedError)
+        self.assertEqual(stream.body, CONNECTED + event(1, "PUBLISH news hello"))
+        stream.hang_up()
         self.assertEqual(bridge.events.subscribers, 0)
         bridge.reply(b"nobody listens\r\n")
-        bridge.treq.flush()
-        self.assertEqual(b"".join(received), CONNECTED + event(1, "PUBLISH news hello"))
+        self.assertEqual(stream.body, CONNECTED + event(1, "PUBLISH news hello"))
         self.assertEqual(bridge.upstream.value(), b"")
 
     def test_a_dropped_stream_ends_for_the_client(self) -> None:
         bridge = self.bridge(max_event_backlog=1, event_stall_timeout=2.0)
-        pending = self.start_request(bridge, "GET", "/events")
-        bridge.treq.flush()
-        response = self.successResultOf(pending)
-        received: list[bytes] = []
-        done = bridge.treq.collect(response, received.append)
-        bridge.treq.flush()
-        subscriber = next(iter(bridge.events._subscribers))
-        subscriber.pauseProducing()  # as the transport does when the client stops reading
-        publish(bridge, [1, 2])
+        stream = Stream(bridge, buffer_size=0)
+        publish(bridge, [1, 2, 3])
         bridge.clock.advance(2.0)
-        bridge.treq.flush()
-        self.assertIsNone(self.successResultOf(done))  # the body ended, no error
-        self.assertEqual(b"".join(received), CONNECTED + stalled(2, 1))
+        self.assertTrue(stream.ended)  # the body ended, no reset
+        self.assertTrue(stream.body.endswith(stalled(2, 1)))
 
 
 class ServiceTests(EventsTestCase):

@@ -11,7 +11,7 @@ from __future__ import annotations
 from twisted.internet.error import ConnectionRefusedError
 from twisted.python.failure import Failure
 
-from tests.test_gate import Harness, HarnessTestCase
+from tests.http_harness import Harness, HarnessTestCase
 from tests.test_metrics import scrape, value
 
 A, B = "10.0.0.1:6379", "10.0.0.2:6379"

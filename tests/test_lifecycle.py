@@ -9,7 +9,7 @@ from twisted.logger import LogLevel, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 
 from bridge.app.lifecycle import DRAINING, REFUSING, RUNNING, Lifecycle
-from tests.test_gate import Harness, HarnessTestCase, Response, chunked
+from tests.http_harness import Harness, HarnessTestCase, Response, chunked
 
 SHUTTING_DOWN = {
     "error": "shutting_down",
@@ -168,8 +168,7 @@ class ShutdownTests(HarnessTestCase):
         harness.stop()
         self.refused(harness, "POST", "/send", b"x\n")
         self.refused(harness, "POST", "/request", b"x\n")
-        # On the twisted.web lane too (chunked), where the Connection header
-        # alone would not close the connection.
+        # With a chunked body too.
         for path in ("/send", "/request"):
             client = harness.client()
             client.send(chunked("POST", path, b"x\n"))

@@ -12,7 +12,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from bridge.logs import make_observer
-from tests.test_gate import TOKEN, HarnessTestCase, auth, chunked
+from tests.http_harness import TOKEN, HarnessTestCase, auth, chunked
 
 # 2023-11-14T22:13:20.250+00:00
 WHEN = 1700000000.25
@@ -156,7 +156,7 @@ class AccessLogTests(HarnessTestCase):
             harness.call("GET", path)
             harness.call("GET", path, headers=auth())
         client = harness.client()
-        client.send(chunked("POST", "/metrics", b"x"))  # 401, on the twisted.web lane
+        client.send(chunked("POST", "/metrics", b"x"))  # 401, with a chunked body
         self.assertEqual(harness.call("GET", "/readyz").status, 503)  # failing probes too
         self.assertEqual(self.access(events), [])
 

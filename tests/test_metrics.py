@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.test_gate import Harness, HarnessTestCase, chunked
+from tests.http_harness import Harness, HarnessTestCase, chunked
 
 Labels = tuple[tuple[str, str], ...]
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from twisted.internet.defer import Deferred, succeed
@@ -14,7 +13,6 @@ from bridge.config import Config, ConfigError, load
 from bridge.errors import BodyError, NotConnectedError
 from bridge.http.body import Lines, parse_body
 from bridge.upstream.pool import UpstreamPool
-from tests.fakes_fasthttp import Side, http
 from tests.fakes_upstream import (
     UPSTREAM,
     FakeConnection,
@@ -22,6 +20,7 @@ from tests.fakes_upstream import (
     RecordingTransport,
     make_pool,
 )
+from tests.http_harness import HarnessTestCase
 
 BASE = Config().with_values(backoff_initial=1.0, backoff_factor=2.0, backoff_max=8.0)
 DEEP = b"[" * 100_000  # nested far beyond the interpreter's recursion limit
@@ -31,7 +30,7 @@ def one(text: str) -> Lines:
     return Lines(1, text.encode("ascii") + b"\r\n")
 
 
-class DeeplyNestedJSONTests(SynchronousTestCase):
+class DeeplyNestedJSONTests(HarnessTestCase):
     """json.loads raises RecursionError (not a ValueError) for deep nesting."""
 
     def test_parse_body_says_invalid_json(self) -> None:
@@ -41,14 +40,10 @@ class DeeplyNestedJSONTests(SynchronousTestCase):
                          (400, "invalid_json"))
 
     def test_send_answers_400_not_500(self) -> None:
-        side = Side()
-        self.addCleanup(side.close)
-        client = side.client()
-        client.send(http("POST", "/send", DEEP, "Content-Type: application/json"))
-        head, _, body = client.received.partition(b"\r\n\r\n")
-        self.assertTrue(head.startswith(b"HTTP/1.1 400 "), head[:40])
-        self.assertEqual(json.loads(body)["error"], "invalid_json")
-        self.assertEqual(side.written, b"")
+        harness = self.harness()
+        response = harness.call("POST", "/send", DEEP, {"Content-Type": "application/json"})
+        self.assertEqual((response.status, response.json()["error"]), (400, "invalid_json"))
+        self.assertEqual(harness.upstream.value(), b"")
 
 
 class ConfigHoleTests(SynchronousTestCase):

@@ -84,9 +84,11 @@ def run(config: Config, demo: bool, environ: Mapping[str, str] | None = None) ->
     from twisted.internet import reactor as _reactor
     from twisted.logger import globalLogBeginner
 
+    from bridge.app.allocator import keep_freed_memory
     from bridge.app.service import BridgeService
     from bridge.logs import make_observer
 
+    keep_freed_memory()
     reactor: Any = _reactor
     globalLogBeginner.beginLoggingTo(
         [make_observer(sys.stdout, config.log_level, config.log_format)],
@@ -164,10 +166,12 @@ def service_from_environment(environ: Mapping[str, str] | None = None) -> Any:
     from twisted.internet import reactor
     from twisted.logger import Logger
 
+    from bridge.app.allocator import keep_freed_memory
     from bridge.app.service import BridgeService
     from bridge.config import ConfigError, load
 
     log = Logger(namespace="bridge")
+    keep_freed_memory()
     env = os.environ if environ is None else environ
     try:
         config = load({}, env, env.get("BRIDGE_CONFIG") or None)

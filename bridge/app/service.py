@@ -8,7 +8,11 @@ from typing import Any, Callable
 
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
+from twisted.internet.interfaces import (
+    IListeningPort,
+    IStreamClientEndpoint,
+    IStreamServerEndpoint,
+)
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -16,9 +20,10 @@ from bridge.app.lifecycle import Lifecycle
 from bridge.config import Config
 from bridge.endpoints import client_endpoint, server_description, server_endpoint
 from bridge.http.api import BridgeAPI
+from bridge.http.clientlog import ClientErrorLog
 from bridge.http.events import EventHub
-from bridge.http.gate import make_root
-from bridge.http.web import BridgeSite
+from bridge.http.gate import make_gate
+from bridge.http.site import BridgeSite
 from bridge.metrics import Metrics
 from bridge.upstream.pool import UpstreamPool
 
@@ -97,7 +102,10 @@ class BridgeService(MultiService):
         jitter: Callable[[], float] = random.random,
         on_fatal: Callable[[str, int], None] | None = None,
         boot: str | None = None,
+        endpoint: IStreamClientEndpoint | None = None,
     ) -> None:
+        """``endpoint`` replaces the one ``config.upstream`` names (in-memory
+        bridges connect their pool to a fake upstream this way)."""
         super().__init__()
         self.config = config
         # A new token per process: event ids of an earlier run are never
@@ -111,8 +119,8 @@ class BridgeService(MultiService):
             replay=config.event_replay,
         )
         # A group's endpoints are made per address (and per resolved address).
-        endpoint = (None if config.addresses
-                    else client_endpoint(reactor, config.upstream, config.connect_timeout))
+        if endpoint is None and not config.addresses:
+            endpoint = client_endpoint(reactor, config.upstream, config.connect_timeout)
 
         def endpoint_for(spec: str) -> Any:
             return client_endpoint(reactor, spec, config.connect_timeout)
@@ -133,20 +141,21 @@ class BridgeService(MultiService):
         self.lifecycle = Lifecycle(
             reactor, config.max_inflight, config.shutdown_delay, config.shutdown_grace
         )
-        self.metrics = Metrics(self.pool, self.lifecycle, self.events)
+        self.client_errors = ClientErrorLog(reactor)
+        self.metrics = Metrics(self.pool, self.lifecycle, self.events, self.client_errors)
         self.http_counts = {"requests": 0}
         self.api = BridgeAPI(
             config, self.pool, self.events, reactor, self.http_counts, self.lifecycle,
             self.metrics,
         )
-        root = make_root(self.api)
         self.site = BridgeSite(
-            root,
+            make_gate(self.api),
             config.max_body_bytes,
+            reactor,
             access_log=config.access_log,
             on_request=self._count_request,
             request_timeout=config.request_timeout,
-            reactor=reactor,
+            client_errors=self.client_errors,
         )
         self.web = WebService(
             server_endpoint(reactor, config.listen), self.site, listen_failed,
@@ -155,11 +164,9 @@ class BridgeService(MultiService):
         self.pool.setServiceParent(self)
         self.web.setServiceParent(self)
 
-    def _count_request(self, request: Any, code: int) -> None:
+    def _count_request(self, label: str, code: int, seconds: float | None) -> None:
         self.http_counts["requests"] += 1
-        received_at = getattr(request, "received_at", None)
-        duration = None if received_at is None else self._clock.seconds() - received_at
-        self.metrics.request_done(request.path, code, duration)
+        self.metrics.request_done(label, code, seconds)
 
     def stopService(self) -> Deferred[None]:
         """Drain (see bridge.app.lifecycle), then stop the children."""

@@ -7,7 +7,6 @@ empty 200 for dicts) never reach a client.
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,7 +16,6 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
-from werkzeug.exceptions import MethodNotAllowed, NotFound
 
 from bridge import __version__
 from bridge.app.lifecycle import Lifecycle
@@ -29,14 +27,17 @@ from bridge.errors import (
     UpstreamLostError,
     UpstreamReplyError,
 )
+from bridge.http.answers import respond, respond_error
 from bridge.http.body import Lines, parse_body
 from bridge.http.events import EventHub
+from bridge.http.routes import ROUTES
 from bridge.http.sse import CONNECTED
 from bridge.metrics import Metrics
 from bridge.upstream.pool import UpstreamPool
 from bridge.upstream.replies.frames import Frame, Plan
 
-JSON = b"application/json"
+__all__ = ["BridgeAPI", "respond", "respond_error"]
+
 MAX_REPLIES = 100_000  # ?replies=N
 
 
@@ -46,32 +47,14 @@ def _iso(timestamp: float | None) -> str | None:
     return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="milliseconds")
 
 
-def respond(
-    request: IRequest, status: int, document: dict[str, Any], retry_after: int | None = None
-) -> bytes:
-    """Set status and headers for a JSON answer and return its body."""
-    body = json.dumps(document).encode("utf-8")
-    request.setResponseCode(status)
-    request.setHeader(b"Content-Type", JSON)
-    request.setHeader(b"Content-Length", b"%d" % len(body))
-    if retry_after is not None:
-        request.setHeader(b"Retry-After", b"%d" % retry_after)
-    return body
-
-
-def respond_error(request: IRequest, error: BridgeError) -> bytes:
-    document: dict[str, Any] = {"error": error.code, "message": error.message}
-    replies = getattr(error, "replies", None)
-    if replies is not None:
-        document["replies"] = [frame.value for frame in replies]
-    document.update(error.extra())
-    return respond(request, error.status, document, error.retry_after())
-
-
 class BridgeAPI:
-    """The routes.  Holds the pool, the event hub, the config and the clock."""
+    """The routes' handlers.  Holds the pool, the event hub, the config and the clock.
 
-    app = Klein()
+    Which handler serves which method and path is :data:`bridge.http.routes.ROUTES`;
+    the hot routes' handlers are called by the gate, the others by Klein
+    (:meth:`resource`).
+    """
+
     log = Logger()
 
     def __init__(
@@ -96,7 +79,15 @@ class BridgeAPI:
         self.http_counts = http_counts if http_counts is not None else {"requests": 0}
 
     def resource(self) -> Any:
-        return self.app.resource()
+        """Klein, for the routes of the table that it renders, and nothing else."""
+        app = Klein()
+        for route in ROUTES:
+            if not route.hot:
+                methods = [method.decode("ascii") for method in route.methods]
+                app.route(route.label, methods=methods, endpoint=route.handler)(
+                    getattr(self, route.handler))
+        app.handle_errors(Exception)(self.internal_error)
+        return app.resource()
 
     # -- helpers ------------------------------------------------------------
 
@@ -155,7 +146,6 @@ class BridgeAPI:
 
     # -- lines out ------------------------------------------------------------
 
-    @app.route("/send", methods=["POST"])
     def send(self, request: IRequest) -> bytes | Deferred[bytes]:
         try:
             confirm = self._confirm(request)
@@ -173,7 +163,6 @@ class BridgeAPI:
             errbackArgs=(request,),
         )
 
-    @app.route("/request", methods=["POST"])
     def request(self, request: IRequest) -> bytes | Deferred[bytes]:
         try:
             timeout = self._timeout(request)
@@ -242,11 +231,9 @@ class BridgeAPI:
 
     # -- probes and status ------------------------------------------------------
 
-    @app.route("/healthz", methods=["GET", "HEAD"])
     def healthz(self, request: IRequest) -> bytes:
         return respond(request, 200, {"status": "ok"})
 
-    @app.route("/readyz", methods=["GET", "HEAD"])
     def readyz(self, request: IRequest) -> bytes:
         pool = self.pool
         if not self.lifecycle.ready:
@@ -275,7 +262,6 @@ class BridgeAPI:
             },
         )
 
-    @app.route("/status", methods=["GET", "HEAD"])
     def status(self, request: IRequest) -> bytes:
         return respond(request, 200, self.status_document())
 
@@ -347,7 +333,6 @@ class BridgeAPI:
         document["messages"] = subscriber.counters.unsolicited
         return document
 
-    @app.route("/metrics", methods=["GET", "HEAD"])
     def metrics_page(self, request: IRequest) -> bytes:
         if self.metrics is None:
             return respond(request, 404, {"error": "not_found", "message": "no metrics"})
@@ -358,7 +343,6 @@ class BridgeAPI:
 
     # -- unsolicited lines --------------------------------------------------------
 
-    @app.route("/events", methods=["GET"])
     def events_stream(self, request: IRequest) -> Any:
         request.setResponseCode(200)
         request.setHeader(b"Content-Type", b"text/event-stream; charset=utf-8")
@@ -375,26 +359,6 @@ class BridgeAPI:
 
     # -- errors -------------------------------------------------------------------
 
-    @app.handle_errors(NotFound)
-    def not_found(self, request: IRequest, failure: Failure) -> bytes:
-        path = request.path.decode("latin-1")
-        return respond(request, 404, {"error": "not_found", "message": f"no route {path}"})
-
-    @app.handle_errors(MethodNotAllowed)
-    def method_not_allowed(self, request: IRequest, failure: Failure) -> bytes:
-        error = failure.value
-        assert isinstance(error, MethodNotAllowed)
-        allowed = sorted(set(error.valid_methods or ()))
-        request.setHeader(b"Allow", ", ".join(allowed).encode("ascii"))
-        method = request.method.decode("latin-1")
-        return respond(
-            request,
-            405,
-            {"error": "method_not_allowed",
-             "message": f"{method} is not allowed here; use {', '.join(allowed)}"},
-        )
-
-    @app.handle_errors(Exception)
     def internal_error(self, request: IRequest, failure: Failure) -> bytes | None:
         if failure.check(CancelledError):
             return None

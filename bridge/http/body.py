@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 
 from bridge.errors import BodyError
+from bridge.http.limits import media_type
 from bridge.upstream.lines import Lines
 
 _LF = b"\n"
@@ -18,10 +19,7 @@ _CRLF = b"\r\n"
 
 
 def is_json(content_type: bytes | None) -> bool:
-    if not content_type:
-        return False
-    media = content_type.split(b";", 1)[0].strip().lower()
-    return media == b"application/json"
+    return bool(content_type) and media_type(content_type) == b"application/json"  # type: ignore[arg-type]
 
 
 def parse_text(body: bytes, max_line_bytes: int, delimiter: bytes) -> Lines:

@@ -1,17 +1,18 @@
-"""The root resource: who may come in, and whether there is room.
+"""Who may come in, whether there is room, and who answers.
 
-Before the Klein routes run, every request passes here:
+The channel decides each request's route once (:mod:`bridge.http.routes`)
+and hands the request and that decision here:
 
-* bearer token (when set) on every route but the probes, compared in
-  constant time; the token never appears in logs or answers;
-* POST /send and /request: 503 ``shutting_down`` while draining and 429
-  ``overloaded`` beyond ``max_inflight``; the ones admitted are counted until
-  their answer is finished, which is what the shutdown waits for.
-
-The hot routes (POST /send, POST /request and the probes) are then called
-directly: they are the same methods Klein routes, without Klein's per-request
-URL mapping and Deferred plumbing, which cost more than the bridge's own work
-for a one-line request.  Everything else goes to Klein.
+* bearer token (when set) on every route but the open ones (probes, and
+  /metrics when ``metrics_auth`` is off), compared in constant time; the
+  token never appears in logs or answers;
+* no route: the 404 or 405 of the decision;
+* work routes (POST /send and /request): 503 ``shutting_down`` while
+  draining and 429 ``overloaded`` beyond ``max_inflight``; the ones admitted
+  are counted until their answer is finished, which is what the drain waits
+  for (see :class:`bridge.app.lifecycle.Lifecycle`);
+* hot routes are called directly (handler methods of the API, through the
+  light request); the others are rendered by Klein on a twisted.web Request.
 """
 
 from __future__ import annotations
@@ -22,103 +23,106 @@ from typing import Any, Callable, Mapping
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.iweb import IRequest
-from twisted.web.resource import IResource, Resource
+from twisted.web.resource import IResource
 from twisted.web.server import NOT_DONE_YET
 
 from bridge.app.lifecycle import Lifecycle
 from bridge.errors import BridgeError, BusyError, ShuttingDownError
-from bridge.http.api import BridgeAPI
-from bridge.http.web import error_body
+from bridge.http.answers import respond_error
+from bridge.http.limits import ClientError
+from bridge.http.routes import ROUTES, Decision, Route
 
-OPEN_PATHS = frozenset({b"/healthz", b"/readyz"})
-WORK_PATHS = frozenset({b"/send", b"/request"})
+Handler = Callable[[Any], Any]
 
 
-class Gate(Resource):
-    """Wraps the application resource (Klein's) as the Site's root."""
+def open_labels(metrics_auth: bool) -> frozenset[str]:
+    """The routes that need no token."""
+    return frozenset(
+        route.label for route in ROUTES if route.open or (route.metrics and not metrics_auth)
+    )
 
-    isLeaf = True
+
+class Gate:
+    """Authenticates, admits and dispatches requests whose route is decided."""
+
     log = Logger()
 
     def __init__(
         self,
-        application: IResource,
+        handlers: Mapping[bytes, Handler],
+        web: IResource,
         lifecycle: Lifecycle,
         token: str | None,
         metrics_auth: bool = True,
-        hot_routes: Mapping[tuple[bytes, bytes], Callable[[IRequest], Any]] | None = None,
     ) -> None:
-        super().__init__()
-        self._application = application
-        self._hot = hot_routes or {}
+        self._handlers = handlers
+        self._web = web
         self._lifecycle = lifecycle
         self._token = token.encode("utf-8") if token else None
-        self._open = OPEN_PATHS if metrics_auth else OPEN_PATHS | {b"/metrics"}
+        self._open = open_labels(metrics_auth)
 
-    def render(self, request: IRequest) -> Any:
-        path: bytes = request.path
-        if self._token is not None and path not in self._open and not self._authorized(request):
+    def render(self, request: Any, decision: Decision) -> Any:
+        """The answer's body, or NOT_DONE_YET if it comes later."""
+        if (self._token is not None and decision.label not in self._open
+                and not self._authorized(request)):
             return self._unauthorized(request)
-        if path in WORK_PATHS:
-            lifecycle = self._lifecycle
-            if lifecycle.refusing:
-                request.setHeader(b"Connection", b"close")
-                # The header alone does not close: twisted.web decides from the
-                # request's headers whether the connection stays open.
-                channel = getattr(request, "channel", None)
-                if channel is not None:
-                    channel.persistent = False
-                return self._refuse(request, ShuttingDownError(
-                    "the bridge is shutting down and takes no new work"))
-            if lifecycle.inflight >= lifecycle.max_inflight:
-                return self._refuse(request, BusyError(
-                    "overloaded",
-                    f"{lifecycle.inflight} requests are being handled (max_inflight); "
-                    "retry later"))
-            lifecycle.started()
-            settled = [False]
+        route = decision.route
+        if route is None:
+            assert decision.miss is not None
+            return respond_error(request, decision.miss)
+        if not route.work:
+            return self._render(request, route, None)
+        lifecycle = self._lifecycle
+        if lifecycle.refusing:
+            request.setHeader(b"Connection", b"close")
+            return respond_error(request, ShuttingDownError(
+                "the bridge is shutting down and takes no new work"))
+        if lifecycle.inflight >= lifecycle.max_inflight:
+            return respond_error(request, BusyError(
+                "overloaded",
+                f"{lifecycle.inflight} requests are being handled (max_inflight); retry later"))
+        lifecycle.started()
+        settled = [False]
 
-            def finished(_: object = None) -> None:
-                if not settled[0]:
-                    settled[0] = True
-                    lifecycle.finished()
+        def finished(_: object = None) -> None:
+            if not settled[0]:
+                settled[0] = True
+                lifecycle.finished()
 
-            try:
-                result = self._render(request, path, finished)
-            except BaseException:
-                finished()
-                raise
-            if result is not NOT_DONE_YET:
-                finished()
-            return result
-        return self._render(request, path, None)
+        try:
+            result = self._render(request, route, finished)
+        except BaseException:
+            finished()
+            raise
+        if result is not NOT_DONE_YET:
+            finished()
+        return result
 
     def _render(
-        self, request: IRequest, path: bytes, watch: Callable[[object], None] | None
+        self, request: Any, route: Route, watch: Callable[[object], None] | None
     ) -> Any:
         """Render; ``watch`` (if any) is called once the answer is finished.
 
         It is registered before anything can finish the request: twisted.web
         never fires a notifyFinish() asked for after the request finished.
         """
-        handler = self._hot.get((request.method, path))
+        handler = self._handlers.get(route.path)
         if handler is None:
             if watch is not None:
-                request.notifyFinish().addBoth(watch)  # type: ignore[attr-defined]
-            return self._application.render(request)
+                request.notifyFinish().addBoth(watch)
+            return self._web.render(request)
         try:
             result = handler(request)
         except Exception:
-            self.log.failure("unhandled error answering {path}", path=path)
-            return self._refuse(request, BridgeError("internal error; see the log"))
+            self.log.failure("unhandled error answering {path}", path=route.path)
+            return respond_error(request, BridgeError("internal error; see the log"))
         if isinstance(result, bytes):
             return result
         if watch is not None:
-            request.notifyFinish().addBoth(watch)  # type: ignore[attr-defined]
+            request.notifyFinish().addBoth(watch)
         return self._later(request, result)
 
-    def _later(self, request: IRequest, result: Deferred[Any]) -> Any:
+    def _later(self, request: Any, result: Deferred[Any]) -> Any:
         """Finish the request when ``result`` fires; cancel it if the client goes."""
         finished = [False]
 
@@ -132,9 +136,8 @@ class Gate(Resource):
         def failed(failure: Failure) -> None:
             if finished[0] or failure.check(CancelledError):
                 return
-            self.log.failure("unhandled error answering {path}", failure,
-                             path=request.path)
-            request.write(self._refuse(request, BridgeError("internal error; see the log")))
+            self.log.failure("unhandled error answering {path}", failure, path=request.path)
+            request.write(respond_error(request, BridgeError("internal error; see the log")))
             request.finish()
 
         def gone(_: object) -> None:
@@ -143,10 +146,10 @@ class Gate(Resource):
                 result.cancel()
 
         result.addCallbacks(write, failed)
-        request.notifyFinish().addErrback(gone)  # type: ignore[attr-defined]
+        request.notifyFinish().addErrback(gone)
         return NOT_DONE_YET
 
-    def _authorized(self, request: IRequest) -> bool:
+    def _authorized(self, request: Any) -> bool:
         assert self._token is not None
         header = request.getHeader(b"Authorization") or b""
         scheme, _, credentials = header.partition(b" ")
@@ -154,32 +157,15 @@ class Gate(Resource):
             return False
         return hmac.compare_digest(credentials.strip(), self._token)
 
-    def _unauthorized(self, request: IRequest) -> bytes:
-        body = error_body("unauthorized", "this route needs 'Authorization: Bearer <token>'")
-        request.setResponseCode(401)
-        request.setHeader(b"WWW-Authenticate", b'Bearer realm="bridge"')
-        request.setHeader(b"Content-Type", b"application/json")
-        request.setHeader(b"Content-Length", b"%d" % len(body))
-        return body
-
-    def _refuse(self, request: IRequest, error: BridgeError) -> bytes:
-        body = error_body(error.code, error.message)
-        request.setResponseCode(error.status)
-        request.setHeader(b"Content-Type", b"application/json")
-        request.setHeader(b"Content-Length", b"%d" % len(body))
-        retry_after = error.retry_after()
-        if retry_after is not None:
-            request.setHeader(b"Retry-After", b"%d" % retry_after)
-        return body
+    def _unauthorized(self, request: Any) -> bytes:
+        return respond_error(request, ClientError(
+            401, "unauthorized", "this route needs 'Authorization: Bearer <token>'",
+            headers=((b"WWW-Authenticate", b'Bearer realm="bridge"'),)))
 
 
-def make_root(api: BridgeAPI) -> Gate:
-    """The Site's root for ``api``: the Gate, its hot routes, Klein for the rest."""
-    hot_routes = {
-        (b"POST", b"/send"): api.send,
-        (b"POST", b"/request"): api.request,
-        (b"GET", b"/healthz"): api.healthz,
-        (b"GET", b"/readyz"): api.readyz,
-    }
+def make_gate(api: Any) -> Gate:
+    """The gate for ``api`` (a :class:`bridge.http.api.BridgeAPI`): its hot
+    handlers, Klein for the other routes, its lifecycle and token."""
+    handlers = {route.path: getattr(api, route.handler) for route in ROUTES if route.hot}
     config = api.config
-    return Gate(api.resource(), api.lifecycle, config.token, config.metrics_auth, hot_routes)
+    return Gate(handlers, api.resource(), api.lifecycle, config.token, config.metrics_auth)
