@@ -6,8 +6,8 @@ other pair fails loudly, naming the state and the event), a real connection
 taken through every (state, event) pair by its public methods, and real
 members (ClientService, connector, protocol over a fake endpoint, on a Clock)
 driven through scenarios that together take every row of the member's table.
-Transitions are observed as Twisted log events (debug level, field
-``transition``), the way an operator sees them with ``--log-level debug``.
+Transitions are observed as Twisted log events (debug level), the way an
+operator sees them with ``--log-level debug``.
 """
 
 from __future__ import annotations
@@ -65,6 +65,13 @@ TABLES: list[tuple[Table[Any, Any], type[Enum], type[Enum], type[StateMachine]]]
 ]
 
 
+#: Each machine's (states, events), to read the names its transitions are logged with.
+MACHINES: dict[str, tuple[type[Enum], type[Enum]]] = {
+    "member": (MemberState, MemberEvent),
+    "connection": (ConnectionState, ConnectionEvent),
+}
+
+
 class Transitions:
     """The transitions logged while a test runs, per machine."""
 
@@ -74,9 +81,11 @@ class Transitions:
         case.addCleanup(globalLogPublisher.removeObserver, self)
 
     def __call__(self, event: dict[str, Any]) -> None:
-        transition = event.get("transition")
-        if transition is not None:
-            self._seen.append((event["machine"], transition))
+        machine = MACHINES.get(event.get("machine", ""))
+        if machine is not None and "before" in event:
+            states, events = machine
+            self._seen.append((event["machine"], (
+                states[event["before"]], events[event["upon"]], states[event["after"]])))
 
     def take(self, machine: str) -> list[Transition]:
         """The transitions of ``machine`` since the last take()."""

@@ -24,8 +24,9 @@ ClientService is built (``twisted/application/_client_service.py``)?
 The state changes *before* the action runs, so an action that causes another
 event (closing a connection whose ``connectionLost`` comes at once, telling
 ClientService of a loss, which asks for its retry delay at once) sees the
-state it moved to.  Each transition is logged at debug level (the field
-``transition`` holds the (state, event, state) triple).
+state it moved to.  Each transition is logged at debug level, with the
+names in the fields ``machine``, ``before``, ``upon`` (the event) and
+``after``.
 """
 
 from __future__ import annotations
@@ -86,9 +87,9 @@ class StateMachine:
         after, action = self._table.step(before, event)
         self._state = after
         self.log.debug(
-            "upstream {name}: {machine} {before} --{event}--> {after}",
+            "upstream {name}: {machine} {before} --{upon}--> {after}",
             name=self.name, machine=self._table.machine, before=before.name,
-            event=event.name, after=after.name, transition=(before, event, after),
+            upon=event.name, after=after.name,
         )
         if action is None:
             return None
