@@ -1,8 +1,9 @@
 """Every use of Twisted's private or undocumented attributes, in one place.
 
 The bridge needs a few things Twisted has no public API for: how many bytes a
-transport still holds, how much it sends per reactor iteration, and which
-protocol ClientService's proxy wraps.  They live here so that a Twisted
+transport still holds, how much it sends per reactor iteration, which
+protocol ClientService's proxy wraps, and how to tell ClientService that its
+connection ended while the connection itself stays open.  They live here so that a Twisted
 upgrade that changes them breaks one module, and ``tests/test_twisted_private.py``
 fails loudly instead of the bridge quietly misjudging congestion.
 """
@@ -10,6 +11,8 @@ fails loudly instead of the bridge quietly misjudging congestion.
 from __future__ import annotations
 
 from typing import Any
+
+from twisted.python.failure import Failure
 
 
 def innermost_transport(transport: object) -> object:
@@ -54,3 +57,11 @@ def tune_send_buffer(transport: object, high_water: int) -> None:
 def proxied_protocol(proxy: object) -> Any:
     """The protocol ClientService's ``_ReconnectingProtocolProxy`` wraps."""
     return proxy._protocol  # type: ignore[attr-defined]
+
+
+def tell_client_service_lost(proxy: object, reason: Failure) -> None:
+    """Tell ClientService its connection ended (it waits for its retry
+    policy's delay, then connects anew) without closing the connection: the
+    notification ``_ReconnectingProtocolProxy`` calls from ``connectionLost``,
+    kept in ``_lostNotification``."""
+    proxy._lostNotification(reason)  # type: ignore[attr-defined]

@@ -31,9 +31,11 @@ from zope.interface import implementer
 from bridge.config import Config
 from bridge.upstream.backoff import Backoff
 from bridge.upstream.fence import Fence
+from bridge.upstream.group import AddressGroup
 from bridge.upstream.member import UpstreamMember
-from bridge.upstream.pool import UpstreamPool
+from bridge.upstream.pool import UpstreamPool, framing_for
 from bridge.upstream.protocol import Counters, UpstreamProtocol
+from bridge.upstream.replies import make_framing
 from bridge.upstream.replies.frames import Frame, Framing
 from bridge.upstream.slots import REQUEST
 
@@ -289,21 +291,33 @@ def send_request(
     return replies.addCallback(texts)
 
 
+def serving(member: UpstreamMember) -> UpstreamProtocol:
+    """The member's connection that takes work (it must have one)."""
+    protocol = member.protocol
+    assert protocol is not None, f"member {member.name} is {member.state}"
+    return protocol
+
+
 def backoff_for(config: Config) -> Backoff:
     return Backoff(config.backoff_initial, config.backoff_factor, config.backoff_max, no_jitter)
 
 
 def make_member(
     config: Config | None = None,
-    endpoint: FakeEndpoint | None = None,
+    endpoint: IStreamClientEndpoint | None = None,
     clock: Clock | None = None,
-) -> tuple[UpstreamMember, FakeEndpoint, Clock, LineLog]:
-    """A member (not started) over a fake endpoint and a fresh clock."""
+    on_give_up: Callable[[str], None] | None = None,
+) -> tuple[UpstreamMember, Any, Clock, LineLog]:
+    """A member (not started) of a single upstream over a fake endpoint
+    (a :class:`FakeEndpoint` unless given) and a fresh clock."""
     config = config or Config()
     endpoint = endpoint if endpoint is not None else FakeEndpoint()
     clock = clock if clock is not None else Clock()
     log = LineLog()
-    member = UpstreamMember("0", config, clock, endpoint, log, backoff_for(config))
+    group = AddressGroup.single(config.upstream, endpoint, clock)
+    member = UpstreamMember("0", config, clock, group, log, backoff_for(config), on_give_up,
+                            framing=framing_for(config))
+    group.add(member)
     return member, endpoint, clock, log
 
 
@@ -345,6 +359,12 @@ def make_group_pool(
     return pool, clock, log
 
 
+def line_framing(max_line_bytes: int = 64 * 1024) -> Framing:
+    """Plain line framing, replies up to 16 lines long."""
+    return make_framing("line", max_line_bytes=max_line_bytes,
+                        max_reply_bytes=16 * max_line_bytes)
+
+
 def connected_protocol(
     clock: Clock,
     *,
@@ -353,15 +373,15 @@ def connected_protocol(
     framing: Framing | None = None,
     fence: Fence | None = None,
 ) -> tuple[UpstreamProtocol, RecordingTransport, LineLog]:
-    """A bare line protocol connected to a transport that reports its loss."""
+    """A bare protocol (line framing unless given) connected to a transport
+    that reports its loss."""
     log = LineLog()
     protocol = UpstreamProtocol(
         clock=clock,
         counters=Counters(),
-        max_line_bytes=max_line_bytes,
         stale_timeout=stale_timeout,
         on_frame=log,
-        framing=framing,
+        framing=framing if framing is not None else line_framing(max_line_bytes),
         fence=fence,
     )
     transport = RecordingTransport()

@@ -10,6 +10,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from bridge.twisted_private import unsent_bytes
 from bridge.upstream.protocol import Counters, UpstreamProtocol
+from tests.fakes_upstream import line_framing
 from tests.http_harness import HarnessTestCase, Response, SocketTransport
 
 
@@ -57,7 +58,7 @@ class UnsentBytesTests(SynchronousTestCase):
 class ProducerTests(SynchronousTestCase):
     def connect(self) -> tuple[UpstreamProtocol, SocketTransport]:
         protocol = UpstreamProtocol(
-            clock=Clock(), counters=Counters(), max_line_bytes=1000, stale_timeout=10,
+            clock=Clock(), counters=Counters(), framing=line_framing(1000), stale_timeout=10,
             on_frame=lambda kind, frame, line: None, write_high_water=100, write_low_water=40,
         )
         transport = SocketTransport()
@@ -121,7 +122,7 @@ class ProducerTests(SynchronousTestCase):
         """Twisted sends at most SEND_LIMIT (128 KiB) per reactor iteration; with
         many bulk requests per iteration that alone would fill the buffer."""
         protocol = UpstreamProtocol(
-            clock=Clock(), counters=Counters(), max_line_bytes=1000, stale_timeout=10,
+            clock=Clock(), counters=Counters(), framing=line_framing(1000), stale_timeout=10,
             on_frame=lambda kind, frame, line: None, write_high_water=4 * 1024 * 1024,
             write_low_water=1024,
         )
@@ -135,7 +136,7 @@ class ProducerTests(SynchronousTestCase):
     def test_stop_producing_keeps_the_connection(self) -> None:
         protocol, transport = self.connect()
         protocol.stopProducing()
-        self.assertFalse(protocol.lost)
+        self.assertNoResult(protocol.when_closed())
         self.assertTrue(transport.connected)
 
 

@@ -16,7 +16,6 @@ from twisted.trial.unittest import SynchronousTestCase
 from bridge.config import Config
 from bridge.errors import NotConnectedError, UpstreamLostError
 from bridge.upstream.lines import Lines
-from bridge.upstream.member import CONNECTED
 from bridge.upstream.pool import UpstreamPool
 from tests.fakes_upstream import (
     CONNECT,
@@ -32,6 +31,7 @@ from tests.fakes_upstream import (
 )
 
 A, B, C = "10.0.0.1:6379", "10.0.0.2:6379", "10.0.0.3:6379"
+CONNECTED = "connected"  # a member's state in /status
 BASE = Config().with_values(
     addresses=(A, B), backoff_initial=1.0, backoff_factor=2.0, backoff_max=8.0,
 )

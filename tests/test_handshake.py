@@ -5,13 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.internet.task import Clock
-from twisted.logger import formatEvent, globalLogPublisher
+from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from bridge.config import Config
-from bridge.errors import NotConnectedError
 from bridge.upstream.handshake import Handshake, HandshakeError, mask
-from bridge.upstream.member import CONNECTED, CONNECTING, STOPPED, WAITING, UpstreamMember
+from bridge.upstream.member import UpstreamMember
 from tests.fakes_upstream import (
     REFUSE,
     FakeEndpoint,
@@ -19,7 +18,10 @@ from tests.fakes_upstream import (
     connected_protocol,
     make_member,
     send_request,
+    serving,
 )
+
+CONNECTED, CONNECTING, STOPPED, WAITING = "connected", "connecting", "stopped", "waiting"
 
 CONFIG = Config().with_values(
     handshake=("AUTH secret", "SELECT 2"),
@@ -40,12 +42,16 @@ class MaskTests(SynchronousTestCase):
 
 class HandshakeTestCase(SynchronousTestCase):
     def setUp(self) -> None:
-        self.logged: list[str] = []
+        self.logged: list[str] = []  # at every level
+        self.said: list[str] = []  # above debug (which adds the state machines' transitions)
         self.levels: list[str] = []
 
         def observe(event: dict[str, Any]) -> None:
-            self.logged.append(formatEvent(event) or "")
-            self.levels.append(event["log_level"].name)
+            text = formatEvent(event) or ""
+            self.logged.append(text)
+            if event["log_level"] > LogLevel.debug:
+                self.said.append(text)
+                self.levels.append(event["log_level"].name)
 
         globalLogPublisher.addObserver(observe)
         self.addCleanup(globalLogPublisher.removeObserver, observe)
@@ -75,22 +81,21 @@ class HandshakeSuccessTests(HandshakeTestCase):
         self.assertEqual(connection.take(), b"AUTH secret\r\n")
         self.assertEqual(member.state, CONNECTING)
         self.assertIsNone(member.protocol)
-        self.assertRaises(NotConnectedError, member.live)
 
         connection.feed(b"+OK\r\n")
         self.assertEqual(connection.take(), b"SELECT 2\r\n")
         self.assertEqual(member.state, CONNECTING)
-        self.assertRaises(NotConnectedError, member.live)
+        self.assertIsNone(member.protocol)
 
         connection.feed(b"+OK\r\n")
         self.assertEqual(member.state, CONNECTED)
-        self.assertIs(member.live(), member.protocol)
+        self.assertIsNotNone(member.protocol)
         self.assertEqual(member.counters.connects, 1)
         self.assertEqual(member.counters.handshake_failures, 0)
         self.assertIsNone(member.last_error)
         self.assertEqual(log.events, [])  # handshake replies are not events
 
-        reply = send_request(member.live(), b"GET k\r\n", 1, 5.0)
+        reply = send_request(serving(member), b"GET k\r\n", 1, 5.0)
         connection.feed(b"v\r\n")
         self.assertEqual(self.successResultOf(reply), [b"v"])
         self.assert_secret_never_shown(member)
@@ -132,7 +137,6 @@ class HandshakeFailureTests(HandshakeTestCase):
         self.assertTrue(connection.transport.aborted)
         self.assertEqual(connection.written(), b"AUTH secret\r\n")  # SELECT never sent
         self.assertIsNone(member.protocol)
-        self.assertRaises(NotConnectedError, member.live)
         self.assertEqual(member.state, WAITING)
         self.assertEqual(member.counters.handshake_failures, 1)
         self.assertEqual(member.counters.connects, 0)
@@ -145,7 +149,7 @@ class HandshakeFailureTests(HandshakeTestCase):
         self.assertEqual(member.current_delay, 1.0)
         self.assertEqual(log.events, [])
         # Said once, at warn level, with the next attempt.
-        ours = [text for text in self.logged if text.startswith("upstream 0:")]
+        ours = [text for text in self.said if text.startswith("upstream 0:")]
         self.assertEqual(ours, ["upstream 0: connecting to localhost:65432 (attempt 1)",
                                 f"upstream 0: {member.last_error}; next attempt in 1 s"])
         self.assertEqual(self.levels[-2:], ["warn", "info"])  # ClientService's own line last

@@ -7,8 +7,10 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from bridge.config import Config
 from bridge.errors import UpstreamLostError
-from bridge.upstream.member import CONNECTED, STOPPED, WAITING, UpstreamMember
-from tests.fakes_upstream import FakeEndpoint, LineLog, make_member, send_request
+from bridge.upstream.member import UpstreamMember
+from tests.fakes_upstream import FakeEndpoint, LineLog, make_member, send_request, serving
+
+CONNECTED, STOPPED, WAITING = "connected", "stopped", "waiting"
 
 CONFIG = Config().with_values(
     heartbeat_interval=10.0,
@@ -79,7 +81,7 @@ class ActivityTests(HeartbeatTestCase):
         member, endpoint, clock, _ = self.start()
         connection = endpoint.last
         clock.advance(6.0)
-        member.live().write_lines(b"SET a 1\r\n", 1)
+        serving(member).write_lines(b"SET a 1\r\n", 1)
         self.assertEqual(connection.take(), b"SET a 1\r\n")
         clock.advance(6.0)  # t=12
         connection.feed(b"+OK\r\n")  # unsolicited, but activity all the same
@@ -94,7 +96,7 @@ class ActivityTests(HeartbeatTestCase):
         member, endpoint, clock, _ = self.start()
         connection = endpoint.last
         clock.advance(1.0)
-        reply = send_request(member.live(), b"SLOW\r\n", 1, 30.0)
+        reply = send_request(serving(member), b"SLOW\r\n", 1, 30.0)
         self.assertEqual(connection.take(), b"SLOW\r\n")
         clock.advance(14.0)  # t=15: idle for 14 s, but a reply is awaited
         self.assertEqual(connection.written(), b"")
@@ -148,7 +150,7 @@ class SilentPeerTests(HeartbeatTestCase):
     def test_requests_behind_an_unanswered_heartbeat_fail_with_502(self) -> None:
         member, endpoint, clock, _ = self.start()
         clock.advance(10.0)
-        reply = send_request(member.live(), b"GET\r\n", 1, 30.0)
+        reply = send_request(serving(member), b"GET\r\n", 1, 30.0)
         clock.advance(3.0)
         error = self.failureResultOf(reply, UpstreamLostError).value
         self.assertEqual(error.status, 502)

@@ -218,7 +218,7 @@ class ConnectionLostTests(SynchronousTestCase):
         waiting_error = self.failureResultOf(waiting, UpstreamLostError).value
         self.assertEqual(waiting_error.status, 502)
         self.assertEqual(texts(waiting_error.replies), [])
-        self.assertTrue(protocol.lost)
+        self.successResultOf(protocol.when_closed())
         self.assertEqual(protocol.pending, 0)
         self.assertEqual(clock.getDelayedCalls(), [])
 
@@ -226,7 +226,7 @@ class ConnectionLostTests(SynchronousTestCase):
         clock = Clock()
         protocol, transport, _ = connected_protocol(clock)
         reasons: list[Failure] = []
-        protocol.lost_listeners.append(reasons.append)
+        protocol.on_lost(reasons.append)
         transport.loseConnection()
         self.assertEqual([r.getErrorMessage() for r in reasons], [CLOSED_MESSAGE])
         self.assertEqual(clock.getDelayedCalls(), [])
@@ -256,7 +256,7 @@ class StaleConnectionTests(SynchronousTestCase):
         clock.advance(0.1)
         self.assertTrue(transport.aborted)
         self.assertFalse(transport.connected)
-        self.assertTrue(protocol.lost)
+        self.successResultOf(protocol.when_closed())
         error = self.failureResultOf(behind, UpstreamLostError).value
         self.assertEqual(error.status, 502)
         self.assertEqual(error.message, STALE_MESSAGE)
@@ -413,10 +413,11 @@ class NeverRaisesTests(SynchronousTestCase):
         clock = Clock()
         protocol, _, _ = connected_protocol(clock, max_line_bytes=8, stale_timeout=6.0)
         requests: list[Deferred[list[bytes]]] = []
+        closed = protocol.when_closed()
         for kind, value in actions:
             if kind == "data":
                 protocol.dataReceived(value)
-            elif kind == "request" and not protocol.lost:
+            elif kind == "request" and not closed.called:
                 deferred = send_request(protocol, b"Q\r\n" * value, value, 3.0)
                 deferred.addErrback(lambda failure: None)
                 requests.append(deferred)

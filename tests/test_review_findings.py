@@ -189,14 +189,10 @@ class ConnectedDuringDrainTests(SynchronousTestCase):
 
     def test_connection_completing_during_the_drain_is_closed(self) -> None:
         from twisted.internet.defer import Deferred as _Deferred
-        from twisted.internet.task import Clock
         from twisted.internet.testing import StringTransportWithDisconnection
 
-        from bridge.config import Config
-        from bridge.upstream.backoff import Backoff
-        from bridge.upstream.member import DRAINING, UpstreamMember
+        from tests.fakes_upstream import make_member
 
-        clock = Clock()
         pending: list[tuple[object, _Deferred[object]]] = []
 
         class Endpoint:
@@ -205,10 +201,7 @@ class ConnectedDuringDrainTests(SynchronousTestCase):
                 pending.append((factory, waiting))
                 return waiting
 
-        member = UpstreamMember(
-            "0", Config(), clock, Endpoint(),  # type: ignore[arg-type]
-            lambda kind, name, line: None, Backoff(1, 2, 30, lambda: 0.0),
-        )
+        member, _, clock, _ = make_member(Config(), Endpoint())  # type: ignore[arg-type]
         member.start()
         self.assertEqual(len(pending), 1)
         drained = member.drain()
@@ -220,7 +213,7 @@ class ConnectedDuringDrainTests(SynchronousTestCase):
         protocol.makeConnection(transport)
         waiting.callback(protocol)
         self.assertIsNone(member.protocol)
-        self.assertEqual(member.state, DRAINING)
+        self.assertEqual(member.state, "draining")
         self.assertFalse(transport.connected)
         stopped = member.stop()
         self.successResultOf(stopped)

@@ -13,14 +13,17 @@ import twisted
 from twisted.application._client_service import _ReconnectingProtocolProxy
 from twisted.application.internet import ClientService
 from twisted.internet import abstract, tcp
+from twisted.internet.error import ConnectionDone
 from twisted.internet.protocol import Protocol
 from twisted.internet.testing import MemoryReactorClock
 from twisted.protocols.tls import TLSMemoryBIOProtocol
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from bridge.twisted_private import (
     innermost_transport,
     proxied_protocol,
+    tell_client_service_lost,
     tune_send_buffer,
     unsent_bytes,
 )
@@ -78,3 +81,10 @@ class ClientServiceInternalsTests(SynchronousTestCase):
         proxy = _ReconnectingProtocolProxy(protocol, lambda reason: None)
         self.assertIs(proxied_protocol(proxy), protocol)
         self.assertTrue(ClientService)  # the public class this proxy belongs to
+
+    def test_the_proxy_tells_client_service_of_a_loss_through_lost_notification(self) -> None:
+        heard: list[Failure] = []
+        proxy = _ReconnectingProtocolProxy(Protocol(), heard.append)
+        reason = Failure(ConnectionDone("moved"))
+        tell_client_service_lost(proxy, reason)
+        self.assertEqual(heard, [reason])

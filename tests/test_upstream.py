@@ -8,17 +8,19 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from bridge.config import Config
 from bridge.errors import NotConnectedError, UpstreamLostError
-from bridge.upstream.member import CONNECTED, CONNECTING, STOPPED, WAITING, UpstreamMember
+from bridge.upstream.pool import UpstreamPool
 from tests.fakes_upstream import (
     HANG,
     REFUSE,
     REFUSED_MESSAGE,
     FakeEndpoint,
-    LineLog,
-    backoff_for,
     make_member,
+    make_pool,
     send_request,
+    serving,
 )
+
+CONNECTED, CONNECTING, STOPPED, WAITING = "connected", "connecting", "stopped", "waiting"
 
 CONFIG = Config().with_values(backoff_initial=1.0, backoff_factor=2.0, backoff_max=8.0)
 
@@ -93,8 +95,7 @@ class BackoffTests(SynchronousTestCase):
         clock.advance(0.1)
         self.assertEqual(len(endpoint.connections), 2)
         self.assertEqual(member.state, CONNECTED)
-        self.assertIs(member.live(), member.protocol)
-        member.live().write_lines(b"HELLO\r\n", 1)
+        serving(member).write_lines(b"HELLO\r\n", 1)
         self.assertEqual(endpoint.last.written(), b"HELLO\r\n")
         self.assertEqual(first.written(), b"")
         self.assertEqual(member.counters.connects, 2)
@@ -145,57 +146,64 @@ class ConnectTimeoutTests(SynchronousTestCase):
 
 
 class NotConnectedTests(SynchronousTestCase):
-    def test_live_and_send_raise_at_once_while_waiting(self) -> None:
+    """The member's side of the synchronous 503 (a pool of one asks it)."""
+
+    def pool(self, config: Config, endpoint: FakeEndpoint) -> tuple[UpstreamPool, Clock]:
+        pool, clock, _ = make_pool(config, endpoint)
+        return pool, clock
+
+    def test_send_raises_at_once_while_waiting(self) -> None:
         config = CONFIG.with_values(backoff_initial=2.5)
-        member, _, clock, _ = make_member(config, FakeEndpoint(default=REFUSE))
-        member.start()
-        for call in (member.live, lambda: member.live().write_lines(b"X\r\n", 1)):
-            error = self.assertRaises(NotConnectedError, call)
-            self.assertEqual(error.status, 503)
-            self.assertEqual(error.code, "upstream_unavailable")
-            self.assertEqual(
-                error.message, "the upstream localhost:65432 is not connected "
-                f"({REFUSED_MESSAGE}; next attempt in 2.5 s)"
-            )
-            self.assertEqual(error.retry_in, 2.5)
-            self.assertEqual(error.retry_after(), 3)
+        pool, clock = self.pool(config, FakeEndpoint(default=REFUSE))
+        pool.startService()
+        error = self.assertRaises(NotConnectedError, pool.pick)
+        self.assertEqual(error.status, 503)
+        self.assertEqual(error.code, "upstream_unavailable")
+        self.assertEqual(
+            error.message, "the upstream localhost:65432 is not connected "
+            f"({REFUSED_MESSAGE}; next attempt in 2.5 s); nothing was sent"
+        )
+        self.assertEqual(error.retry_in, 2.5)
+        self.assertEqual(error.retry_after(), 3)
         clock.advance(2.2)
-        self.assertEqual(self.assertRaises(NotConnectedError, member.live).retry_after(), 1)
-        self.successResultOf(member.stop())
+        self.assertEqual(self.assertRaises(NotConnectedError, pool.pick).retry_after(), 1)
+        self.successResultOf(pool.stopService())
         self.assertEqual(clock.getDelayedCalls(), [])
 
     def test_not_connected_while_connecting_says_retry_after_1(self) -> None:
-        member, _, clock, _ = make_member(CONFIG, FakeEndpoint(default=HANG))
-        member.start()
-        error = self.assertRaises(NotConnectedError, member.live)
+        pool, clock = self.pool(CONFIG, FakeEndpoint(default=HANG))
+        pool.startService()
+        error = self.assertRaises(NotConnectedError, pool.pick)
         self.assertEqual(
-            error.message, "the upstream localhost:65432 is not connected (connecting now)"
+            error.message,
+            "the upstream localhost:65432 is not connected (connecting now); nothing was sent"
         )
         self.assertEqual(error.retry_in, 0.0)
         self.assertEqual(error.retry_after(), 1)
-        self.successResultOf(member.stop())
+        self.successResultOf(pool.stopService())
         self.assertEqual(clock.getDelayedCalls(), [])
 
     def test_not_connected_before_start_and_after_stop(self) -> None:
-        member, _, clock, _ = make_member(CONFIG)
-        error = self.assertRaises(NotConnectedError, member.live)
+        pool, clock = self.pool(CONFIG, FakeEndpoint())
+        error = self.assertRaises(NotConnectedError, pool.pick)
         self.assertIsNone(error.retry_in)
         self.assertEqual(error.retry_after(), 1)
-        member.start()
-        self.successResultOf(member.stop())
-        error = self.assertRaises(NotConnectedError, member.live)
-        self.assertEqual(error.message, "the upstream localhost:65432 is not connected (stopped)")
+        pool.startService()
+        self.successResultOf(pool.stopService())
+        error = self.assertRaises(NotConnectedError, pool.pick)
+        self.assertEqual(error.message, "the upstream localhost:65432 is not connected "
+                         "(stopped); nothing was sent")
         self.assertEqual(clock.getDelayedCalls(), [])
 
     def test_nothing_is_buffered_while_disconnected(self) -> None:
         member, endpoint, clock, _ = make_member(CONFIG, FakeEndpoint(REFUSE))
         member.start()
-        self.assertRaises(NotConnectedError, member.live)
+        self.assertIsNone(member.protocol)
         clock.advance(1.0)
         self.assertEqual(member.state, CONNECTED)
         connection = endpoint.last
         self.assertEqual(connection.written(), b"")
-        member.live().write_lines(b"A\r\nB\r\n", 2)
+        serving(member).write_lines(b"A\r\nB\r\n", 2)
         self.assertEqual(connection.transport.writes, [b"A\r\nB\r\n"])
         self.assertEqual(member.counters.lines_sent, 2)
         self.assertEqual(member.counters.bytes_sent, 6)
@@ -207,7 +215,7 @@ class LifecycleTests(SynchronousTestCase):
     def test_stop_closes_the_connection_and_fails_pending_requests(self) -> None:
         member, endpoint, clock, _ = make_member(CONFIG)
         member.start()
-        reply = send_request(member.live(), b"GET\r\n", 1, 5.0)
+        reply = send_request(serving(member), b"GET\r\n", 1, 5.0)
         stopped = member.stop()
         self.successResultOf(stopped)
         self.assertFalse(endpoint.last.open)
@@ -223,7 +231,7 @@ class LifecycleTests(SynchronousTestCase):
         clock.advance(10.0)
         member.start()
         clock.advance(2.5)
-        send_request(member.live(), b"GET\r\n", 1, 5.0).addErrback(lambda failure: None)
+        send_request(serving(member), b"GET\r\n", 1, 5.0).addErrback(lambda failure: None)
         self.assertEqual(
             member.status(),
             {
@@ -254,12 +262,9 @@ class LifecycleTests(SynchronousTestCase):
 
     def test_startup_max_attempts_gives_up(self) -> None:
         config = CONFIG.with_values(startup_max_attempts=2)
-        endpoint = FakeEndpoint(default=REFUSE)
         reasons: list[str] = []
-        clock = Clock()
-        member = UpstreamMember(
-            "0", config, clock, endpoint, LineLog(), backoff_for(config), reasons.append
-        )
+        member, _, clock, _ = make_member(config, FakeEndpoint(default=REFUSE),
+                                          on_give_up=reasons.append)
         member.start()
         self.assertEqual(reasons, [])
         clock.advance(1.0)

@@ -11,11 +11,11 @@ It adds what Twisted's ClientService leaves to us:
 * a guard between the transport and ClientService's protocol proxy.
   ClientService has no transition for a connection lost before
   ``prepareConnection`` succeeded (a failed handshake), and raises
-  ``NoTransition`` from ``connectionLost``.  Until the member is ready, the
-  guard delivers ``connectionLost`` to our protocol only; ClientService learns
-  of the failure from ``prepareConnection``'s Deferred.  The guard can also
-  *detach* a ready connection: ClientService is told it ended (and connects
-  anew) while the connection itself stays open to drain.
+  ``NoTransition`` from ``connectionLost``.  Until the member *attaches* it
+  (ready), the guard delivers ``connectionLost`` to our protocol only;
+  ClientService learns of the failure from ``prepareConnection``'s Deferred.
+  The guard can also *detach* a ready connection: ClientService is told it
+  ended (and connects anew) while the connection itself stays open to drain.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from twisted.internet.interfaces import (
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from bridge.twisted_private import proxied_protocol
+from bridge.twisted_private import proxied_protocol, tell_client_service_lost
 from bridge.upstream.protocol import UpstreamProtocol
 from bridge.upstream.resolution import Target
 
@@ -54,7 +54,7 @@ class AttemptObserver(TypingProtocol):
     def protocol_built(self, protocol: UpstreamProtocol, guard: Guard) -> None: ...
 
 
-def describe_failure(failure: Failure, connect_timeout: float, address: str = "") -> str:
+def describe_failure(failure: Failure, connect_timeout: float, address: str) -> str:
     """A short human reason for a failed attempt, naming the address."""
     at = f" {address}" if address else ""
     if failure.check(DeferredTimeoutError):
@@ -70,27 +70,29 @@ def describe_failure(failure: Failure, connect_timeout: float, address: str = ""
 
 @implementer(IProtocol)
 class Guard:
-    """Relays to ClientService's proxy, hiding losses before readiness."""
+    """Relays to ClientService's proxy the end of a connection ClientService
+    counts (from :meth:`attach` to :meth:`detach`); hides it otherwise."""
 
     def __init__(self, proxy: Any, protocol: UpstreamProtocol) -> None:
         self._proxy = proxy
         self._protocol = protocol
-        self.detached = False
+        self._relayed = False
         self.dataReceived: Callable[[bytes], None] = protocol.dataReceived
+
+    def attach(self) -> None:
+        """The member is ready with this connection, and ClientService
+        counts it connected from now on: its end is ClientService's news."""
+        self._relayed = True
 
     def detach(self) -> None:
         """Tell ClientService this connection ended, so that it connects anew
         at once, while the connection stays open to drain (a member moving to
         another address or replacing an old connection).  Its real end then
-        reaches our protocol only.
-
-        ClientService has no public way to hear of a loss: this calls the
-        notification its protocol proxy calls from ``connectionLost``.
-        """
-        if self.detached:
+        reaches our protocol only."""
+        if not self._relayed:
             return
-        self.detached = True
-        self._proxy._lostNotification(Failure(ConnectionDone("moved to a new connection")))
+        self._relayed = False
+        tell_client_service_lost(self._proxy, Failure(ConnectionDone("moved to a new connection")))
 
     def makeConnection(self, transport: ITransport) -> None:
         self._proxy.makeConnection(transport)
@@ -99,7 +101,7 @@ class Guard:
         pass
 
     def connectionLost(self, reason: Failure) -> None:
-        if self._protocol.ready and not self.detached:
+        if self._relayed:
             self._proxy.connectionLost(reason)
         else:
             self._protocol.connectionLost(reason)
@@ -139,7 +141,7 @@ class Connector:
         clock: IReactorTime,
         connect_timeout: float,
         observer: AttemptObserver,
-        label: str = "",
+        label: str,
     ) -> None:
         self._choose = choose
         self._label = label

@@ -23,7 +23,6 @@ from bridge.upstream.protocol import UpstreamProtocol
 class _Departing:
     address: str | None
     timer: IDelayedCall
-    closed: Deferred[None]
 
 
 class Departures:
@@ -37,17 +36,11 @@ class Departures:
         self._member = member
         self._departing: dict[UpstreamProtocol, _Departing] = {}
 
-    def __contains__(self, protocol: object) -> bool:
-        return protocol in self._departing
-
-    def __len__(self) -> int:
-        return len(self._departing)
-
     def add(self, protocol: UpstreamProtocol, address: str | None) -> None:
         """Drain ``protocol``, which no longer takes work."""
         timer = self._clock.callLater(self._limit, self._overdue, protocol)
-        self._departing[protocol] = _Departing(address, timer, Deferred())
-        protocol.lost_listeners.append(lambda reason: self._gone(protocol))
+        self._departing[protocol] = _Departing(address, timer)
+        protocol.on_lost(lambda reason: self._gone(protocol))
         self.log.info("upstream {member}: draining the old connection to {address} "
                       "({pending} replies due)", member=self._member, address=address,
                       pending=protocol.pending)
@@ -60,11 +53,10 @@ class Departures:
         protocol.counters.disconnects += 1
         self.log.info("upstream {member}: the old connection to {address} drained and closed",
                       member=self._member, address=departing.address)
-        departing.closed.callback(None)
 
     def _overdue(self, protocol: UpstreamProtocol) -> None:
         departing = self._departing.get(protocol)
-        if departing is not None and not protocol.lost:
+        if departing is not None:
             protocol.abort(
                 f"the old connection to {departing.address} did not close within "
                 f"{self._limit:g} s of its half-close (stale_reply_timeout)"
@@ -73,7 +65,7 @@ class Departures:
     def wait(self) -> Deferred[None]:
         """Fires once every draining connection has closed."""
         done: Deferred[None] = Deferred()
-        DeferredList([d.closed for d in self._departing.values()]).addCallback(
+        DeferredList([protocol.when_closed() for protocol in self._departing]).addCallback(
             lambda _: done.callback(None))
         return done
 
@@ -86,5 +78,4 @@ class Departures:
         for protocol, departing in list(self._departing.items()):
             if departing.timer.active():
                 departing.timer.cancel()
-            if protocol.transport is not None and not protocol.lost:
-                protocol.transport.loseConnection()
+            protocol.close()

@@ -17,6 +17,9 @@ class Heartbeat:
 
     A reply must arrive within ``timeout`` (and match ``expect`` when given);
     otherwise the connection is closed so that ClientService makes a new one.
+    Heartbeats stop once the connection takes no more work (draining or
+    closing); what a failure does to a draining connection is the
+    connection's rule (:mod:`bridge.upstream.connection_states`).
     """
 
     log = Logger()
@@ -41,7 +44,7 @@ class Heartbeat:
 
     def start(self) -> None:
         self._schedule(self._interval)
-        self._protocol.lost_listeners.append(lambda reason: self.stop())
+        self._protocol.on_lost(lambda reason: self.stop())
 
     def stop(self) -> None:
         if self._call is not None and self._call.active():
@@ -53,7 +56,7 @@ class Heartbeat:
 
     def _tick(self) -> None:
         self._call = None
-        if self._protocol.lost or self._protocol.draining:
+        if not self._protocol.accepts_work():
             return
         idle = self._clock.seconds() - self._protocol.last_activity
         if idle < self._interval or self._protocol.pending:
@@ -65,21 +68,11 @@ class Heartbeat:
     def _answered(self, replies: list[Frame]) -> None:
         text = replies[0].text
         if self._expect is not None and not self._expect.search(text):
-            self._fail(f"heartbeat reply {text[:200]!r} does not match "
-                       f"{self._expect.pattern!r}")
+            self._protocol.heartbeat_failed(
+                f"heartbeat reply {text[:200]!r} does not match {self._expect.pattern!r}")
             return
-        if not self._protocol.lost:
+        if self._protocol.accepts_work():
             self._schedule(self._interval)
 
     def _unanswered(self, failure: Failure) -> None:
-        if self._protocol.lost or self._protocol.draining:
-            # Draining: the server may be slow with a backlog; an abort (RST)
-            # would make it drop lines already accepted.  The grace bounds it.
-            return
-        self._fail(f"no heartbeat reply within {self._timeout:g} s")
-
-    def _fail(self, why: str) -> None:
-        if self._protocol.draining:
-            return  # see _unanswered
-        self._protocol.counters.heartbeat_failures += 1
-        self._protocol.abort(why)
+        self._protocol.heartbeat_failed(f"no heartbeat reply within {self._timeout:g} s")

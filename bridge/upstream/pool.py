@@ -21,13 +21,28 @@ from bridge.upstream.group import AddressGroup
 from bridge.upstream.handshake import Handshake
 from bridge.upstream.judge import ErrorRule
 from bridge.upstream.lines import Lines, split_lines
-from bridge.upstream.member import CONNECTED, POOL, SUBSCRIBER, MemberListener, UpstreamMember
+from bridge.upstream.member import POOL, SUBSCRIBER, MemberListener, UpstreamMember
+from bridge.upstream.member_states import (
+    CONNECTED_SHOWN,
+    CONNECTING_SHOWN,
+    STOPPED_SHOWN,
+    WAITING_SHOWN,
+)
 from bridge.upstream.prober import Prober
 from bridge.upstream.protocol import Counters, UpstreamProtocol
 from bridge.upstream.replies import make_framing
-from bridge.upstream.replies.frames import Frame, Plan
+from bridge.upstream.replies.frames import Frame, Framing, Plan
 from bridge.upstream.resolution import EndpointFor
 from bridge.upstream.slots import CHECK, DISCARD, REQUEST
+
+
+def framing_for(config: Config) -> Framing:
+    """The reply framing ``config`` describes (one per pool, shared by its members)."""
+    return make_framing(
+        config.reply_framing, max_line_bytes=config.max_line_bytes,
+        max_reply_bytes=config.max_reply_bytes,
+        terminator=config.reply_terminator if config.reply_framing == "terminator" else None,
+    )
 
 
 class UpstreamPool(Service):
@@ -55,11 +70,7 @@ class UpstreamPool(Service):
     ) -> None:
         self.config = config
         self._clock = clock
-        self.framing = make_framing(
-            config.reply_framing, max_line_bytes=config.max_line_bytes,
-            max_reply_bytes=config.max_reply_bytes,
-            terminator=config.reply_terminator if config.reply_framing == "terminator" else None,
-        )
+        self.framing = framing_for(config)
         # line and terminator plans are one reply per line: no need to split.
         self._plan_by_count = self.framing.name in ("line", "terminator")
         self.fence = (
@@ -73,12 +84,12 @@ class UpstreamPool(Service):
 
         def member(name: str, role: str, index: int) -> UpstreamMember:
             made = UpstreamMember(
-                name, config, clock, None, on_frame,
+                name, config, clock, self.group, on_frame,
                 Backoff(config.backoff_initial, config.backoff_factor, config.backoff_max,
                         jitter),
                 on_give_up if role == POOL else None,
                 framing=self.framing, fence=self.fence if role == POOL else None, role=role,
-                is_error=self.is_error, group=self.group, index=index, jitter=jitter,
+                is_error=self.is_error, index=index, jitter=jitter,
             )
             self.group.add(made)
             return made
@@ -119,7 +130,6 @@ class UpstreamPool(Service):
         return UpstreamProtocol(
             clock=self._clock, counters=Counters(), stale_timeout=config.stale_timeout,
             on_frame=lambda kind, frame, line: None, framing=self.framing, name="probe",
-            max_line_bytes=config.max_line_bytes,
         )
 
     @property
@@ -144,7 +154,11 @@ class UpstreamPool(Service):
     def pick(self, replies: bool = True) -> UpstreamProtocol:
         """The connection of a connected, uncongested member with the fewest
         pending replies (round robin on ties).  With ``replies``, a connection
-        waiting for late replies it could not tell from new ones is skipped."""
+        waiting for late replies it could not tell from new ones is skipped.
+
+        Per request and member: a member's ``protocol`` is set only while its
+        connection takes work, and ``paused`` (set by the transport) comes
+        before asking how much is unsent."""
         members = self.members
         count = len(members)
         best: UpstreamProtocol | None = None
@@ -154,7 +168,7 @@ class UpstreamPool(Service):
         for offset in range(count):
             index = (self._next + offset) % count
             protocol = members[index].protocol
-            if protocol is None or protocol.aborted:
+            if protocol is None:
                 continue
             if protocol.paused and protocol.is_congested():
                 congested = True
@@ -324,12 +338,12 @@ class UpstreamPool(Service):
     def state(self) -> str:
         """connected when ready; else the most hopeful member state."""
         if self.ready():
-            return CONNECTED
+            return CONNECTED_SHOWN
         states = {member.state for member in self.members}
-        for state in ("connecting", "waiting", "stopped"):
+        for state in (CONNECTING_SHOWN, WAITING_SHOWN, STOPPED_SHOWN):
             if state in states:
                 return state
-        return "connecting"
+        return CONNECTING_SHOWN
 
     def retry_in(self) -> float | None:
         delays = [d for d in (m.retry_in() for m in self.members) if d is not None]

@@ -57,12 +57,12 @@ class Prober:
 
         def connected(protocol: UpstreamProtocol) -> Deferred[None] | None:
             if not self._handshake:
-                _close(protocol)
+                protocol.close()
                 return None
             passed = self._handshake.run(protocol)
 
             def close(result: object) -> object:
-                _close(protocol)
+                protocol.close()
                 return result
 
             return passed.addBoth(close)
@@ -77,9 +77,3 @@ class Prober:
 
         attempt.addCallback(connected).addErrback(explain)
         return attempt
-
-
-def _close(protocol: UpstreamProtocol) -> None:
-    transport = protocol.transport
-    if transport is not None and not protocol.lost:
-        transport.loseConnection()

@@ -12,6 +12,10 @@ FIFO of reply slots in order (section 6 of the engineering guide):
   reply where another reply was due, a slot waiting far too long) it is
   closed, and everything pending on it fails;
 * frames that arrive while no slot waits, and RESP3 pushes, are unsolicited.
+
+The connection's own life (open, ready, draining, closing, closed) is the
+table of :mod:`bridge.upstream.connection_states`; the methods below that
+change it only fire its events.
 """
 
 from __future__ import annotations
@@ -30,9 +34,11 @@ from zope.interface import implementer
 
 from bridge.errors import UpstreamLostError
 from bridge.twisted_private import tune_send_buffer, unsent_bytes
+from bridge.upstream import connection_states as states
+from bridge.upstream.connection_states import CLOSED, NEW, READY
 from bridge.upstream.fence import NONE, OWN, Fence
 from bridge.upstream.judge import ErrorRule
-from bridge.upstream.replies import make_framing
+from bridge.upstream.machine import StateMachine
 from bridge.upstream.replies.frames import Frame, Framing, FramingError, Plan
 from bridge.upstream.slots import CHECK, REQUEST, ReplySlot
 
@@ -73,7 +79,7 @@ class FrameListener(TypingProtocol):
 
 
 @implementer(IPushProducer)
-class UpstreamProtocol(Protocol):
+class UpstreamProtocol(Protocol, StateMachine):
     """Writes lines and correlates reply frames on one connection.
 
     It is also the push producer of its transport: the transport pauses it
@@ -82,6 +88,7 @@ class UpstreamProtocol(Protocol):
     """
 
     log = Logger()
+    _table = states.TABLE
 
     def __init__(
         self,
@@ -90,21 +97,19 @@ class UpstreamProtocol(Protocol):
         counters: Counters,
         stale_timeout: float,
         on_frame: FrameListener,
-        framing: Framing | None = None,
+        framing: Framing,
         fence: Fence | None = None,
         is_error: Callable[[Frame], bool] | None = None,
         name: str = "0",
         write_high_water: int = 1024 * 1024,
         write_low_water: int = 256 * 1024,
-        max_line_bytes: int = 64 * 1024,
     ) -> None:
+        self._state = NEW
         self._clock = clock
         self.counters = counters
         self._stale_timeout = stale_timeout
         self._on_frame = on_frame
-        self.framing = framing or make_framing(
-            "line", max_line_bytes=max_line_bytes, max_reply_bytes=16 * max_line_bytes
-        )
+        self.framing = framing
         self._decoder = self.framing.decoder()
         self._fence = fence
         # Replies can be told apart after a timeout only when the framing
@@ -118,20 +123,78 @@ class UpstreamProtocol(Protocol):
         self.last_activity = clock.seconds()
         self.connected_at = clock.seconds()
         self.unsolicited_kind = "unsolicited"
-        self.lost = False
-        self.aborted = False  # abort() called; connectionLost may come later
-        self.close_reason: str | None = None  # why the bridge closed it, if it did
-        self.ready = False  # set once the greeting and handshake (if any) passed
-        self.draining = False
+        self.close_reason: str | None = None  # why the bridge aborted it, if it did
         self.paused = False  # by the transport: its write buffer is full
         self.congested = False
         self._high_water = write_high_water
         self._low_water = write_low_water
-        self.lost_listeners: list[Callable[[Failure], None]] = []
+        self._lost_listeners: list[Callable[[Failure], None]] = []
+        self._closing_listeners: list[Callable[[], None]] = []
+
+    # -- what the connection's owners ask and tell (the events of its table) --
+
+    def accepts_work(self) -> bool:
+        """Ready, and neither draining nor closing: requests and heartbeats
+        may be written."""
+        return self._state is READY
+
+    def accept(self) -> None:
+        """The greeting and handshake (if any) passed: it takes work now."""
+        self._fire(states.ACCEPTED)
+
+    def drain(self) -> None:
+        """Half-close: flush what is buffered, send FIN, keep reading until
+        the server closes its side (see :meth:`when_closed`)."""
+        self._fire(states.DRAIN)
+
+    def close(self) -> None:
+        """Close after what was written (no reason: nobody is at fault)."""
+        self._fire(states.CLOSE)
+
+    def abort(self, why: str, quiet: bool = False) -> None:
+        """Close the connection at once (RST), e.g. when out of step.
+        ``quiet`` when the caller logs the reason itself."""
+        self._fire(states.ABORT, why, quiet)
+
+    def out_of_step(self, why: str) -> None:
+        """The replies can no longer be matched to requests: close, so that
+        everything pending fails (502) and a fresh connection is made."""
+        self._fire(states.OUT_OF_STEP, why)
+
+    def heartbeat_failed(self, why: str) -> None:
+        """No heartbeat reply in time, or not the expected one."""
+        self._fire(states.HEARTBEAT_FAILED, why)
+
+    def on_lost(self, listener: Callable[[Failure], None]) -> None:
+        """Call ``listener`` with the reason once the connection is lost."""
+        self._lost_listeners.append(listener)
+
+    def on_closing(self, listener: Callable[[], None]) -> None:
+        """Call ``listener`` when the bridge closes or aborts the connection,
+        before ``connectionLost`` (which a TCP transport delivers a turn later)."""
+        self._closing_listeners.append(listener)
+
+    def when_closed(self) -> Deferred[None]:
+        """Fires once the connection is lost (at once if it is)."""
+        if self._state is CLOSED:
+            return succeed(None)
+        closed: Deferred[None] = Deferred()
+        self.on_lost(lambda reason: closed.callback(None))
+        return closed
 
     # -- connection ---------------------------------------------------------
 
     def connectionMade(self) -> None:
+        self._fire(states.MADE)
+
+    def connectionLost(self, reason: Failure | None = None) -> None:
+        if reason is None:
+            reason = Failure(ConnectionError("connection closed"))
+        self._fire(states.LOST, reason)
+
+    # -- the actions of the table (connection_states) ----------------------------
+
+    def _made(self) -> None:
         self.connected_at = self.last_activity = self._clock.seconds()
         transport = self.transport
         # Congestion is decided by is_congested() against the water marks
@@ -147,10 +210,7 @@ class UpstreamProtocol(Protocol):
             except OSError:  # not a TCP socket (e.g. some test transports)
                 pass
 
-    def connectionLost(self, reason: Failure | None = None) -> None:
-        if reason is None:
-            reason = Failure(ConnectionError("connection closed"))
-        self.lost = True
+    def _lost(self, reason: Failure) -> None:
         self._cancel_stale_timer()
         slots, self._slots = self._slots, deque()
         self._uncertain.clear()
@@ -174,8 +234,51 @@ class UpstreamProtocol(Protocol):
                 "POST /send commands came; the upstream may or may not have processed them",
                 member=self.name, count=unconfirmed,
             )
-        for listener in self.lost_listeners:
+        for listener in self._lost_listeners:
             listener(reason)
+
+    def _half_close(self) -> None:
+        transport = self.transport
+        assert transport is not None
+        half_close = getattr(transport, "loseWriteConnection", None)
+        if half_close is not None:
+            half_close()
+        else:
+            transport.loseConnection()
+
+    def _closing(self) -> None:
+        for listener in self._closing_listeners:
+            listener()
+
+    def _close(self) -> None:
+        self._closing()
+        assert self.transport is not None
+        self.transport.loseConnection()
+
+    def _abort(self, why: str, quiet: bool = False) -> None:
+        if not quiet:
+            self.log.warn("upstream {member}: closing connection: {why}", member=self.name,
+                          why=why)
+        # A TCP transport delivers connectionLost one reactor turn later and
+        # drops whatever is written meanwhile: the table takes no more work
+        # (CLOSING) from now on.
+        self.close_reason = why
+        self._closing()
+        transport = self.transport
+        assert transport is not None
+        abort = getattr(transport, "abortConnection", None)
+        if abort is not None:
+            abort()
+        else:
+            transport.loseConnection()
+
+    def _out_of_step(self, why: str) -> None:
+        self.counters.desyncs += 1
+        self._abort(f"out of step: {why}")
+
+    def _heartbeat_failed(self, why: str) -> None:
+        self.counters.heartbeat_failures += 1
+        self._abort(why)
 
     # -- write backpressure (IPushProducer) -----------------------------------
 
@@ -204,52 +307,6 @@ class UpstreamProtocol(Protocol):
 
     def unsent(self) -> int:
         return unsent_bytes(self.transport) if self.transport is not None else 0
-
-    def drain(self) -> Deferred[None]:
-        """Half-close: flush what is buffered, send FIN, keep reading until
-        the server closes its side.  Fires when the connection is closed."""
-        closed: Deferred[None] = Deferred()
-        if self.lost:
-            closed.callback(None)
-            return closed
-        self.draining = True
-        self.lost_listeners.append(lambda reason: closed.callback(None))
-        transport = self.transport
-        assert transport is not None
-        half_close = getattr(transport, "loseWriteConnection", None)
-        if half_close is not None:
-            half_close()
-        else:
-            transport.loseConnection()
-        return closed
-
-    def abort(self, why: str, quiet: bool = False) -> None:
-        """Close the connection at once (RST), e.g. when out of step.
-        ``quiet`` when the caller logs the reason itself."""
-        if not quiet:
-            self.log.warn("upstream {member}: closing connection: {why}", member=self.name,
-                          why=why)
-        # A TCP transport delivers connectionLost one reactor turn later and
-        # drops whatever is written meanwhile: take no more work from now on.
-        self.aborted = True
-        if self.close_reason is None:
-            self.close_reason = why
-        transport = self.transport
-        if transport is None:
-            return
-        abort = getattr(transport, "abortConnection", None)
-        if abort is not None:
-            abort()
-        else:
-            transport.loseConnection()
-
-    def out_of_step(self, why: str) -> None:
-        """The replies can no longer be matched to requests: close, so that
-        everything pending fails (502) and a fresh connection is made."""
-        if self.aborted or self.lost:
-            return
-        self.counters.desyncs += 1
-        self.abort(f"out of step: {why}")
 
     # -- writing ------------------------------------------------------------
 
@@ -293,7 +350,7 @@ class UpstreamProtocol(Protocol):
         fence = self._fence if fenced else None
         if fence is None and expected is None:
             raise ValueError("a slot without a count needs a fence")
-        if self.lost:
+        if self._state is CLOSED:
             if mode == REQUEST:
                 failed = ReplySlot(mode, expected, timeout)
                 failed.fail(UpstreamLostError("the upstream connection is closed"))
@@ -321,7 +378,7 @@ class UpstreamProtocol(Protocol):
     def await_greeting(self, timeout: float) -> Deferred[list[Frame]]:
         """Await the frame a server that speaks first sends on connecting."""
         slot = ReplySlot(REQUEST, 1, timeout, on_abandon=self._abandoned)
-        if self.lost:
+        if self._state is CLOSED:
             slot.fail(UpstreamLostError("the upstream connection is closed"))
             assert slot.deferred is not None
             return slot.deferred
@@ -344,11 +401,13 @@ class UpstreamProtocol(Protocol):
     # -- reading ------------------------------------------------------------
 
     def dataReceived(self, data: bytes) -> None:
+        if not self._state.reads:
+            return  # closing or closed: whatever still arrives goes nowhere
         self.last_activity = self._clock.seconds()
         decoder = self._decoder
         try:
             decoder.feed(data)
-            while not self.lost and not self.aborted:
+            while self._state.reads:
                 frame = decoder.gets(bool(self._slots))
                 if frame is None:
                     return
