@@ -23,9 +23,9 @@ except ImportError:  # prometheus_client < 0.22, where CONTENT_TYPE_LATEST is 0.
 
 from bridge.app.lifecycle import Lifecycle
 from bridge.http.clientlog import ClientErrorLog
-from bridge.http.events import EventHub
 from bridge.http.routes import LABELS, OTHER
-from bridge.upstream.pool import UpstreamPool
+from bridge.http.upstreams import Upstream, Upstreams
+from bridge.upstream.protocol import Counters
 
 REPLY_OUTCOMES = ("ok", "upstream_error", "timeout", "lost", "cancelled")
 
@@ -33,77 +33,88 @@ _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 
                     2.5, 5.0, 10.0, 30.0, 60.0)
 
 
-class _PoolCollector(Collector):
-    """Reads the pool's counters and gauges at scrape time."""
+class _UpstreamsCollector(Collector):
+    """Reads every upstream's counters and gauges at scrape time; each family
+    about upstreams has an ``upstream`` label (and ``address`` where it is
+    per address)."""
 
     def __init__(
-        self, pool: UpstreamPool, lifecycle: Lifecycle, events: EventHub,
-        client_errors: ClientErrorLog | None,
+        self, upstreams: Upstreams, lifecycle: Lifecycle, client_errors: ClientErrorLog | None,
     ) -> None:
-        self._pool = pool
+        self._upstreams = upstreams
         self._lifecycle = lifecycle
-        self._events = events
         self._client_errors = client_errors
 
     def collect(self) -> Iterator[Any]:
-        totals = self._pool.totals()
-        counters: list[tuple[str, str, int]] = [
-            ("bridge_lines_sent", "Lines written to the upstream", totals.lines_sent),
-            ("bridge_bytes_sent", "Bytes written to the upstream", totals.bytes_sent),
+        counters: list[tuple[str, str, Callable[[Upstream, Counters], float]]] = [
+            ("bridge_lines_sent", "Lines written to the upstream",
+             lambda u, t: t.lines_sent),
+            ("bridge_bytes_sent", "Bytes written to the upstream", lambda u, t: t.bytes_sent),
             ("bridge_frames_received", "Replies and messages received from the upstream",
-             totals.frames_received),
+             lambda u, t: t.frames_received),
             ("bridge_unsolicited_frames", "Messages received while no reply was awaited",
-             totals.unsolicited),
+             lambda u, t: t.unsolicited),
             ("bridge_late_replies", "Replies discarded because their request had given up",
-             totals.late_replies),
+             lambda u, t: t.late_replies),
             ("bridge_discarded_replies", "Replies to POST /send lines, consumed (send_replies)",
-             totals.discarded_replies),
+             lambda u, t: t.discarded_replies),
             ("bridge_send_errors", "Error replies to POST /send lines (send_replies check)",
-             totals.send_errors),
+             lambda u, t: t.send_errors),
             ("bridge_upstream_connects", "Upstream connections established (ready)",
-             totals.connects),
-            ("bridge_upstream_disconnects", "Upstream connections lost", totals.disconnects),
+             lambda u, t: t.connects),
+            ("bridge_upstream_disconnects", "Upstream connections lost",
+             lambda u, t: t.disconnects),
             ("bridge_upstream_connection_attempts", "Upstream connection attempts",
-             totals.attempts),
+             lambda u, t: t.attempts),
             ("bridge_upstream_desyncs", "Connections closed because replies were out of step",
-             totals.desyncs),
+             lambda u, t: t.desyncs),
             ("bridge_send_unconfirmed", "POST /send commands whose replies were still due "
              "when their connection ended (the upstream may not have processed them)",
-             totals.send_unconfirmed),
+             lambda u, t: t.send_unconfirmed),
             ("bridge_events_published", "Events published to GET /events",
-             self._events.published),
+             lambda u, t: u.events.published),
             ("bridge_events_dropped", "GET /events subscribers dropped for not reading",
-             self._events.dropped),
-            ("bridge_http_client_errors_suppressed",
-             "Refused requests not logged (over the log's budget of lines a second)",
-             0 if self._client_errors is None else self._client_errors.suppressed),
+             lambda u, t: u.events.dropped),
         ]
-        for name, documentation, value in counters:
-            family = CounterMetricFamily(name, documentation)
-            family.add_metric([], value)
-            yield family
-        gauges: list[tuple[str, str, float]] = [
+        gauges: list[tuple[str, str, Callable[[Upstream, Counters], float]]] = [
             ("bridge_upstream_connected_members", "Pool members connected and ready",
-             self._pool.connected_count()),
-            ("bridge_upstream_pool_size", "Pool members configured", len(self._pool.members)),
+             lambda u, t: u.pool.connected_count()),
+            ("bridge_upstream_pool_size", "Pool members configured",
+             lambda u, t: len(u.pool.members)),
+            ("bridge_upstream_ready", "1 when the upstream is ready (min_ready members)",
+             lambda u, t: 1 if u.pool.ready() else 0),
             ("bridge_pending_replies", "Requests awaiting upstream replies",
-             self._pool.pending()),
+             lambda u, t: u.pool.pending()),
             ("bridge_upstream_unsent_bytes", "Bytes accepted but not yet sent upstream",
-             self._pool.unsent()),
-            ("bridge_http_inflight_requests", "POST /send and /request being handled",
-             self._lifecycle.inflight),
+             lambda u, t: u.pool.unsent()),
             ("bridge_events_subscribers", "Open GET /events streams",
-             self._events.subscribers),
+             lambda u, t: u.events.subscribers),
         ]
-        for name, documentation, number in gauges:
-            gauge = GaugeMetricFamily(name, documentation)
-            gauge.add_metric([], number)
-            yield gauge
-        yield from self._per_address()
+        upstreams = list(self._upstreams.values())
+        totals = [upstream.pool.totals() for upstream in upstreams]
+        for kinds, family_type in ((counters, CounterMetricFamily),
+                                   (gauges, GaugeMetricFamily)):
+            for name, documentation, value in kinds:
+                family = family_type(name, documentation, labels=["upstream"])
+                for upstream, total in zip(upstreams, totals, strict=True):
+                    family.add_metric([upstream.name], value(upstream, total))
+                yield family
+        suppressed = CounterMetricFamily(
+            "bridge_http_client_errors_suppressed",
+            "Refused requests not logged (over the log's budget of lines a second)")
+        suppressed.add_metric([], 0 if self._client_errors is None
+                              else self._client_errors.suppressed)
+        yield suppressed
+        inflight = GaugeMetricFamily("bridge_http_inflight_requests",
+                                     "POST /send and /request being handled")
+        inflight.add_metric([], self._lifecycle.inflight)
+        yield inflight
+        yield from self._per_address(upstreams)
 
-    def _per_address(self) -> Iterator[Any]:
+    def _per_address(self, upstreams: list[Upstream]) -> Iterator[Any]:
         """One series per upstream address (a group's, or the one upstream)."""
-        rows = self._pool.address_status()
+        rows = [(upstream.name, row) for upstream in upstreams
+                for row in upstream.pool.address_status()]
         families: list[tuple[Any, str, str, Callable[[dict[str, Any]], float]]] = [
             (CounterMetricFamily, "bridge_upstream_address_connects",
              "Connections established (ready) per upstream address",
@@ -119,9 +130,9 @@ class _PoolCollector(Collector):
              lambda row: 1 if row["healthy"] else 0),
         ]
         for kind, name, documentation, value in families:
-            family = kind(name, documentation, labels=["address"])
-            for row in rows:
-                family.add_metric([str(row["address"])], value(row))
+            family = kind(name, documentation, labels=["upstream", "address"])
+            for upstream, row in rows:
+                family.add_metric([upstream, str(row["address"])], value(row))
             yield family
 
 
@@ -131,7 +142,7 @@ class Metrics:
     content_type = CONTENT_TYPE.encode("ascii")
 
     def __init__(
-        self, pool: UpstreamPool, lifecycle: Lifecycle, events: EventHub,
+        self, upstreams: Upstreams, lifecycle: Lifecycle,
         client_errors: ClientErrorLog | None = None,
     ) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
@@ -156,7 +167,7 @@ class Metrics:
         }
         self._counted: dict[tuple[str, int], Callable[[], None]] = {}
         self._timed: dict[str, Callable[[float], None]] = {}
-        self.registry.register(_PoolCollector(pool, lifecycle, events, client_errors))
+        self.registry.register(_UpstreamsCollector(upstreams, lifecycle, client_errors))
 
     def count_reply(self, outcome: str) -> None:
         self._reply_counters[outcome]()

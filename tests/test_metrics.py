@@ -28,7 +28,12 @@ def scrape(harness: Harness) -> dict[tuple[str, Labels], float]:
 
 
 def value(samples: dict[tuple[str, Labels], float], name: str, **labels: str) -> float:
-    return samples[(name, tuple(sorted(labels.items())))]
+    """A sample's value; families about upstreams are read for the upstream
+    named default unless ``upstream=`` says otherwise."""
+    key = (name, tuple(sorted(labels.items())))
+    if key not in samples and "upstream" not in labels:
+        key = (name, tuple(sorted({**labels, "upstream": "default"}.items())))
+    return samples[key]
 
 
 def http_counts(samples: dict[tuple[str, Labels], float]) -> dict[tuple[str, str], float]:

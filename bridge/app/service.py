@@ -7,7 +7,7 @@ import secrets
 from typing import Any, Callable
 
 from twisted.application.service import MultiService, Service
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.internet.interfaces import (
     IListeningPort,
     IStreamClientEndpoint,
@@ -23,7 +23,9 @@ from bridge.http.api import BridgeAPI
 from bridge.http.clientlog import ClientErrorLog
 from bridge.http.events import EventHub
 from bridge.http.gate import make_gate
+from bridge.http.routes import RouteTable
 from bridge.http.site import BridgeSite
+from bridge.http.upstreams import Upstream, Upstreams
 from bridge.metrics import Metrics
 from bridge.upstream.pool import UpstreamPool
 
@@ -108,11 +110,61 @@ class BridgeService(MultiService):
         bridges connect their pool to a fake upstream this way)."""
         super().__init__()
         self.config = config
+        self._clock = reactor
         # A new token per process: event ids of an earlier run are never
         # taken for ids of this one (see bridge.http.replay).
-        self.events = EventHub(
+        self.boot = boot if boot is not None else secrets.token_hex(4)
+
+        def give_up(message: str) -> None:
+            if on_fatal is not None:
+                on_fatal(message, 1)
+
+        def listen_failed(message: str) -> None:
+            if on_fatal is not None:
+                on_fatal(message, 2)
+
+        upstreams = [
+            self._upstream(upstream_config, reactor, jitter, give_up,
+                           endpoint if name == "default" else None)
+            for name, upstream_config in config.upstreams.items()
+        ]
+        self.upstreams = Upstreams(upstreams)
+        self.lifecycle = Lifecycle(
+            reactor, config.max_inflight, config.shutdown_delay, config.shutdown_grace
+        )
+        self.client_errors = ClientErrorLog(reactor)
+        self.metrics = Metrics(self.upstreams, self.lifecycle, self.client_errors)
+        self.http_counts = {"requests": 0}
+        self.api = BridgeAPI(
+            config, self.upstreams, reactor, self.http_counts, self.lifecycle, self.metrics,
+            {"file": config.config_file},
+        )
+        self.site = BridgeSite(
+            make_gate(self.api),
+            config.max_body_bytes,
             reactor,
-            boot if boot is not None else secrets.token_hex(4),
+            access_log=config.access_log,
+            on_request=self._count_request,
+            request_timeout=config.request_timeout,
+            client_errors=self.client_errors,
+            routes=RouteTable(upstreams=tuple(self.upstreams)),
+        )
+        self.web = WebService(
+            server_endpoint(reactor, config.listen), self.site, listen_failed,
+            tls=server_description(config.listen).startswith("ssl:"),
+        )
+        for upstream in upstreams:
+            upstream.pool.setServiceParent(self)
+        self.web.setServiceParent(self)
+
+    def _upstream(
+        self, config: Config, reactor: Any, jitter: Callable[[], float],
+        give_up: Callable[[str], None], endpoint: IStreamClientEndpoint | None,
+    ) -> Upstream:
+        """One upstream's pool and event hub."""
+        events = EventHub(
+            reactor,
+            self.boot,
             max_backlog=config.max_event_backlog,
             stall_timeout=config.event_stall_timeout,
             heartbeat=config.event_heartbeat,
@@ -125,44 +177,24 @@ class BridgeService(MultiService):
         def endpoint_for(spec: str) -> Any:
             return client_endpoint(reactor, spec, config.connect_timeout)
 
-        def give_up(message: str) -> None:
-            if on_fatal is not None:
-                on_fatal(message, 1)
-
-        def listen_failed(message: str) -> None:
-            if on_fatal is not None:
-                on_fatal(message, 2)
-
-        self._clock = reactor
-        self.pool = UpstreamPool(
-            config, reactor, endpoint, self.events.publish_frame, jitter, give_up,
+        pool = UpstreamPool(
+            config, reactor, endpoint, events.publish_frame, jitter, give_up,
             endpoint_for=endpoint_for, resolver=getattr(reactor, "nameResolver", None),
         )
-        self.lifecycle = Lifecycle(
-            reactor, config.max_inflight, config.shutdown_delay, config.shutdown_grace
-        )
-        self.client_errors = ClientErrorLog(reactor)
-        self.metrics = Metrics(self.pool, self.lifecycle, self.events, self.client_errors)
-        self.http_counts = {"requests": 0}
-        self.api = BridgeAPI(
-            config, self.pool, self.events, reactor, self.http_counts, self.lifecycle,
-            self.metrics,
-        )
-        self.site = BridgeSite(
-            make_gate(self.api),
-            config.max_body_bytes,
-            reactor,
-            access_log=config.access_log,
-            on_request=self._count_request,
-            request_timeout=config.request_timeout,
-            client_errors=self.client_errors,
-        )
-        self.web = WebService(
-            server_endpoint(reactor, config.listen), self.site, listen_failed,
-            tls=server_description(config.listen).startswith("ssl:"),
-        )
-        self.pool.setServiceParent(self)
-        self.web.setServiceParent(self)
+        return Upstream(config.name, config, pool, events)
+
+    @property
+    def pool(self) -> UpstreamPool:
+        """The pool of the upstream named default (or of the first one)."""
+        return self._first().pool
+
+    @property
+    def events(self) -> EventHub:
+        """The event hub of the upstream named default (or of the first one)."""
+        return self._first().events
+
+    def _first(self) -> Upstream:
+        return self.upstreams.get("default") or next(iter(self.upstreams.values()))
 
     def _count_request(self, label: str, code: int, seconds: float | None) -> None:
         self.http_counts["requests"] += 1
@@ -173,8 +205,12 @@ class BridgeService(MultiService):
         drained = self.lifecycle.shutdown()
 
         def drain_upstream(_: object) -> Deferred[None]:
-            self.events.close_all()
-            return self.pool.drain(self._clock, max(self.lifecycle.remaining(), 0.5))
+            within = max(self.lifecycle.remaining(), 0.5)
+            for upstream in self.upstreams.values():
+                upstream.events.close_all()
+            drained = DeferredList([upstream.pool.drain(self._clock, within)
+                                    for upstream in self.upstreams.values()])
+            return drained.addCallback(lambda _: None)
 
         def stop_children(_: object) -> Deferred[None]:
             stopped: Deferred[None] = super(BridgeService, self).stopService()

@@ -2,12 +2,13 @@
 
 Every answer is JSON (``application/json``); errors are
 ``{"error": code, "message": text}``.  Klein's defaults (HTML error pages,
-empty 200 for dicts) never reach a client.
+empty 200 for dicts) never reach a client.  The handlers of routes that
+address an upstream take its name (``default`` for /send, /request and
+/events; NAME for /u/NAME/...).
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 from klein import Klein
@@ -29,11 +30,11 @@ from bridge.errors import (
 )
 from bridge.http.answers import respond, respond_error
 from bridge.http.body import Lines, parse_body
-from bridge.http.events import EventHub
-from bridge.http.routes import ROUTES
+from bridge.http.routes import DEFAULT_UPSTREAM, ROUTES
 from bridge.http.sse import CONNECTED
+from bridge.http.status import bridge_document, bridge_readiness, readiness, shutting_down
+from bridge.http.upstreams import Upstream, Upstreams
 from bridge.metrics import Metrics
-from bridge.upstream.pool import UpstreamPool
 from bridge.upstream.replies.frames import Frame, Plan
 
 __all__ = ["BridgeAPI", "respond", "respond_error"]
@@ -41,14 +42,8 @@ __all__ = ["BridgeAPI", "respond", "respond_error"]
 MAX_REPLIES = 100_000  # ?replies=N
 
 
-def _iso(timestamp: float | None) -> str | None:
-    if timestamp is None:
-        return None
-    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="milliseconds")
-
-
 class BridgeAPI:
-    """The routes' handlers.  Holds the pool, the event hub, the config and the clock.
+    """The routes' handlers.  Holds the upstreams, the config and the clock.
 
     Which handler serves which method and path is :data:`bridge.http.routes.ROUTES`;
     the hot routes' handlers are called by the gate, the others by Klein
@@ -60,17 +55,18 @@ class BridgeAPI:
     def __init__(
         self,
         config: Config,
-        pool: UpstreamPool,
-        events: EventHub,
+        upstreams: Upstreams,
         clock: IReactorTime,
         http_counts: dict[str, int] | None = None,
         lifecycle: Lifecycle | None = None,
         metrics: Metrics | None = None,
+        configuration: dict[str, Any] | None = None,
     ) -> None:
         self.config = config
-        self.pool = pool
-        self.events = events
+        self.upstreams = upstreams
         self.clock = clock
+        #: What /status says of the configuration (file, generation, loaded at).
+        self.configuration = configuration if configuration is not None else {}
         self.lifecycle = lifecycle or Lifecycle(
             clock, config.max_inflight, config.shutdown_delay, config.shutdown_grace
         )
@@ -84,21 +80,21 @@ class BridgeAPI:
         for route in ROUTES:
             if not route.hot:
                 methods = [method.decode("ascii") for method in route.methods]
-                app.route(route.label, methods=methods, endpoint=route.handler)(
-                    getattr(self, route.handler))
+                app.route(route.klein_path, methods=methods,
+                          endpoint=route.label)(getattr(self, route.handler))
         app.handle_errors(Exception)(self.internal_error)
         return app.resource()
 
     # -- helpers ------------------------------------------------------------
 
-    def _lines(self, request: IRequest) -> Lines:
+    def _lines(self, request: IRequest, config: Config) -> Lines:
         assert request.content is not None
         body = request.content.read()
         return parse_body(
             body,
             request.getHeader(b"Content-Type"),
-            self.config.max_line_bytes,
-            self.config.delimiter_bytes,
+            config.max_line_bytes,
+            config.delimiter_bytes,
         )
 
     def _query(self, request: IRequest, name: bytes) -> str | None:
@@ -107,21 +103,21 @@ class BridgeAPI:
             return None
         return values[0].decode("ascii", "replace")
 
-    def _timeout(self, request: IRequest) -> float:
+    def _timeout(self, request: IRequest, config: Config) -> float:
         text = self._query(request, b"timeout")
         if text is None:
-            return self.config.reply_timeout
+            return config.reply_timeout
         try:
             timeout = float(text)
         except ValueError:
             raise BodyError(400, "invalid_timeout", f"timeout {text!r} is not a number") from None
         if not timeout > 0:
             raise BodyError(400, "invalid_timeout", f"timeout must be positive, got {text!r}")
-        if timeout > self.config.max_reply_timeout:
+        if timeout > config.max_reply_timeout:
             raise BodyError(
                 400,
                 "invalid_timeout",
-                f"timeout {text} is above max_reply_timeout ({self.config.max_reply_timeout:g})",
+                f"timeout {text} is above max_reply_timeout ({config.max_reply_timeout:g})",
             )
         return timeout
 
@@ -146,34 +142,38 @@ class BridgeAPI:
 
     # -- lines out ------------------------------------------------------------
 
-    def send(self, request: IRequest) -> bytes | Deferred[bytes]:
+    def send(self, request: IRequest, upstream: str = DEFAULT_UPSTREAM) -> bytes | Deferred[bytes]:
+        target = self.upstreams[upstream]
         try:
             confirm = self._confirm(request)
-            timeout = self._timeout(request) if confirm else 0.0
-            lines = self._lines(request)
+            timeout = self._timeout(request, target.config) if confirm else 0.0
+            lines = self._lines(request, target.config)
             if not confirm:
-                self.pool.send(lines)
+                target.pool.send(lines)
                 return respond(request, 202, {"sent": lines.count})
-            plan, replies = self.pool.send_confirmed(lines, timeout)
+            plan, replies = target.pool.send_confirmed(lines, timeout)
         except BridgeError as error:
             return respond_error(request, error)
         started = self.clock.seconds()
         return replies.addCallbacks(
-            self._confirmed, self._failed, callbackArgs=(request, started, lines.count, plan),
-            errbackArgs=(request,),
+            self._confirmed, self._failed,
+            callbackArgs=(request, target, started, lines.count, plan), errbackArgs=(request,),
         )
 
-    def request(self, request: IRequest) -> bytes | Deferred[bytes]:
+    def request(
+        self, request: IRequest, upstream: str = DEFAULT_UPSTREAM
+    ) -> bytes | Deferred[bytes]:
+        target = self.upstreams[upstream]
         try:
-            timeout = self._timeout(request)
+            timeout = self._timeout(request, target.config)
             count = self._replies(request)
-            lines = self._lines(request)
-            replies = self.pool.request(lines, timeout, count)
+            lines = self._lines(request, target.config)
+            replies = target.pool.request(lines, timeout, count)
         except BridgeError as error:
             return respond_error(request, error)
         started = self.clock.seconds()
         return replies.addCallbacks(
-            self._replied, self._failed, callbackArgs=(request, started),
+            self._replied, self._failed, callbackArgs=(request, target, started),
             errbackArgs=(request,),
         )
 
@@ -185,9 +185,11 @@ class BridgeAPI:
         if self.metrics is not None:
             self.metrics.reply_latency.observe(self.clock.seconds() - started)
 
-    def _replied(self, replies: list[Frame], request: IRequest, started: float) -> bytes:
+    def _replied(
+        self, replies: list[Frame], request: IRequest, target: Upstream, started: float
+    ) -> bytes:
         self._observe(started)
-        if any(self.pool.is_error(frame) for frame in replies):
+        if any(target.pool.is_error(frame) for frame in replies):
             self._outcome("upstream_error")
             why = ("the upstream answered with an error reply"
                    if any(frame.error for frame in replies)
@@ -204,13 +206,14 @@ class BridgeAPI:
         return respond(request, 200, {"replies": [frame.value for frame in replies]})
 
     def _confirmed(
-        self, replies: list[Frame], request: IRequest, started: float, count: int, plan: Plan
+        self, replies: list[Frame], request: IRequest, target: Upstream, started: float,
+        count: int, plan: Plan,
     ) -> bytes:
         self._observe(started)
         errors = [
             {"line": plan.line_of(index) if index < plan.replies else index + 1,
              "reply": frame.value}
-            for index, frame in enumerate(replies) if self.pool.is_error(frame)
+            for index, frame in enumerate(replies) if target.pool.is_error(frame)
         ]
         self._outcome("upstream_error" if errors else "ok")
         return respond(request, 200, {"sent": count, "errors": errors})
@@ -235,103 +238,26 @@ class BridgeAPI:
         return respond(request, 200, {"status": "ok"})
 
     def readyz(self, request: IRequest) -> bytes:
-        pool = self.pool
+        document = bridge_readiness(self.upstreams, not self.lifecycle.ready)
+        return respond(request, 200 if document["ready"] else 503, document)
+
+    def upstream_readyz(self, request: IRequest, upstream: str) -> bytes:
+        target = self.upstreams[upstream]
         if not self.lifecycle.ready:
-            return respond(
-                request, 503,
-                {"ready": False, "state": "shutting_down", "retry_in": None,
-                 "connected": pool.connected_count(), "pool_size": len(pool.members)},
-            )
-        if pool.ready():
-            return respond(
-                request,
-                200,
-                {"ready": True, "state": "connected", "connected": pool.connected_count(),
-                 "pool_size": len(pool.members)},
-            )
-        retry_in = pool.retry_in()
-        return respond(
-            request,
-            503,
-            {
-                "ready": False,
-                "state": pool.state(),
-                "retry_in": None if retry_in is None else round(retry_in, 3),
-                "connected": pool.connected_count(),
-                "pool_size": len(pool.members),
-            },
-        )
+            return respond(request, 503, shutting_down(target))
+        document = readiness(target)
+        return respond(request, 200 if document["ready"] else 503, document)
 
     def status(self, request: IRequest) -> bytes:
         return respond(request, 200, self.status_document())
 
     def status_document(self) -> dict[str, Any]:
-        pool = self.pool
-        now = self.clock.seconds()
-        members = [member.status() for member in pool.members]
-        for document in members:
-            document["connected_since"] = _iso(document["connected_since"])  # type: ignore[arg-type]
-        connected = [m.connected_since for m in pool.members if m.connected_since is not None]
-        delays = [m.current_delay for m in pool.members if m.current_delay is not None]
-        errors = [m.last_error for m in pool.members if m.last_error]
-        retry_in = pool.retry_in()
-        totals = pool.totals()
-        return {
-            "version": __version__,
-            "uptime": round(now - self.started_at, 3),
-            "upstream": self.config.upstream_label,
-            "state": pool.state(),
-            "ready": pool.ready(),
-            "connected_since": _iso(min(connected)) if connected else None,
-            "attempts_since_success": min(m.attempts_since_success for m in pool.members),
-            "retry_delay": round(min(delays), 3) if delays else None,
-            "retry_in": None if retry_in is None else round(retry_in, 3),
-            "last_error": errors[0] if errors else None,
-            "pending": pool.pending(),
-            "unsent_bytes": pool.unsent(),
-            "inflight": self.lifecycle.inflight,
-            "lifecycle": self.lifecycle.state,
-            "counters": {
-                "http_requests": self.http_counts["requests"],
-                "lines_sent": totals.lines_sent,
-                "bytes_sent": totals.bytes_sent,
-                "frames_received": totals.frames_received,
-                "unsolicited": totals.unsolicited,
-                "late_replies": totals.late_replies,
-                "discarded_replies": totals.discarded_replies,
-                "send_errors": totals.send_errors,
-                "fences": totals.fences,
-                "connection_attempts": totals.attempts,
-                "connects": totals.connects,
-                "disconnects": totals.disconnects,
-                "handshake_failures": totals.handshake_failures,
-                "heartbeat_failures": totals.heartbeat_failures,
-                "desyncs": totals.desyncs,
-                "send_unconfirmed": totals.send_unconfirmed,
-            },
-            "events": {"subscribers": self.events.subscribers,
-                       "published": self.events.published, "dropped": self.events.dropped},
-            "members": members,
-            "strategy": pool.group.strategy.name,
-            "addresses": [
-                {**row, "skipped_until": _iso(row["skipped_until"])}  # type: ignore[arg-type]
-                for row in pool.address_status()
-            ],
-            "reply_framing": pool.framing.name,
-            "send_replies": pool.send_mode,
-            "fence": pool.fence is not None,
-            "events_subscriber": self._subscriber_status(),
-        }
-
-    def _subscriber_status(self) -> dict[str, Any] | None:
-        subscriber = self.pool.subscriber
-        if subscriber is None:
-            return None
-        document = subscriber.status()
-        document["connected_since"] = _iso(document["connected_since"])  # type: ignore[arg-type]
-        document["lines"] = list(self.config.events_subscribe)
-        document["messages"] = subscriber.counters.unsolicited
-        return document
+        return bridge_document(
+            self.upstreams, version=__version__,
+            uptime=self.clock.seconds() - self.started_at, inflight=self.lifecycle.inflight,
+            lifecycle=self.lifecycle.state, http_requests=self.http_counts["requests"],
+            configuration=self.configuration,
+        )
 
     def metrics_page(self, request: IRequest) -> bytes:
         if self.metrics is None:
@@ -343,14 +269,15 @@ class BridgeAPI:
 
     # -- unsolicited lines --------------------------------------------------------
 
-    def events_stream(self, request: IRequest) -> Any:
+    def events_stream(self, request: IRequest, upstream: str = DEFAULT_UPSTREAM) -> Any:
         request.setResponseCode(200)
         request.setHeader(b"Content-Type", b"text/event-stream; charset=utf-8")
         request.setHeader(b"Cache-Control", b"no-cache")
         request.setHeader(b"X-Accel-Buffering", b"no")
         request.write(CONNECTED)
         # EventSource sends Last-Event-ID by itself when it reconnects.
-        subscriber = self.events.subscribe(request, request.getHeader(b"Last-Event-ID"))
+        events = self.upstreams[upstream].events
+        subscriber = events.subscribe(request, request.getHeader(b"Last-Event-ID"))
         # Not NOT_DONE_YET: to Klein that is just a value, and it finishes the
         # request at once.  This Deferred fires only after the hub has finished
         # the response itself (a dropped subscriber, shutdown); Klein cancels it

@@ -5,7 +5,9 @@ and hands the request and that decision here:
 
 * bearer token (when set) on every route but the open ones (probes, and
   /metrics when ``metrics_auth`` is off), compared in constant time; the
-  token never appears in logs or answers;
+  token never appears in logs or answers.  The global token opens every
+  route; a scoped token (``[tokens.NAME]``) only the send, request and events
+  routes of its upstreams (403 ``forbidden`` otherwise);
 * no route: the 404 or 405 of the decision;
 * work routes (POST /send and /request): 503 ``shutting_down`` while
   draining and 429 ``overloaded`` beyond ``max_inflight``; the ones admitted
@@ -27,12 +29,13 @@ from twisted.web.resource import IResource
 from twisted.web.server import NOT_DONE_YET
 
 from bridge.app.lifecycle import Lifecycle
+from bridge.config.model import ScopedToken
 from bridge.errors import BridgeError, BusyError, ShuttingDownError
 from bridge.http.answers import respond_error
 from bridge.http.limits import ClientError
 from bridge.http.routes import ROUTES, Decision, Route
 
-Handler = Callable[[Any], Any]
+Handler = Callable[..., Any]
 
 
 def open_labels(metrics_auth: bool) -> frozenset[str]:
@@ -54,24 +57,28 @@ class Gate:
         lifecycle: Lifecycle,
         token: str | None,
         metrics_auth: bool = True,
+        scoped_tokens: tuple[ScopedToken, ...] = (),
     ) -> None:
         self._handlers = handlers
         self._web = web
         self._lifecycle = lifecycle
         self._token = token.encode("utf-8") if token else None
+        self._scoped = [(scoped.token.encode("utf-8"), scoped) for scoped in scoped_tokens]
+        self._auth = self._token is not None or bool(self._scoped)
         self._open = open_labels(metrics_auth)
 
     def render(self, request: Any, decision: Decision) -> Any:
         """The answer's body, or NOT_DONE_YET if it comes later."""
-        if (self._token is not None and decision.label not in self._open
-                and not self._authorized(request)):
-            return self._unauthorized(request)
+        if self._auth and decision.label not in self._open:
+            refusal = self._check_token(request, decision)
+            if refusal is not None:
+                return refusal
         route = decision.route
         if route is None:
             assert decision.miss is not None
             return respond_error(request, decision.miss)
         if not route.work:
-            return self._render(request, route, None)
+            return self._render(request, route, None, decision.upstream)
         lifecycle = self._lifecycle
         if lifecycle.refusing:
             request.setHeader(b"Connection", b"close")
@@ -90,7 +97,7 @@ class Gate:
                 lifecycle.finished()
 
         try:
-            result = self._render(request, route, finished)
+            result = self._render(request, route, finished, decision.upstream)
         except BaseException:
             finished()
             raise
@@ -99,7 +106,8 @@ class Gate:
         return result
 
     def _render(
-        self, request: Any, route: Route, watch: Callable[[object], None] | None
+        self, request: Any, route: Route, watch: Callable[[object], None] | None,
+        upstream: str,
     ) -> Any:
         """Render; ``watch`` (if any) is called once the answer is finished.
 
@@ -112,7 +120,7 @@ class Gate:
                 request.notifyFinish().addBoth(watch)
             return self._web.render(request)
         try:
-            result = handler(request)
+            result = handler(request, upstream) if route.per_upstream else handler(request)
         except Exception:
             self.log.failure("unhandled error answering {path}", path=route.path)
             return respond_error(request, BridgeError("internal error; see the log"))
@@ -149,13 +157,31 @@ class Gate:
         request.notifyFinish().addErrback(gone)
         return NOT_DONE_YET
 
-    def _authorized(self, request: Any) -> bool:
-        assert self._token is not None
+    def _check_token(self, request: Any, decision: Decision) -> bytes | None:
+        """None when the bearer token opens this route; else the 401 or 403."""
         header = request.getHeader(b"Authorization") or b""
         scheme, _, credentials = header.partition(b" ")
         if scheme.lower() != b"bearer":
-            return False
-        return hmac.compare_digest(credentials.strip(), self._token)
+            return self._unauthorized(request)
+        credentials = credentials.strip()
+        if self._token is not None and hmac.compare_digest(credentials, self._token):
+            return None
+        # Every scoped token is compared, so the time taken does not say which.
+        matched = None
+        for token, scoped in self._scoped:
+            if hmac.compare_digest(credentials, token):
+                matched = scoped
+        if matched is None:
+            return self._unauthorized(request)
+        route = decision.route
+        if route is None:
+            return None  # the 404 or 405 says nothing of any upstream
+        if route.scope is not None and matched.allows(decision.upstream, route.scope):
+            return None
+        what = (f"{route.scope} on the upstream {decision.upstream!r}"
+                if route.scope is not None else route.label)
+        return respond_error(request, ClientError(
+            403, "forbidden", f"the token {matched.name!r} does not allow {what}"))
 
     def _unauthorized(self, request: Any) -> bytes:
         return respond_error(request, ClientError(
@@ -168,4 +194,5 @@ def make_gate(api: Any) -> Gate:
     handlers, Klein for the other routes, its lifecycle and token."""
     handlers = {route.path: getattr(api, route.handler) for route in ROUTES if route.hot}
     config = api.config
-    return Gate(handlers, api.resource(), api.lifecycle, config.token, config.metrics_auth)
+    return Gate(handlers, api.resource(), api.lifecycle, config.token, config.metrics_auth,
+                config.scoped_tokens)

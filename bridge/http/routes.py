@@ -32,7 +32,9 @@ class Route:
     upstream: they pass admission and are counted in flight.  ``open`` routes
     need no token; ``metrics`` marks the route that is open when
     ``metrics_auth`` is off.  ``quiet`` routes (probes, scrapes) stay out of
-    the access log.
+    the access log.  ``scope`` is what a scoped token must allow (``send``,
+    ``request`` or ``events``); a path with ``{upstream}`` addresses one named
+    upstream (:data:`UPSTREAM_PREFIX`), the others the one named ``default``.
     """
 
     path: bytes
@@ -43,20 +45,40 @@ class Route:
     open: bool = False
     metrics: bool = False
     quiet: bool = False
+    scope: str | None = None
 
     @property
     def label(self) -> str:
         return self.path.decode("ascii")
 
+    @property
+    def per_upstream(self) -> bool:
+        return self.path.startswith(UPSTREAM_PREFIX)
+
+    @property
+    def klein_path(self) -> str:
+        """The path in Klein's (werkzeug's) syntax: ``{upstream}`` as ``<upstream>``."""
+        return self.label.replace("{upstream}", "<upstream>")
+
+
+#: Routes under /u/NAME/ address the upstream named NAME.
+UPSTREAM_PREFIX = b"/u/{upstream}/"
+DEFAULT_UPSTREAM = "default"
 
 ROUTES: tuple[Route, ...] = (
-    Route(b"/send", (b"POST",), "send", hot=True, work=True),
-    Route(b"/request", (b"POST",), "request", hot=True, work=True),
+    Route(b"/send", (b"POST",), "send", hot=True, work=True, scope="send"),
+    Route(b"/request", (b"POST",), "request", hot=True, work=True, scope="request"),
     Route(b"/healthz", (b"GET", b"HEAD"), "healthz", hot=True, open=True, quiet=True),
     Route(b"/readyz", (b"GET", b"HEAD"), "readyz", hot=True, open=True, quiet=True),
     Route(b"/status", (b"GET", b"HEAD"), "status"),
     Route(b"/metrics", (b"GET", b"HEAD"), "metrics_page", metrics=True, quiet=True),
-    Route(b"/events", (b"GET",), "events_stream"),
+    Route(b"/events", (b"GET",), "events_stream", scope="events"),
+    Route(b"/u/{upstream}/send", (b"POST",), "send", hot=True, work=True, scope="send"),
+    Route(b"/u/{upstream}/request", (b"POST",), "request", hot=True, work=True,
+          scope="request"),
+    Route(b"/u/{upstream}/events", (b"GET",), "events_stream", scope="events"),
+    Route(b"/u/{upstream}/readyz", (b"GET", b"HEAD"), "upstream_readyz", hot=True, open=True,
+          quiet=True),
 )
 
 LABELS: frozenset[str] = frozenset(route.label for route in ROUTES) | {OTHER}
@@ -77,6 +99,7 @@ class Decision:
     label: str = OTHER  # the metrics label: the route's path, even for a 405
     miss: ClientError | None = None
     quiet: bool = False  # kept out of the access log (the route's, even for a 405)
+    upstream: str = DEFAULT_UPSTREAM  # the upstream the route addresses
 
 
 _ESCAPE = re.compile(rb"%([0-9A-Fa-f]{2})")
@@ -123,26 +146,51 @@ def normalize_target(raw: bytes) -> Target:
 
 
 class RouteTable:
-    """Looks a (method, path) up in :data:`ROUTES`."""
+    """Looks a (method, path) up in :data:`ROUTES`, for the configured
+    upstream names (``/u/NAME/...`` for any other NAME is a 404)."""
 
-    def __init__(self, routes: tuple[Route, ...] = ROUTES) -> None:
-        self._by_path = {route.path: route for route in routes}
+    def __init__(
+        self, routes: tuple[Route, ...] = ROUTES, upstreams: tuple[str, ...] = (DEFAULT_UPSTREAM,)
+    ) -> None:
+        self._upstreams = upstreams
+        self._by_path: dict[bytes, tuple[Route, str]] = {}
+        for route in routes:
+            if route.per_upstream:
+                for name in upstreams:
+                    path = route.path.replace(b"{upstream}", name.encode("ascii"))
+                    self._by_path[path] = (route, name)
+            else:
+                self._by_path[route.path] = (route, DEFAULT_UPSTREAM)
+        self._patterns = {route.path for route in routes if route.per_upstream}
         # The decisions of the routes' own methods, made once (the hot path).
-        self._hits = {(method, route.path): Decision(route, route.label, quiet=route.quiet)
-                      for route in routes for method in route.methods}
+        self._hits = {
+            (method, path): Decision(route, route.label, quiet=route.quiet, upstream=name)
+            for path, (route, name) in self._by_path.items() for method in route.methods
+        }
 
     def decide(self, method: bytes, path: bytes) -> Decision:
         hit = self._hits.get((method, path))
         if hit is not None:
             return hit
-        route = self._by_path.get(path)
-        if route is None:
-            text = path.decode("latin-1")
-            return Decision(None, OTHER, ClientError(404, "not_found", f"no route {text}"))
+        found = self._by_path.get(path)
+        if found is None:
+            return Decision(None, OTHER, self._missing(path))
+        route, name = found
         allowed = ", ".join(sorted(m.decode("ascii") for m in route.methods))
         miss = ClientError(
             405, "method_not_allowed",
             f"{method.decode('latin-1')} is not allowed here; use {allowed}",
             headers=((b"Allow", allowed.encode("ascii")),),
         )
-        return Decision(None, route.label, miss, route.quiet)
+        return Decision(None, route.label, miss, route.quiet, name)
+
+    def _missing(self, path: bytes) -> ClientError:
+        text = path.decode("latin-1")
+        if path.startswith(b"/u/"):
+            name, slash, rest = path[3:].partition(b"/")
+            if slash and b"/u/{upstream}/" + rest in self._patterns:
+                known = ", ".join(self._upstreams)
+                return ClientError(404, "unknown_upstream",
+                                   f"no upstream named {name.decode('latin-1')!r}; "
+                                   f"the configured ones are: {known}")
+        return ClientError(404, "not_found", f"no route {text}")

@@ -94,12 +94,16 @@ class UpstreamPool(Service):
             self.group.add(made)
             return made
 
+        # Logs name members "0", "1"... for the upstream named default, and
+        # "NAME/0"... for the others.
+        prefix = "" if config.name == "default" else f"{config.name}/"
         self.members: Sequence[UpstreamMember] = [
-            member(str(index), POOL, index) for index in range(config.pool_size)
+            member(f"{prefix}{index}", POOL, index) for index in range(config.pool_size)
         ]
-        self.subscriber = member("events", SUBSCRIBER, 0) if config.events_subscribe else None
+        self.subscriber = (member(f"{prefix}events", SUBSCRIBER, 0) if config.events_subscribe
+                           else None)
         self._next = 0
-        self.setName("upstream")
+        self.setName(f"upstream-{config.name}")
 
     def _make_group(
         self,

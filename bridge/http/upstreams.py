@@ -1,0 +1,45 @@
+"""The upstreams as the HTTP side sees them: by name, each with its settings,
+its pool and its event hub."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator, Mapping
+
+from bridge.config import Config
+from bridge.http.events import EventHub
+from bridge.upstream.pool import UpstreamPool
+
+
+@dataclass(frozen=True)
+class Upstream:
+    """One configured upstream."""
+
+    name: str
+    config: Config
+    pool: UpstreamPool
+    events: EventHub
+
+    @property
+    def ready(self) -> bool:
+        return self.pool.ready()
+
+
+class Upstreams(Mapping[str, Upstream]):
+    """Every upstream by name, in configuration order (``default`` first)."""
+
+    def __init__(self, upstreams: list[Upstream]) -> None:
+        self._by_name = {upstream.name: upstream for upstream in upstreams}
+
+    def __getitem__(self, name: str) -> Upstream:
+        return self._by_name[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._by_name)
+
+    def __len__(self) -> int:
+        return len(self._by_name)
+
+    @property
+    def required(self) -> list[Upstream]:
+        return [upstream for upstream in self._by_name.values() if upstream.config.required]
