@@ -282,13 +282,15 @@ class Harness:
     clients: list[Client] = field(default_factory=list)
     stopping: Any = None
     _attempts_used: int = 0
+    _completed: set[int] = field(default_factory=set)
 
     @classmethod
-    def create(cls, **values: Any) -> Harness:
+    def create(cls, config: Config | None = None, **values: Any) -> Harness:
         reactor = Reactor()
         reactor.advance(1000.0)
-        values.setdefault("upstream", f"tcp:{UPSTREAM_HOST}:{UPSTREAM_PORT}")
-        config = Config().with_values(**values)
+        if config is None:
+            values.setdefault("upstream", f"tcp:{UPSTREAM_HOST}:{UPSTREAM_PORT}")
+            config = Config().with_values(**values)
         service = BridgeService(config, reactor, jitter=lambda: 0.0)
         harness = cls(reactor, config, service)
         service.startService()
@@ -302,10 +304,17 @@ class Harness:
     def clock(self) -> Reactor:
         return self.reactor
 
-    def connect_upstream(self) -> SocketTransport:
-        """Complete the oldest connection attempt not completed yet."""
-        host, port, factory, _, _ = self.reactor.tcpClients[self._attempts_used]
-        self._attempts_used += 1
+    def connect_upstream(self, port: int | None = None) -> SocketTransport:
+        """Complete the oldest connection attempt not completed yet (to
+        ``port``, when given)."""
+        index = self._attempts_used
+        if port is not None:
+            index = next(i for i, attempt in enumerate(self.reactor.tcpClients)
+                         if attempt[1] == port and i not in self._completed)
+        self._completed.add(index)
+        while self._attempts_used in self._completed:
+            self._attempts_used += 1
+        host, port, factory, _, _ = self.reactor.tcpClients[index]
         protocol: Any = factory.buildProtocol(IPv4Address("TCP", host, port))
         transport = SocketTransport()
         transport.protocol = protocol
@@ -359,8 +368,9 @@ class Harness:
 class HarnessTestCase(SynchronousTestCase):
     """Builds harnesses and, at the end, stops them and checks no timer is left."""
 
-    def harness(self, connect: int | None = None, **values: Any) -> Harness:
-        harness = Harness.create(**values)
+    def harness(self, connect: int | None = None, config: Config | None = None,
+                **values: Any) -> Harness:
+        harness = Harness.create(config, **values)
         self.addCleanup(self._finish, harness)
         count = harness.config.pool_size if connect is None else connect
         for _ in range(count):

@@ -1,0 +1,214 @@
+"""Several upstreams behind one bridge, over HTTP (issue 11): routes by name,
+readiness, /status, /metrics, /u/NAME/events and scoped tokens, on the real
+service assembly in memory."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import textwrap
+from typing import Any
+
+from bridge.config import Config, load
+from tests.http_harness import Harness, HarnessTestCase, SocketTransport, auth
+from tests.test_metrics import scrape, value
+
+DEFAULT, CACHE, LOGS = 7000, 7001, 7002
+
+
+def three_upstreams(extra: str = "", top: str = "") -> Config:
+    """default, cache and logs; logs not required.  ``top`` goes before the
+    tables, ``extra`` (more tables) after them."""
+    directory = tempfile.mkdtemp()
+    path = os.path.join(directory, "bridge.toml")
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write(textwrap.dedent(top) + textwrap.dedent(f"""
+            upstream = "tcp:127.0.0.1:{DEFAULT}"
+
+            [upstreams.cache]
+            upstream = "tcp:127.0.0.1:{CACHE}"
+
+            [upstreams.logs]
+            upstream = "tcp:127.0.0.1:{LOGS}"
+            required = false
+        """) + textwrap.dedent(extra))
+    try:
+        return load({}, {}, path)
+    finally:
+        os.unlink(path)
+        os.rmdir(directory)
+
+
+class UpstreamsTestCase(HarnessTestCase):
+    def bridge(self, config: Config | None = None,
+               connect: tuple[int, ...] = (DEFAULT, CACHE, LOGS)) -> Harness:
+        harness = self.harness(connect=0, config=config or three_upstreams())
+        self.connections: dict[int, SocketTransport] = {}
+        for port in connect:
+            self.connections[port] = harness.connect_upstream(port)
+        return harness
+
+    def written(self) -> dict[int, bytes]:
+        return {port: transport.value() for port, transport in self.connections.items()}
+
+
+class RoutingTests(UpstreamsTestCase):
+    def test_each_route_reaches_its_upstream_only(self) -> None:
+        harness = self.bridge()
+        self.assertEqual(harness.call("POST", "/send", b"to default\n").status, 202)
+        self.assertEqual(harness.call("POST", "/u/cache/send", b"to cache\n").status, 202)
+        self.assertEqual(harness.call("POST", "/u/default/send", b"again\n").status, 202)
+        self.assertEqual(self.written(), {
+            DEFAULT: b"to default\r\nagain\r\n", CACHE: b"to cache\r\n", LOGS: b""})
+
+    def test_a_request_gets_the_replies_of_its_upstream(self) -> None:
+        harness = self.bridge()
+        waiting = harness.start("POST", "/u/cache/request", b"GET k\n")
+        self.connections[DEFAULT].peer_sends(b"not this one\r\n")
+        self.connections[CACHE].peer_sends(b"value\r\n")
+        self.assertJSONResponse(waiting.response(), 200, {"replies": ["value"]})
+        self.assertEqual(self.written()[CACHE], b"GET k\r\n")
+
+    def test_an_unknown_name_is_404_and_nothing_is_sent(self) -> None:
+        harness = self.bridge()
+        response = harness.call("POST", "/u/nosuch/send", b"x\n")
+        self.assertJSONResponse(response, 404, {
+            "error": "unknown_upstream",
+            "message": "no upstream named 'nosuch'; the configured ones are: default, cache, "
+                       "logs"})
+        self.assertEqual(harness.call("GET", "/u/cache/nosuch").json()["error"], "not_found")
+        self.assertEqual(harness.call("GET", "/u/cache/send").status, 405)
+        self.assertEqual(self.written(), {DEFAULT: b"", CACHE: b"", LOGS: b""})
+
+    def test_an_upstream_that_is_down_does_not_stop_the_others(self) -> None:
+        harness = self.bridge(connect=(DEFAULT, CACHE))
+        self.assertEqual(harness.call("POST", "/u/cache/send", b"x\n").status, 202)
+        refused = harness.call("POST", "/u/logs/send", b"y\n")
+        self.assertEqual((refused.status, refused.json()["error"]),
+                         (503, "upstream_unavailable"))
+        self.assertIn("the upstream tcp:127.0.0.1:7002 is not connected", refused.json()["message"])
+
+
+class ReadinessTests(UpstreamsTestCase):
+    def test_ready_when_every_required_upstream_is(self) -> None:
+        harness = self.bridge(connect=(DEFAULT, CACHE))
+        response = harness.call("GET", "/readyz")
+        self.assertEqual(response.status, 200)  # logs is not required
+        document = response.json()
+        self.assertEqual((document["ready"], sorted(document["upstreams"])),
+                         (True, ["cache", "default", "logs"]))
+        self.assertEqual(document["upstreams"]["logs"]["ready"], False)
+        self.assertEqual(harness.call("GET", "/u/logs/readyz").status, 503)
+        self.assertEqual(harness.call("GET", "/u/cache/readyz").json(), {
+            "ready": True, "state": "connected", "connected": 1, "pool_size": 1})
+
+    def test_not_ready_while_a_required_upstream_is_down(self) -> None:
+        harness = self.bridge(connect=(DEFAULT, LOGS))
+        response = harness.call("GET", "/readyz")
+        self.assertEqual(response.status, 503)
+        self.assertEqual((response.json()["ready"], response.json()["state"]),
+                         (False, "connecting"))
+        self.connections[CACHE] = harness.connect_upstream(CACHE)
+        self.assertEqual(harness.call("GET", "/readyz").status, 200)
+
+    def test_one_upstream_keeps_the_readyz_document_it_always_had(self) -> None:
+        harness = self.harness()
+        self.assertJSONResponse(harness.call("GET", "/readyz"), 200, {
+            "ready": True, "state": "connected", "connected": 1, "pool_size": 1})
+
+
+class StatusAndMetricsTests(UpstreamsTestCase):
+    def test_status_has_one_entry_per_upstream(self) -> None:
+        harness = self.bridge(connect=(DEFAULT, CACHE))
+        harness.call("POST", "/u/cache/send", b"a\nb\n")
+        document = harness.call("GET", "/status").json()
+        upstreams = document["upstreams"]
+        self.assertEqual(list(upstreams), ["default", "cache", "logs"])
+        self.assertEqual(
+            {name: (entry["upstream"], entry["state"], entry["required"])
+             for name, entry in upstreams.items()},
+            {"default": ("tcp:127.0.0.1:7000", "connected", True),
+             "cache": ("tcp:127.0.0.1:7001", "connected", True),
+             "logs": ("tcp:127.0.0.1:7002", "connecting", False)})
+        self.assertEqual(upstreams["cache"]["counters"]["lines_sent"], 2)
+        self.assertEqual(upstreams["cache"]["members"][0]["name"], "cache/0")
+        # The upstream named default is also the top level, as with one upstream.
+        self.assertEqual((document["upstream"], document["counters"]["lines_sent"]),
+                         ("tcp:127.0.0.1:7000", 0))
+
+    def test_metrics_carry_an_upstream_label(self) -> None:
+        harness = self.bridge()
+        harness.call("POST", "/u/logs/send", b"a\nb\nc\n")
+        samples = scrape(harness)
+        self.assertEqual(value(samples, "bridge_lines_sent_total", upstream="logs"), 3.0)
+        self.assertEqual(value(samples, "bridge_lines_sent_total", upstream="cache"), 0.0)
+        self.assertEqual(
+            value(samples, "bridge_upstream_address_connects_total", upstream="cache",
+                  address="tcp:127.0.0.1:7001"), 1.0)
+
+
+class EventsTests(UpstreamsTestCase):
+    def test_each_upstream_has_its_own_event_stream(self) -> None:
+        harness = self.bridge()
+        cache_events = harness.client()
+        cache_events.send(b"GET /u/cache/events HTTP/1.1\r\nHost: bridge\r\n\r\n")
+        default_events = harness.client()
+        default_events.send(b"GET /events HTTP/1.1\r\nHost: bridge\r\n\r\n")
+        self.connections[CACHE].peer_sends(b"from cache\r\n")
+        self.connections[DEFAULT].peer_sends(b"from default\r\n")
+        self.assertIn(b"data: from cache\n", cache_events.transport.value())
+        self.assertNotIn(b"from default", cache_events.transport.value())
+        self.assertIn(b"data: from default\n", default_events.transport.value())
+        self.assertNotIn(b"from cache", default_events.transport.value())
+
+
+ADMIN = 'token = "admin-token"\n'
+SCOPED = """
+    [tokens.app]
+    token = "app-token"
+    upstreams = ["cache"]
+    routes = ["send", "request"]
+"""
+
+
+class ScopedTokenTests(UpstreamsTestCase):
+    def call(self, harness: Harness, method: str, path: str, token: str | None,
+             body: bytes | None = None) -> Any:
+        return harness.call(method, path, body, auth(token) if token else None)
+
+    def test_a_scoped_token_opens_only_its_upstreams_and_routes(self) -> None:
+        harness = self.bridge(three_upstreams(SCOPED, ADMIN))
+        self.assertEqual(self.call(harness, "POST", "/u/cache/send", "app-token", b"x\n").status,
+                         202)
+        for method, path in [("POST", "/send"), ("POST", "/u/logs/send"),
+                             ("GET", "/u/cache/events"), ("GET", "/status"),
+                             ("GET", "/metrics")]:
+            with self.subTest(path=path):
+                response = self.call(harness, method, path, "app-token", b"y\n")
+                self.assertErrorResponse(response, 403, "forbidden")
+        self.assertEqual(
+            self.call(harness, "POST", "/send", "app-token", b"y\n").json()["message"],
+            "the token 'app' does not allow send on the upstream 'default'")
+        self.assertEqual(self.written(), {DEFAULT: b"", CACHE: b"x\r\n", LOGS: b""})
+
+    def test_the_global_token_opens_everything_and_others_are_401(self) -> None:
+        harness = self.bridge(three_upstreams(SCOPED, ADMIN))
+        self.assertEqual(self.call(harness, "POST", "/u/logs/send", "admin-token", b"a\n").status,
+                         202)
+        self.assertEqual(self.call(harness, "GET", "/status", "admin-token").status, 200)
+        for token in (None, "wrong", "app-token-x"):
+            with self.subTest(token=token):
+                self.assertErrorResponse(
+                    self.call(harness, "POST", "/u/cache/send", token, b"b\n"), 401,
+                    "unauthorized")
+        # Probes need no token at all.
+        self.assertEqual(self.call(harness, "GET", "/u/cache/readyz", None).status, 200)
+        self.assertEqual(self.written()[LOGS], b"a\r\n")
+
+    def test_no_token_appears_in_status_or_metrics(self) -> None:
+        harness = self.bridge(three_upstreams(SCOPED, ADMIN))
+        status = self.call(harness, "GET", "/status", "admin-token").body
+        metrics = self.call(harness, "GET", "/metrics", "admin-token").body
+        for secret in (b"admin-token", b"app-token"):
+            self.assertNotIn(secret, status)
+            self.assertNotIn(secret, metrics)
