@@ -129,3 +129,10 @@ class SpoolUnavailableError(BridgeError):
 
     def retry_after(self) -> int:
         return 5
+
+
+class UnknownUpstreamError(BridgeError):
+    """No upstream of that name is configured (any more)."""
+
+    status = 404
+    code = "unknown_upstream"

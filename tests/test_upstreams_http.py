@@ -212,3 +212,74 @@ class ScopedTokenTests(UpstreamsTestCase):
         for secret in (b"admin-token", b"app-token"):
             self.assertNotIn(secret, status)
             self.assertNotIn(secret, metrics)
+
+
+class ReloadTests(UpstreamsTestCase):
+    """BridgeService.reconfigure: what SIGHUP applies."""
+
+    def test_unchanged_upstreams_keep_their_connections(self) -> None:
+        harness = self.bridge()
+        before = dict(harness.service.upstreams)
+        drained = harness.service.reconfigure(three_upstreams())
+        self.assertIsNone(self.successResultOf(drained))
+        self.assertEqual({name: u.pool for name, u in harness.service.upstreams.items()},
+                         {name: u.pool for name, u in before.items()})
+        self.assertEqual(harness.call("POST", "/u/cache/send", b"x\n").status, 202)
+        self.assertEqual(self.connections[CACHE].value(), b"x\r\n")
+        self.assertEqual(harness.call("GET", "/status").json()["configuration"]["generation"], 2)
+
+    def test_added_changed_and_removed_upstreams(self) -> None:
+        harness = self.bridge()
+        waiting = harness.start("POST", "/u/logs/request", b"pending\n")
+        new = three_upstreams("""
+            [upstreams.metrics]
+            upstream = "tcp:127.0.0.1:7003"
+        """)
+        # cache changes (pool_size 2); logs goes away; metrics is added.
+        new = new.with_values(named_upstreams={
+            "cache": new.named_upstreams["cache"].with_values(pool_size=2),
+            "metrics": new.named_upstreams["metrics"],
+        })
+        old_cache = harness.service.upstreams["cache"].pool
+        drained = harness.service.reconfigure(new)
+        self.assertEqual(list(harness.service.upstreams), ["default", "cache", "metrics"])
+        # logs takes no new work at once, but its pending request still gets its reply.
+        self.assertErrorResponse(harness.call("POST", "/u/logs/send", b"late\n"), 404,
+                                 "unknown_upstream")
+        logs = self.connections[LOGS]
+        self.assertTrue(logs.write_closed)  # half-closed: draining as on shutdown
+        logs.peer_sends(b"the reply\r\n")
+        self.assertJSONResponse(waiting.response(), 200, {"replies": ["the reply"]})
+        logs.loseConnection()
+        # cache: the new pool takes the work; the old connection drains.
+        self.assertIsNot(harness.service.upstreams["cache"].pool, old_cache)
+        self.assertTrue(self.connections[CACHE].write_closed)
+        self.connections[CACHE].loseConnection()
+        self.assertIsNone(self.successResultOf(drained))
+        fresh = [harness.connect_upstream(CACHE), harness.connect_upstream(CACHE)]
+        harness.connect_upstream(7003)
+        self.assertEqual(harness.call("POST", "/u/cache/send", b"new\n").status, 202)
+        self.assertEqual(b"".join(t.value() for t in fresh), b"new\r\n")
+        self.assertEqual(harness.call("POST", "/u/metrics/send", b"m\n").status, 202)
+        self.assertEqual(self.connections[DEFAULT].value(), b"")
+
+    def test_tokens_are_replaced_at_once(self) -> None:
+        harness = self.bridge(three_upstreams(SCOPED, ADMIN))
+        harness.service.reconfigure(three_upstreams(top='token = "new-admin"\n'))
+        self.assertErrorResponse(harness.call("GET", "/status", None, auth("admin-token")), 401,
+                                 "unauthorized")
+        self.assertErrorResponse(harness.call("POST", "/u/cache/send", b"x\n",
+                                              auth("app-token")), 401, "unauthorized")
+        self.assertEqual(harness.call("GET", "/status", None, auth("new-admin")).status, 200)
+
+    def test_listen_is_reported_and_kept(self) -> None:
+        harness = self.bridge()
+        logged = self.capture_logs()
+        harness.service.reconfigure(three_upstreams(top='listen = "127.0.0.1:9999"\n'))
+        self.assertEqual(harness.service.config.listen, "127.0.0.1:8080")
+        texts = [event["log_format"].format(**event) for event in logged
+                 if event.get("log_namespace") == "bridge.app.service.BridgeService"]
+        self.assertIn("setting listen changed; it takes effect only after a restart (still "
+                      "'127.0.0.1:8080')", texts)
+        self.assertIn("configuration reloaded (generation 2): unchanged default, cache, logs",
+                      texts)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from bridge import __version__
 
@@ -79,7 +79,12 @@ def fail(message: str, status: int = EXIT_CONFIG) -> int:
     return status
 
 
-def run(config: Config, demo: bool, environ: Mapping[str, str] | None = None) -> int:
+def run(
+    config: Config,
+    demo: bool,
+    environ: Mapping[str, str] | None = None,
+    reload_config: Callable[[], Config] | None = None,
+) -> int:
     """Start the reactor with the service tree; return the exit status."""
     from twisted.internet import reactor as _reactor
     from twisted.logger import globalLogBeginner
@@ -105,7 +110,10 @@ def run(config: Config, demo: bool, environ: Mapping[str, str] | None = None) ->
         log.info("demo upstream listening on {address}", address=address)
         # The demo server answers every line, /send lines too: reserve and
         # discard those replies so that they never reach a /request caller.
-        config = config.with_values(upstream=address, addresses=(), discard_send_replies=True)
+        config = demo_config(config, address)
+        if reload_config is not None:
+            read_again = reload_config
+            reload_config = lambda: demo_config(read_again(), address)  # noqa: E731
 
     exit_status = [0]
 
@@ -120,8 +128,10 @@ def run(config: Config, demo: bool, environ: Mapping[str, str] | None = None) ->
 
     service = BridgeService(config, reactor, on_fatal=fatal)
     log.info("bridge {version} starting: upstream {upstream}, listen {listen}",
-             version=__version__, upstream=config.upstream_label, listen=config.listen)
+             version=__version__, upstream=describe_upstreams(config), listen=config.listen)
     log_configuration(log, config, os.environ if environ is None else environ)
+    if reload_config is not None:
+        reload_on_sighup(reactor, service, reload_config)
     reactor.callWhenRunning(service.startService)
     reactor.addSystemEventTrigger(
         "before", "shutdown", service.stopService
@@ -129,6 +139,35 @@ def run(config: Config, demo: bool, environ: Mapping[str, str] | None = None) ->
     reactor.run()
     log.info("bridge stopped")
     return exit_status[0]
+
+
+def demo_config(config: Config, address: str) -> Config:
+    """The demo upstream as the upstream named default.  It answers every
+    line, /send lines too: reserve and discard those replies so that they
+    never reach a /request caller."""
+    return config.with_values(upstream=address, addresses=(), discard_send_replies=True)
+
+
+def describe_upstreams(config: Config) -> str:
+    """The upstreams for the start-up line: an address, or NAME=address each."""
+    upstreams = config.upstreams
+    if list(upstreams) == ["default"]:
+        return upstreams["default"].upstream_label
+    return ", ".join(f"{name}={upstream.upstream_label}" for name, upstream in upstreams.items())
+
+
+def reload_on_sighup(reactor: Any, service: Any, load: Callable[[], Config]) -> None:
+    """SIGHUP reads the configuration again and applies it (bridge.app.reload)."""
+    import signal
+
+    from bridge.app.reload import Reloader
+
+    reloader = Reloader(service, load)
+
+    def handler(signum: int, frame: object) -> None:
+        reactor.callFromThread(reloader.reload)
+
+    signal.signal(signal.SIGHUP, handler)
 
 
 def log_configuration(log: Any, config: Config, environ: Mapping[str, str]) -> None:
@@ -158,7 +197,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         config, demo = parse_config(args, env)
     except ConfigError as error:
         return fail(str(error))
-    return run(config, demo, env)
+    return run(config, demo, env, lambda: parse_config(args, env)[0])
 
 
 def service_from_environment(environ: Mapping[str, str] | None = None) -> Any:
@@ -194,4 +233,7 @@ def service_from_environment(environ: Mapping[str, str] | None = None) -> Any:
 
     # twistd keeps these until its log observer starts.
     log_configuration(log, config, env)
-    return BridgeService(config, reactor, on_fatal=fatal)
+    service = BridgeService(config, reactor, on_fatal=fatal)
+    reload_on_sighup(reactor, service,
+                     lambda: load({}, env, env.get("BRIDGE_CONFIG") or None))
+    return service

@@ -35,6 +35,12 @@ class Lifecycle:
         self.deadline: float | None = None
         self._idle: list[Deferred[None]] = []
 
+    def configure(self, max_inflight: int, delay: float, grace: float) -> None:
+        """New limits from a reload (a drain already running keeps its own)."""
+        self.max_inflight = max_inflight
+        self._delay = delay
+        self._grace = grace
+
     @property
     def ready(self) -> bool:
         return self.state == RUNNING

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import secrets
+from dataclasses import replace
 from typing import Any, Callable
 
 from twisted.application.service import MultiService, Service
@@ -17,6 +18,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from bridge.app.lifecycle import Lifecycle
+from bridge.app.reload import describe_changes, needs_restart, same_upstream
 from bridge.config import Config
 from bridge.endpoints import client_endpoint, server_description, server_endpoint
 from bridge.http.api import BridgeAPI
@@ -25,6 +27,7 @@ from bridge.http.events import EventHub
 from bridge.http.gate import make_gate
 from bridge.http.routes import RouteTable
 from bridge.http.site import BridgeSite
+from bridge.http.status import iso
 from bridge.http.upstreams import Upstream, Upstreams
 from bridge.metrics import Metrics
 from bridge.upstream.pool import UpstreamPool
@@ -94,7 +97,9 @@ class WebService(Service):
 
 
 class BridgeService(MultiService):
-    """The whole bridge; its children are the upstream pool and the web server."""
+    """The whole bridge; its children are the upstream pools and the web server."""
+
+    log = Logger(namespace="bridge")
 
     def __init__(
         self,
@@ -119,6 +124,9 @@ class BridgeService(MultiService):
             if on_fatal is not None:
                 on_fatal(message, 1)
 
+        self._jitter = jitter
+        self._give_up = give_up
+
         def listen_failed(message: str) -> None:
             if on_fatal is not None:
                 on_fatal(message, 2)
@@ -135,12 +143,14 @@ class BridgeService(MultiService):
         self.client_errors = ClientErrorLog(reactor)
         self.metrics = Metrics(self.upstreams, self.lifecycle, self.client_errors)
         self.http_counts = {"requests": 0}
+        self.generation = 1
         self.api = BridgeAPI(
             config, self.upstreams, reactor, self.http_counts, self.lifecycle, self.metrics,
-            {"file": config.config_file},
+            self._configuration(),
         )
+        self.gate = make_gate(self.api)
         self.site = BridgeSite(
-            make_gate(self.api),
+            self.gate,
             config.max_body_bytes,
             reactor,
             access_log=config.access_log,
@@ -160,16 +170,18 @@ class BridgeService(MultiService):
     def _upstream(
         self, config: Config, reactor: Any, jitter: Callable[[], float],
         give_up: Callable[[str], None], endpoint: IStreamClientEndpoint | None,
+        events: EventHub | None = None,
     ) -> Upstream:
-        """One upstream's pool and event hub."""
-        events = EventHub(
-            reactor,
-            self.boot,
-            max_backlog=config.max_event_backlog,
-            stall_timeout=config.event_stall_timeout,
-            heartbeat=config.event_heartbeat,
-            replay=config.event_replay,
-        )
+        """One upstream's pool, and its event hub (kept across a reload)."""
+        if events is None:
+            events = EventHub(
+                reactor,
+                self.boot,
+                max_backlog=config.max_event_backlog,
+                stall_timeout=config.event_stall_timeout,
+                heartbeat=config.event_heartbeat,
+                replay=config.event_replay,
+            )
         # A group's endpoints are made per address (and per resolved address).
         if endpoint is None and not config.addresses:
             endpoint = client_endpoint(reactor, config.upstream, config.connect_timeout)
@@ -182,6 +194,76 @@ class BridgeService(MultiService):
             endpoint_for=endpoint_for, resolver=getattr(reactor, "nameResolver", None),
         )
         return Upstream(config.name, config, pool, events)
+
+    def _configuration(self) -> dict[str, Any]:
+        """What /status says of the configuration."""
+        return {"file": self.config.config_file, "generation": self.generation,
+                "loaded_at": iso(self._clock.seconds())}
+
+    def reconfigure(self, new: Config) -> Deferred[None]:
+        """Apply a configuration read again (SIGHUP; see bridge.app.reload).
+
+        Fires once every replaced or removed pool has drained.
+        """
+        old = self.config
+        restart = needs_restart(old, new)
+        for name in restart:
+            self.log.warn("setting {name} changed; it takes effect only after a restart "
+                          "(still {value!r})", name=name, value=getattr(old, name))
+        new = replace(new, **{name: getattr(old, name) for name in restart})
+        current = dict(self.upstreams)
+        kept: list[str] = []
+        added: list[str] = []
+        changed: list[str] = []
+        upstreams: list[Upstream] = []
+        retiring: list[Upstream] = []
+        for name, config in new.upstreams.items():
+            previous = current.get(name)
+            if previous is not None and same_upstream(previous.config, config):
+                kept.append(name)
+                upstreams.append(previous)
+                continue
+            upstream = self._upstream(config, self._clock, self._jitter, self._give_up, None,
+                                      events=previous.events if previous else None)
+            (changed if previous is not None else added).append(name)
+            if previous is not None:
+                retiring.append(previous)
+            upstreams.append(upstream)
+        removed = [name for name in current if name not in new.upstreams]
+        retiring.extend(current[name] for name in removed)
+        self.config = self.api.config = new
+        self.upstreams.replace(upstreams)
+        self.site.routes = RouteTable(upstreams=tuple(self.upstreams))
+        self.gate.set_tokens(new.token, new.scoped_tokens, new.metrics_auth)
+        self.lifecycle.configure(new.max_inflight, new.shutdown_delay, new.shutdown_grace)
+        self.site.configure(new.max_body_bytes, new.request_timeout, new.access_log)
+        self.generation += 1
+        self.api.configuration = self._configuration()
+        for name in added + changed:
+            self.upstreams[name].pool.setServiceParent(self)
+        self.log.info(
+            "configuration reloaded (generation {generation}): {changes}",
+            generation=self.generation,
+            changes=describe_changes({"added": added, "changed": changed, "removed": removed,
+                                      "unchanged": kept}),
+        )
+        drains = [self._retire(upstream, closing=upstream.name in removed)
+                  for upstream in retiring]
+        return DeferredList(drains).addCallback(lambda _: None)
+
+    def _retire(self, upstream: Upstream, closing: bool) -> Deferred[None]:
+        """Drain a pool that takes no more work (as on shutdown), then stop it;
+        with ``closing`` its event streams end too (the upstream is gone)."""
+        if closing:
+            upstream.events.close_all()
+        within = max(upstream.config.stale_timeout, upstream.config.reply_timeout)
+        drained = upstream.pool.drain(self._clock, within)
+
+        def stop(_: object) -> Deferred[None] | None:
+            stopped: Deferred[None] | None = upstream.pool.disownServiceParent()
+            return stopped
+
+        return drained.addCallback(stop)
 
     @property
     def pool(self) -> UpstreamPool:

@@ -25,6 +25,7 @@ from bridge.errors import (
     BodyError,
     BridgeError,
     ReplyTimeoutError,
+    UnknownUpstreamError,
     UpstreamLostError,
     UpstreamReplyError,
 )
@@ -142,9 +143,17 @@ class BridgeAPI:
 
     # -- lines out ------------------------------------------------------------
 
+    def _target(self, name: str) -> Upstream:
+        """The upstream named ``name``; it may have been removed by a reload
+        since the request's route was decided."""
+        target = self.upstreams.get(name)
+        if target is None:
+            raise UnknownUpstreamError(f"no upstream named {name!r} any more")
+        return target
+
     def send(self, request: IRequest, upstream: str = DEFAULT_UPSTREAM) -> bytes | Deferred[bytes]:
-        target = self.upstreams[upstream]
         try:
+            target = self._target(upstream)
             confirm = self._confirm(request)
             timeout = self._timeout(request, target.config) if confirm else 0.0
             lines = self._lines(request, target.config)
@@ -163,8 +172,8 @@ class BridgeAPI:
     def request(
         self, request: IRequest, upstream: str = DEFAULT_UPSTREAM
     ) -> bytes | Deferred[bytes]:
-        target = self.upstreams[upstream]
         try:
+            target = self._target(upstream)
             timeout = self._timeout(request, target.config)
             count = self._replies(request)
             lines = self._lines(request, target.config)
@@ -242,7 +251,10 @@ class BridgeAPI:
         return respond(request, 200 if document["ready"] else 503, document)
 
     def upstream_readyz(self, request: IRequest, upstream: str) -> bytes:
-        target = self.upstreams[upstream]
+        try:
+            target = self._target(upstream)
+        except BridgeError as error:
+            return respond_error(request, error)
         if not self.lifecycle.ready:
             return respond(request, 503, shutting_down(target))
         document = readiness(target)
@@ -270,13 +282,16 @@ class BridgeAPI:
     # -- unsolicited lines --------------------------------------------------------
 
     def events_stream(self, request: IRequest, upstream: str = DEFAULT_UPSTREAM) -> Any:
+        try:
+            events = self._target(upstream).events
+        except BridgeError as error:
+            return respond_error(request, error)
         request.setResponseCode(200)
         request.setHeader(b"Content-Type", b"text/event-stream; charset=utf-8")
         request.setHeader(b"Cache-Control", b"no-cache")
         request.setHeader(b"X-Accel-Buffering", b"no")
         request.write(CONNECTED)
         # EventSource sends Last-Event-ID by itself when it reconnects.
-        events = self.upstreams[upstream].events
         subscriber = events.subscribe(request, request.getHeader(b"Last-Event-ID"))
         # Not NOT_DONE_YET: to Klein that is just a value, and it finishes the
         # request at once.  This Deferred fires only after the hub has finished

@@ -62,6 +62,12 @@ class Gate:
         self._handlers = handlers
         self._web = web
         self._lifecycle = lifecycle
+        self.set_tokens(token, scoped_tokens, metrics_auth)
+
+    def set_tokens(
+        self, token: str | None, scoped_tokens: tuple[ScopedToken, ...], metrics_auth: bool
+    ) -> None:
+        """The tokens from now on (at start, and on a reload)."""
         self._token = token.encode("utf-8") if token else None
         self._scoped = [(scoped.token.encode("utf-8"), scoped) for scoped in scoped_tokens]
         self._auth = self._token is not None or bool(self._scoped)

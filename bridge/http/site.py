@@ -55,6 +55,12 @@ class BridgeSite(ServerFactory):
         self._date_second = -1
         self._date = b""
 
+    def configure(self, max_body_bytes: int, request_timeout: float, access_log: bool) -> None:
+        """New limits from a reload: they apply to the requests that follow."""
+        self.max_body_bytes = max_body_bytes
+        self.request_timeout = request_timeout
+        self.access_log = access_log
+
     def buildProtocol(self, addr: IAddress | None) -> Channel:
         channel = Channel(self, addr)
         channel.factory = self

@@ -26,9 +26,16 @@ class Upstream:
 
 
 class Upstreams(Mapping[str, Upstream]):
-    """Every upstream by name, in configuration order (``default`` first)."""
+    """Every upstream by name, in configuration order (``default`` first).
+
+    One registry for the whole bridge (routes, handlers, metrics, status);
+    a reload replaces its contents (:meth:`replace`).
+    """
 
     def __init__(self, upstreams: list[Upstream]) -> None:
+        self._by_name = {upstream.name: upstream for upstream in upstreams}
+
+    def replace(self, upstreams: list[Upstream]) -> None:
         self._by_name = {upstream.name: upstream for upstream in upstreams}
 
     def __getitem__(self, name: str) -> Upstream:

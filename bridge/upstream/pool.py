@@ -103,7 +103,7 @@ class UpstreamPool(Service):
         self.subscriber = (member(f"{prefix}events", SUBSCRIBER, 0) if config.events_subscribe
                            else None)
         self._next = 0
-        self.setName(f"upstream-{config.name}")
+        self.setName(f"upstream-{config.name}-{id(self):x}")  # unique across reloads
 
     def _make_group(
         self,
