@@ -6,6 +6,7 @@ import json
 from datetime import UTC, datetime
 from typing import IO, Any
 
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import (
     FilteringLogObserver,
     ILogObserver,
@@ -59,6 +60,30 @@ class JSONLineObserver:
         self._stream.flush()
 
 
+class LogBudget:
+    """At most ``per_second`` log lines a second for one kind of event that
+    others can trigger at will (malformed requests, error replies to /send
+    lines); the rest are only counted in ``suppressed``."""
+
+    def __init__(self, clock: IReactorTime, per_second: int = 3) -> None:
+        self._clock = clock
+        self._per_second = per_second
+        self._second = -1
+        self._logged = 0
+        self.suppressed = 0
+
+    def allow(self) -> bool:
+        """Whether one more line may be logged now (counted when not)."""
+        second = int(self._clock.seconds())
+        if second != self._second:
+            self._second, self._logged = second, 0
+        if self._logged >= self._per_second:
+            self.suppressed += 1
+            return False
+        self._logged += 1
+        return True
+
+
 def _text_observer(stream: IO[str]) -> ILogObserver:
     observer: ILogObserver = textFileLogObserver(stream)
     return observer
@@ -74,4 +99,4 @@ def make_observer(stream: IO[str], level: str, log_format: str) -> ILogObserver:
     return FilteringLogObserver(base, [predicate])
 
 
-__all__ = ["JSONLineObserver", "formatEventAsClassicLogText", "make_observer"]
+__all__ = ["JSONLineObserver", "LogBudget", "formatEventAsClassicLogText", "make_observer"]

@@ -9,12 +9,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.task import Clock
+from twisted.logger import LogLevel, capturedLogs
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from bridge.errors import ReplyTimeoutError, UpstreamLostError
 from bridge.upstream.replies.frames import Frame
-from bridge.upstream.slots import REQUEST, ReplySlot
+from bridge.upstream.slots import CHECK, REQUEST, ReplySlot
 from tests.fakes_upstream import CLOSED_MESSAGE, connected_protocol, send_request, texts
 
 STALE_MESSAGE = (
@@ -430,3 +431,23 @@ class NeverRaisesTests(SynchronousTestCase):
         self.assertEqual(clock.getDelayedCalls(), [])
         for deferred in requests:
             self.assertTrue(deferred.called)
+
+
+class SendErrorLogBudgetTests(SynchronousTestCase):
+    """Error replies to /send lines are logged a few a second at most:
+    anyone who may POST /send can make the upstream answer errors."""
+
+    def test_error_replies_are_counted_and_published_but_logged_within_a_budget(self) -> None:
+        clock = Clock()
+        protocol, _transport, log = connected_protocol(clock)
+        protocol.is_error = lambda frame: frame.text.startswith(b"-")
+        with capturedLogs() as events:
+            for _second in range(2):
+                for i in range(10):
+                    protocol.submit(b"BAD %d\r\n" % i, 1, mode=CHECK, expected=1, timeout=5.0)
+                    protocol.dataReceived(b"-ERR no %d\r\n" % i)
+                clock.advance(1)
+        warnings = [e for e in events if e["log_level"] is LogLevel.warn]
+        self.assertEqual(len(warnings), 6)  # 3 in each second, of 10
+        self.assertEqual(protocol.counters.send_errors, 20)
+        self.assertEqual([entry[0] for entry in log.events], ["send_error"] * 20)

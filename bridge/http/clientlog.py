@@ -14,6 +14,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from bridge.errors import BridgeError
+from bridge.logs import LogBudget
 
 LOG = Logger(namespace="bridge.http.clients")
 PER_SECOND = 3
@@ -23,20 +24,16 @@ class ClientErrorLog:
     """Logs refusals within a budget of ``per_second`` lines a second."""
 
     def __init__(self, clock: IReactorTime, per_second: int = PER_SECOND) -> None:
-        self._clock = clock
-        self._per_second = per_second
-        self._second = -1
-        self._logged = 0
-        self.suppressed = 0
+        self._budget = LogBudget(clock, per_second)
+
+    @property
+    def suppressed(self) -> int:
+        """Refusals not logged (over the budget)."""
+        return self._budget.suppressed
 
     def refused(self, request: Any, error: BridgeError) -> None:
-        second = int(self._clock.seconds())
-        if second != self._second:
-            self._second, self._logged = second, 0
-        if self._logged >= self._per_second:
-            self.suppressed += 1
+        if not self._budget.allow():
             return
-        self._logged += 1
         address = request.getClientAddress()
         LOG.info(
             '{client} "{method} {uri}" refused: {status} {code}: {why}',

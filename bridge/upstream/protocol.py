@@ -33,6 +33,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from bridge.errors import UpstreamLostError
+from bridge.logs import LogBudget
 from bridge.twisted_private import tune_send_buffer, unsent_bytes
 from bridge.upstream import connection_states as states
 from bridge.upstream.connection_states import CLOSED, NEW, READY
@@ -123,6 +124,8 @@ class UpstreamProtocol(Protocol, StateMachine):
         self.last_activity = clock.seconds()
         self.connected_at = clock.seconds()
         self.unsolicited_kind = "unsolicited"
+        # Anyone who may POST /send can make the upstream answer errors.
+        self._send_error_log = LogBudget(clock)
         self.close_reason: str | None = None  # why the bridge aborted it, if it did
         self.paused = False  # by the transport: its write buffer is full
         self.congested = False
@@ -484,11 +487,12 @@ class UpstreamProtocol(Protocol, StateMachine):
     def _report_send_errors(self, slot: ReplySlot) -> None:
         self.counters.send_errors += len(slot.errors)
         first_line, first = slot.errors[0]
-        self.log.warn(
-            "upstream {member}: {count} error replies to POST /send lines; the first, to "
-            "line {line}: {text}", member=self.name, count=len(slot.errors), line=first_line,
-            text=first.text[:200].decode("utf-8", "replace"),
-        )
+        if self._send_error_log.allow():
+            self.log.warn(
+                "upstream {member}: {count} error replies to POST /send lines; the first, "
+                "to line {line}: {text}", member=self.name, count=len(slot.errors),
+                line=first_line, text=first.text[:200].decode("utf-8", "replace"),
+            )
         for line, frame in slot.errors:
             self._on_frame("send_error", frame, line)
 
