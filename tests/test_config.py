@@ -56,7 +56,7 @@ class DefaultsTests(SynchronousTestCase):
             "upstream": "localhost:65432",
             "delimiter": "crlf",
             "backoff_initial": 1.0,
-            "backoff_factor": 2.0,
+            "backoff_factor": 1.5,
             "backoff_max": 30.0,
             "connect_timeout": 5.0,
             "max_line_bytes": 65536,

@@ -44,7 +44,7 @@ class Config:
     required: bool = True
     delimiter: str = "crlf"
     backoff_initial: float = 1.0
-    backoff_factor: float = 2.0
+    backoff_factor: float = 1.5
     backoff_max: float = 30.0
     connect_timeout: float = 5.0
     max_line_bytes: int = 64 * KiB

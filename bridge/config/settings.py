@@ -93,7 +93,7 @@ SETTINGS: tuple[Setting, ...] = (
             "line ending written to the upstream (crlf or lf); both are accepted when reading",
             "crlf|lf"),
     Setting("backoff_initial", 1.0, seconds, "first reconnect delay, seconds", "SECONDS"),
-    Setting("backoff_factor", 2.0, factor, "reconnect delay multiplier per failed attempt",
+    Setting("backoff_factor", 1.5, factor, "reconnect delay multiplier per failed attempt",
             "FACTOR"),
     Setting("backoff_max", 30.0, seconds, "longest reconnect delay, seconds", "SECONDS"),
     Setting("connect_timeout", 5.0, seconds, "time allowed for one connection attempt, seconds",
