@@ -583,44 +583,6 @@ class RedisLineFramingTrialTests(RealServerCase):
                          "closed by the bridge: out of step: the oldest awaited reply is more "
                          "than 2 s late (stale_reply_timeout)")
 
-    async def test_a_request_that_gave_up_holds_the_connection_until_its_late_reply(
-        self,
-    ) -> None:
-        """``BLPOP k 1`` answers after a second: a request that gives up
-        earlier (a timeout, then a client that hangs up) leaves the
-        connection waiting for that reply, which frees it again."""
-        prefix = self.prefix()
-        before = await self.counters()
-        self.answer(await self.post("/request?timeout=0.3", f"BLPOP {prefix}:none 1"), 504, {
-            "error": "reply_timeout", "message": "the upstream sent 0 of 1 replies within 0.3 s",
-            "replies": []})
-        self.answer(await self.post("/request", "PING"), 503, self.WAITING)
-        await self.counters_since(before, late_replies=1)
-        await self.replies("PING", ["+PONG"])
-
-        # The same with a client that hangs up while it waits.
-        assert self.bridge is not None and self.bridge.port is not None
-        body = f"BLPOP {prefix}:none 1".encode()
-        with socket.create_connection((LOOPBACK, self.bridge.port)) as caller:
-            caller.sendall(b"POST /request HTTP/1.1\r\nHost: bridge\r\nContent-Length: %d\r\n"
-                           b"\r\n%s" % (len(body), body))
-
-            async def pending() -> bool:
-                return bool((await self.status())["pending"] == 1)
-
-            await wait_for(pending, what="the BLPOP to await its reply")
-
-        async def given_up() -> bool:
-            return bool((await self.status())["members"][0]["waiting_for_late_replies"])
-
-        await wait_for(given_up, what="the bridge to see the caller hang up")
-        self.answer(await self.post("/request", "PING"), 503, self.WAITING)
-        await self.counters_since(before, late_replies=2)
-        await self.replies("PING", ["+PONG"])
-        after = await self.counters()
-        self.assertEqual((after["connects"], after["desyncs"]),
-                         (before["connects"], before["desyncs"]))
-
     async def test_the_bridge_recovers_under_steady_traffic(self) -> None:
         prefix = self.prefix()
         before = await self.counters()
@@ -652,6 +614,87 @@ class RedisLineFramingTrialTests(RealServerCase):
 
 
 # -- memcached --------------------------------------------------------------------------------
+
+
+
+def unblock_blpop(port: int) -> None:
+    """Make the Redis client blocked in BLPOP return as if its timeout had
+    passed (``*-1``), from a connection of the test's own: the late reply
+    comes when the test says, not after a time the machine may overrun."""
+    with socket.create_connection((LOOPBACK, port)) as redis:
+        redis.sendall(b"CLIENT LIST TYPE normal\r\n")
+        received = b""
+        while b"\r\n" not in received:
+            received += redis.recv(65536)
+        header, _, listing = received.partition(b"\r\n")
+        while len(listing) < int(header[1:]) + 2:  # a bulk string: $LENGTH, data, CRLF
+            listing += redis.recv(65536)
+        (client,) = re.findall(rb"id=(\d+) [^\n]*cmd=blpop", listing)
+        redis.sendall(b"CLIENT UNBLOCK %s TIMEOUT\r\n" % client)
+        reply = b""
+        while not reply.endswith(b"\r\n"):
+            reply += redis.recv(100)
+        assert reply == b":1\r\n", reply
+
+
+class RedisLateReplyTests(RealServerCase):
+    """With ``line`` framing and no fence, a request that gave up holds its
+    connection until the late reply came.  stale_reply_timeout is long here,
+    so that only the late reply (released by the test) frees the connection."""
+
+    bridge_args = ("--stale-reply-timeout", "60")
+    WAITING = {
+        "error": "upstream_unavailable",
+        "message": "every upstream connection is waiting for the late replies of a request "
+                   "that gave up; with reply_framing line and no fence they cannot be told "
+                   "from new replies (the connection is closed if they do not come within "
+                   "stale_reply_timeout, 60 s); nothing was sent",
+    }
+
+    @classmethod
+    def make_server(cls) -> ServerProcess:
+        return redis_process()
+
+    async def test_a_request_that_gave_up_holds_the_connection_until_its_late_reply(
+        self,
+    ) -> None:
+        """``BLPOP k 0`` waits until the test unblocks it: a request that
+        gives up earlier (a timeout, then a client that hangs up) leaves the
+        connection waiting for that reply, which frees it again."""
+        prefix = self.prefix()
+        before = await self.counters()
+        self.answer(await self.post("/request?timeout=0.3", f"BLPOP {prefix}:none 0"), 504, {
+            "error": "reply_timeout", "message": "the upstream sent 0 of 1 replies within 0.3 s",
+            "replies": []})
+        self.answer(await self.post("/request", "PING"), 503, self.WAITING)
+        unblock_blpop(self.port)
+        await self.counters_since(before, late_replies=1)
+        await self.replies("PING", ["+PONG"])
+
+        # The same with a client that hangs up while it waits.
+        assert self.bridge is not None and self.bridge.port is not None
+        body = f"BLPOP {prefix}:none 0".encode()
+        with socket.create_connection((LOOPBACK, self.bridge.port)) as caller:
+            caller.sendall(b"POST /request HTTP/1.1\r\nHost: bridge\r\nContent-Length: %d\r\n"
+                           b"\r\n%s" % (len(body), body))
+
+            async def pending() -> bool:
+                return bool((await self.status())["pending"] == 1)
+
+            await wait_for(pending, what="the BLPOP to await its reply")
+
+        async def given_up() -> bool:
+            return bool((await self.status())["members"][0]["waiting_for_late_replies"])
+
+        await wait_for(given_up, what="the bridge to see the caller hang up")
+        self.answer(await self.post("/request", "PING"), 503, self.WAITING)
+        unblock_blpop(self.port)
+        await self.counters_since(before, late_replies=2)
+        await self.replies("PING", ["+PONG"])
+        after = await self.counters()
+        self.assertEqual((after["connects"], after["desyncs"]),
+                         (before["connects"], before["desyncs"]))
+
 
 
 class MemcachedTests(RealServerCase):
