@@ -15,6 +15,7 @@ import re
 import shlex
 import shutil
 import subprocess
+import tempfile
 import unittest
 from importlib import resources
 from pathlib import Path
@@ -26,16 +27,22 @@ import yaml
 
 from bridge.app import healthcheck
 from bridge.config import SETTINGS, SETTINGS_BY_NAME, Config, ConfigError, load
+from bridge.config.load import OTHER_VARIABLES
 from bridge.http.routes import ROUTES as ROUTE_TABLE
+from bridge.http.routes import RouteTable
 
 REPO = Path(__file__).resolve().parent.parent
 KUBERNETES = REPO / "config" / "kubernetes"
 COMPOSE = REPO / "config" / "docker-compose.yml"
+COMPOSE_UPSTREAMS = REPO / "config" / "docker-compose.upstreams.yml"
+UPSTREAMS_TOML = REPO / "config" / "upstreams.toml"
 DOCKERFILE = REPO / "Dockerfile"
+README = REPO / "README.md"
 
 # Oldest Kubernetes the examples are meant for, and the newest schemas shipped.
 KUBERNETES_VERSIONS = ("1.28.0", kubernetes_validate.latest_version())
 SETTING_ENVS = {setting.env for setting in SETTINGS}
+BRIDGE_VARIABLES = SETTING_ENVS | OTHER_VARIABLES  # BRIDGE_CONFIG too
 DRAIN_MARGIN = 2.0  # seconds beyond shutdown_delay + shutdown_grace, at least
 
 
@@ -105,6 +112,33 @@ def exec_form(arguments: str) -> list[str]:
     return [str(word) for word in words]
 
 
+def load_with_file(environ: dict[str, str], toml_text: str) -> Config:
+    """The configuration a container sees: ``environ`` plus the TOML file
+    that BRIDGE_CONFIG names (written to a temporary file here)."""
+    with tempfile.TemporaryDirectory() as directory:
+        path = Path(directory) / "bridge.toml"
+        path.write_text(toml_text)
+        try:
+            return load({}, {**environ, "BRIDGE_CONFIG": str(path)}, str(path))
+        except ConfigError as error:  # pragma: no cover - the message is the point
+            raise AssertionError(f"not a valid configuration: {error}") from error
+
+
+def paths_used(script: str, base: str) -> list[str]:
+    """The bridge paths a client script names after ``base``."""
+    return re.findall(re.escape(base) + r"(/[A-Za-z0-9_/-]*)", script)
+
+
+def routed(config: Config, method: str, path: str) -> bool:
+    """Whether the bridge started with ``config`` serves this: a route, and
+    for /send, /request and /events an upstream of that name."""
+    table = RouteTable(upstreams=tuple(config.upstreams))
+    decision = table.decide(method.encode(), path.encode())
+    if decision.route is None:
+        return False
+    return decision.route.scope is None or decision.upstream in config.upstreams
+
+
 class KubernetesSchemaTests(unittest.TestCase):
     def test_the_schemas_ship_with_the_package(self) -> None:
         # Validation must work offline: no schema is fetched at run time.
@@ -145,6 +179,21 @@ class KubernetesSidecarTests(unittest.TestCase):
         config_maps = [source["configMapRef"]["name"] for source in self.bridge["envFrom"]]
         self.assertEqual(len(config_maps), 1)
         self.settings: dict[str, str] = find("ConfigMap", config_maps[0])["data"]
+        self.mounts = {m["mountPath"]: m["name"] for m in self.bridge["volumeMounts"]}
+        self.volumes = {v["name"]: v for v in self.pod["volumes"]}
+
+    def toml_text(self) -> str:
+        """The file BRIDGE_CONFIG names, as the pod sees it (a ConfigMap key)."""
+        directory, _, filename = self.settings["BRIDGE_CONFIG"].rpartition("/")
+        self.assertIn(directory, self.mounts, "BRIDGE_CONFIG is not on a mounted volume")
+        source = self.volumes[self.mounts[directory]]["configMap"]["name"]
+        return str(find("ConfigMap", source)["data"][filename])
+
+    def config(self) -> Config:
+        environ = dict(self.settings)
+        environ.pop("BRIDGE_TOKEN_FILE")
+        environ["BRIDGE_TOKEN"] = "from-the-secret"  # what load() reads from token_file
+        return load_with_file(environ, self.toml_text())
 
     def port_number(self, port: int | str) -> int:
         if isinstance(port, int):
@@ -171,28 +220,52 @@ class KubernetesSidecarTests(unittest.TestCase):
         self.assertTrue(self.settings["BRIDGE_LISTEN"].startswith("0.0.0.0:"))
 
     def test_the_settings_are_valid_bridge_settings(self) -> None:
-        unknown = set(self.settings) - SETTING_ENVS
+        unknown = set(self.settings) - BRIDGE_VARIABLES
         self.assertEqual(unknown, set(), "ConfigMap keys the bridge does not know")
-        environ = dict(self.settings)
-        token_file = environ.pop("BRIDGE_TOKEN_FILE")
-        environ["BRIDGE_TOKEN"] = "from-the-secret"  # what load() reads from token_file
-        try:
-            config = load({}, environ)
-        except ConfigError as error:  # pragma: no cover - the message is the point
-            self.fail(f"the ConfigMap is not a valid configuration: {error}")
+        config = self.config()
         self.assertEqual(config.token, "from-the-secret")
-        mounts = {m["mountPath"]: m["name"] for m in self.bridge["volumeMounts"]}
+        token_file = self.settings["BRIDGE_TOKEN_FILE"]
         directory = os.path.dirname(token_file)
-        self.assertIn(directory, mounts, "BRIDGE_TOKEN_FILE is not on a mounted volume")
-        volumes = {v["name"]: v for v in self.pod["volumes"]}
-        secret = volumes[mounts[directory]]["secret"]
+        self.assertIn(directory, self.mounts, "BRIDGE_TOKEN_FILE is not on a mounted volume")
+        secret = self.volumes[self.mounts[directory]]["secret"]
         self.assertEqual(secret["secretName"], "bridge-token")
         self.assertEqual(self.pod["securityContext"]["fsGroup"], 10001)
 
+    def test_the_upstreams_file_is_config_upstreams_toml(self) -> None:
+        # One text for compose and Kubernetes: an edit to one reaches the other.
+        self.assertEqual(self.toml_text(), UPSTREAMS_TOML.read_text())
+        # Mounted as a directory: a subPath mount would never see an update.
+        mount = next(m for m in self.bridge["volumeMounts"]
+                     if m["mountPath"] == os.path.dirname(self.settings["BRIDGE_CONFIG"]))
+        self.assertNotIn("subPath", mount)
+        self.assertTrue(mount["readOnly"])
+
+    def test_named_upstreams_reach_the_example_services(self) -> None:
+        config = self.config()
+        self.assertFalse(config.default_upstream)
+        upstreams = config.upstreams
+        self.assertEqual({name: (u.upstream, u.reply_framing) for name, u in upstreams.items()},
+                         {"redis": ("redis:6379", "resp"),
+                          "cache": ("memcached:11211", "memcached")})
+        services = {d["metadata"]["name"]: d for _, d in manifests() if d["kind"] == "Service"}
+        for name, upstream in upstreams.items():
+            with self.subTest(upstream=name):
+                host, _, port = upstream.upstream.rpartition(":")
+                self.assertIn(host, services, f"no Service {host} for upstream {name}")
+                ports = [p["port"] for p in services[host]["spec"]["ports"]]
+                self.assertIn(int(port), ports)
+                self.assertTrue(upstream.required)  # so /readyz waits for it
+
     def test_the_app_talks_to_the_bridge_on_loopback(self) -> None:
         script = "\n".join(self.app["args"])
-        self.assertIn(f"http://127.0.0.1:{DEFAULT_PORT}/send", script)
+        self.assertIn(f'"http://127.0.0.1:{DEFAULT_PORT}" + path', script)
         self.assertIn("/var/run/secrets/bridge/token", script)
+        paths = re.findall(r'post\("([^"]+)"', script)
+        self.assertEqual(paths, ["/u/redis/request", "/u/cache/request"])
+        config = self.config()
+        for path in paths:
+            self.assertTrue(routed(config, "POST", path), path)
+        self.assertFalse(routed(config, "POST", "/u/nosuch/request"))  # the check can fail
 
     def test_termination_grace_covers_the_drain(self) -> None:
         delay = seconds(self.settings.get("BRIDGE_SHUTDOWN_DELAY"), "shutdown_delay")
@@ -269,36 +342,90 @@ class DockerfileTests(unittest.TestCase):
 
 
 class ComposeTests(unittest.TestCase):
-    def setUp(self) -> None:
-        self.services = yaml.safe_load(COMPOSE.read_text())["services"]
-        self.bridge = self.services["bridge"]
+    """Both compose files: config/docker-compose.yml (one upstream, from the
+    environment) and config/docker-compose.upstreams.yml (named upstreams,
+    from config/upstreams.toml mounted into the container)."""
+
+    def services(self, path: Path) -> dict[str, Any]:
+        return dict(yaml.safe_load(path.read_text())["services"])
+
+    def bridge_config(self, path: Path) -> Config:
+        """The bridge's configuration in that compose file, as the container
+        sees it: its environment and the file mounted at BRIDGE_CONFIG."""
+        bridge = self.services(path)["bridge"]
+        environ = {key: str(value) for key, value in bridge["environment"].items()}
+        environ["BRIDGE_TOKEN"] = "from-the-host"
+        environ["BRIDGE_LISTEN"] = f"0.0.0.0:{DEFAULT_PORT}"  # the image's ENV
+        target = environ.get("BRIDGE_CONFIG")
+        if target is None:
+            return load({}, environ)
+        mounts = {}
+        for volume in bridge["volumes"]:
+            source, mounted, mode = volume.split(":")
+            self.assertEqual(mode, "ro")
+            mounts[mounted] = (path.parent / source).resolve()
+        self.assertIn(target, mounts, "BRIDGE_CONFIG is not a mounted file")
+        return load_with_file(environ, mounts[target].read_text())
 
     def test_readiness_gates_the_client(self) -> None:
-        self.assertEqual(self.bridge["healthcheck"]["test"][:4],
-                         ["CMD", "bridge", "healthcheck", "--ready"])
-        self.assertEqual(self.services["client"]["depends_on"]["bridge"]["condition"],
+        for path in (COMPOSE, COMPOSE_UPSTREAMS):
+            with self.subTest(file=path.name):
+                services = self.services(path)
+                self.assertEqual(services["bridge"]["healthcheck"]["test"],
+                                 ["CMD", "bridge", "healthcheck", "--ready"])
+                self.assertEqual(services["client"]["depends_on"]["bridge"]["condition"],
+                                 "service_healthy")
+        self.assertEqual(self.services(COMPOSE)["bridge"]["depends_on"]["redis"]["condition"],
                          "service_healthy")
-        self.assertEqual(self.bridge["depends_on"]["redis"]["condition"], "service_healthy")
 
-    def test_the_client_uses_send_and_request_with_the_token(self) -> None:
-        script = "\n".join(self.services["client"]["command"])
-        for route in ("/send", "/request"):
-            self.assertIn(route, ROUTES)
-            self.assertIn(f"http://bridge:{DEFAULT_PORT}{route}", script)
-        self.assertIn("Authorization: Bearer $$BRIDGE_TOKEN", script)
+    def test_the_client_uses_routes_the_bridge_has(self) -> None:
+        expected = {COMPOSE: ["/send", "/request"],
+                    COMPOSE_UPSTREAMS: ["/readyz", "/u/redis/request", "/u/cache/request",
+                                        "/request"]}
+        for path, paths in expected.items():
+            with self.subTest(file=path.name):
+                script = "\n".join(self.services(path)["client"]["command"])
+                base = "http://bridge:8080" if path == COMPOSE else "$$bridge"
+                self.assertEqual(paths_used(script, base), paths)
+                config = self.bridge_config(path)
+                for route in paths:
+                    method = "GET" if route.endswith("readyz") else "POST"
+                    # The upstreams example shows the 404 of /request on purpose.
+                    wanted = not (path == COMPOSE_UPSTREAMS and route == "/request")
+                    self.assertEqual(routed(config, method, route), wanted, route)
+                self.assertIn("Authorization: Bearer $$BRIDGE_TOKEN", script)
+
+    def test_the_named_upstreams_are_the_compose_services(self) -> None:
+        config = self.bridge_config(COMPOSE_UPSTREAMS)
+        services = self.services(COMPOSE_UPSTREAMS)
+        self.assertEqual(list(config.upstreams), ["redis", "cache"])
+        for name, upstream in config.upstreams.items():
+            with self.subTest(upstream=name):
+                host = upstream.upstream.rpartition(":")[0]
+                self.assertIn(host, services)
+                self.assertIn(host, services["bridge"]["depends_on"])
+        single = self.bridge_config(COMPOSE)
+        self.assertEqual({name: (u.upstream, u.reply_framing)
+                          for name, u in single.upstreams.items()},
+                         {"default": ("redis:6379", "resp")})
 
     def test_bridge_settings_port_and_lockdown(self) -> None:
-        environment = self.bridge["environment"]
-        self.assertEqual(set(environment) - SETTING_ENVS, set())
-        self.assertIn("BRIDGE_TOKEN", environment)
-        self.assertEqual(self.bridge["ports"], [f"127.0.0.1:{DEFAULT_PORT}:{DEFAULT_PORT}"])
-        self.assertTrue(self.bridge["read_only"])
-        self.assertEqual(self.bridge["tmpfs"], ["/tmp"])
-        self.assertEqual(self.bridge["cap_drop"], ["ALL"])
-        delay = seconds(environment.get("BRIDGE_SHUTDOWN_DELAY"), "shutdown_delay")
-        grace = seconds(environment.get("BRIDGE_SHUTDOWN_GRACE"), "shutdown_grace")
-        stop = float(self.bridge["stop_grace_period"].rstrip("s"))
-        self.assertGreaterEqual(stop, delay + grace + DRAIN_MARGIN)
+        for path in (COMPOSE, COMPOSE_UPSTREAMS):
+            with self.subTest(file=path.name):
+                bridge = self.services(path)["bridge"]
+                environment = bridge["environment"]
+                self.assertEqual(set(environment) - BRIDGE_VARIABLES, set())
+                self.assertIn("BRIDGE_TOKEN", environment)
+                # The default host port is the bridge's; BRIDGE_HOST_PORT= picks a free one.
+                self.assertEqual(bridge["ports"],
+                                 [f"127.0.0.1:${{BRIDGE_HOST_PORT-{DEFAULT_PORT}}}:{DEFAULT_PORT}"])
+                self.assertTrue(bridge["read_only"])
+                self.assertEqual(bridge["tmpfs"], ["/tmp"])
+                self.assertEqual(bridge["cap_drop"], ["ALL"])
+                delay = seconds(environment.get("BRIDGE_SHUTDOWN_DELAY"), "shutdown_delay")
+                grace = seconds(environment.get("BRIDGE_SHUTDOWN_GRACE"), "shutdown_grace")
+                stop = float(bridge["stop_grace_period"].rstrip("s"))
+                self.assertGreaterEqual(stop, delay + grace + DRAIN_MARGIN)
 
 
 def docker_unavailable() -> str | None:
