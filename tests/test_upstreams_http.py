@@ -80,6 +80,24 @@ class RoutingTests(UpstreamsTestCase):
         self.assertEqual(harness.call("GET", "/u/cache/send").status, 405)
         self.assertEqual(self.written(), {DEFAULT: b"", CACHE: b"", LOGS: b""})
 
+    def test_without_a_default_upstream_the_plain_routes_are_404(self) -> None:
+        directory = tempfile.mkdtemp()
+        path = os.path.join(directory, "bridge.toml")
+        with open(path, "w", encoding="utf-8") as handle:
+            handle.write(f'[upstreams.cache]\nupstream = "tcp:127.0.0.1:{CACHE}"\n')
+        try:
+            config = load({}, {}, path)
+        finally:
+            os.unlink(path)
+            os.rmdir(directory)
+        harness = self.bridge(config, connect=(CACHE,))
+        expected = {"error": "unknown_upstream",
+                    "message": "no upstream named 'default'; the configured ones are: cache"}
+        self.assertJSONResponse(harness.call("POST", "/send", b"x\n"), 404, expected)
+        self.assertJSONResponse(harness.call("POST", "/request", b"x\n"), 404, expected)
+        self.assertEqual(harness.call("POST", "/u/cache/send", b"y\n").status, 202)
+        self.assertEqual(self.written(), {CACHE: b"y\r\n"})
+
     def test_an_upstream_that_is_down_does_not_stop_the_others(self) -> None:
         harness = self.bridge(connect=(DEFAULT, CACHE))
         self.assertEqual(harness.call("POST", "/u/cache/send", b"x\n").status, 202)

@@ -148,7 +148,11 @@ class BridgeAPI:
         since the request's route was decided."""
         target = self.upstreams.get(name)
         if target is None:
-            raise UnknownUpstreamError(f"no upstream named {name!r} any more")
+            # /send, /request and /events address "default", which a file
+            # with only [upstreams.NAME] tables does not have.
+            known = ", ".join(self.upstreams)
+            raise UnknownUpstreamError(f"no upstream named {name!r}; "
+                                       f"the configured ones are: {known}")
         return target
 
     def send(self, request: IRequest, upstream: str = DEFAULT_UPSTREAM) -> bytes | Deferred[bytes]:
