@@ -34,6 +34,7 @@ import subprocess
 import sys
 import time
 import urllib.parse
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
@@ -160,12 +161,29 @@ class Run:
         self.created.append(("container", self.upstream))
         wait_for(lambda: "upstream listening" in self.upstream_log(), "the upstream", 30)
 
+        launched = time.monotonic()
         docker("run", "-d", "--name", self.bridge, "--network", self.network,
                "--read-only", "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
                "-p", "127.0.0.1::8080",
                "-e", f"BRIDGE_TOKEN={TOKEN}", "-e", f"BRIDGE_UPSTREAM={self.upstream}:7000",
                self.image)
         self.created.append(("container", self.bridge))
+
+        # Start time: from `docker run` to the first 200 of /readyz (listening
+        # and connected to the upstream) through the published port. Printed,
+        # not checked: this machine's load decides most of it.
+        address = docker("port", self.bridge, "8080/tcp").splitlines()[0]
+
+        def ready() -> bool:
+            try:
+                with urllib.request.urlopen(f"http://{address}/readyz", timeout=2) as answer:
+                    return bool(answer.status == 200)
+            except OSError:
+                return False
+
+        wait_for(ready, "GET /readyz to answer 200", 60)
+        step(f"started: GET /readyz answered 200 {time.monotonic() - launched:.1f} s after "
+             "docker run")
 
         def health() -> str | None:
             status = docker("inspect", "-f", "{{.State.Status}} {{.State.Health.Status}}",
@@ -188,7 +206,6 @@ class Run:
             raise RuntimeError(f"the bridge runs as UID {uid}, not 10001")
         step("ok: runs as UID 10001, root filesystem read-only")
 
-        address = docker("port", self.bridge, "8080/tcp").splitlines()[0]
         base_url = f"http://{address}"
         status, body = post(base_url + "/send", b"SET a 1\n", None)
         if status != 401:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import os
 import re
+import secrets
 import shlex
 import shutil
 import subprocess
@@ -455,3 +456,87 @@ class ContainerImageTests(unittest.TestCase):
                                 capture_output=True, text=True, timeout=1800)
         self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
         self.assertIn("container-test: passed", result.stdout)
+
+
+def compose_command() -> list[str] | None:
+    """Docker Compose v2 (`docker compose`) or v1 (`docker-compose`), or None."""
+    if shutil.which("docker"):
+        probe = subprocess.run(["docker", "compose", "version"], capture_output=True,
+                               timeout=30)
+        if probe.returncode == 0:
+            return ["docker", "compose"]
+    found = shutil.which("docker-compose")
+    return [found] if found else None
+
+
+# The README shows each compose example's client output after this marker.
+README_OUTPUT = re.compile(r"<!-- compose-output: (\S+) -->\n```[a-z]*\n(.*?)```", re.DOTALL)
+
+
+def readme_outputs() -> dict[str, str]:
+    return {name: text for name, text in README_OUTPUT.findall(README.read_text())}
+
+
+class ComposeReadmeTests(unittest.TestCase):
+    def test_the_readme_shows_the_output_of_both_examples(self) -> None:
+        outputs = readme_outputs()
+        self.assertEqual(sorted(outputs), ["config/docker-compose.upstreams.yml",
+                                           "config/docker-compose.yml"])
+        for name in outputs:
+            self.assertTrue((REPO / name).is_file(), name)
+
+
+class ComposeRunTests(unittest.TestCase):
+    """Runs each compose example as the README says (`up --build
+    --exit-code-from client`) and compares the client's output with the
+    README's, byte for byte. A private project name and a free host port,
+    so that runs side by side do not meet."""
+
+    def setUp(self) -> None:
+        reason = docker_unavailable()
+        if reason:
+            self.skipTest(reason)
+        compose = compose_command()
+        if compose is None:
+            self.skipTest("no Docker Compose: neither `docker compose` nor `docker-compose`")
+        self.compose = compose
+
+    def run_example(self, path: Path) -> str:
+        # Compose v1 keeps only [a-z0-9] of a project name: use nothing else.
+        project = f"bridgect{os.getpid()}{re.sub('[^a-z0-9]', '', path.stem)}"
+        environ = {**os.environ, "BRIDGE_TOKEN": secrets.token_hex(16), "BRIDGE_HOST_PORT": ""}
+        base = [*self.compose, "-p", project, "-f", str(path)]
+        self.addCleanup(subprocess.run, [*base, "down", "-v", "--remove-orphans"],
+                        env=environ, capture_output=True, timeout=300)
+        result = subprocess.run([*base, "up", "--build", "--exit-code-from", "client"],
+                                env=environ, capture_output=True, text=True, timeout=1800)
+        self.assertEqual(result.returncode, 0, result.stdout[-6000:] + result.stderr[-3000:])
+
+        def container(service: str) -> str:
+            listed = subprocess.run(
+                ["docker", "ps", "-a", "-q",
+                 "--filter", f"label=com.docker.compose.project={project}",
+                 "--filter", f"label=com.docker.compose.service={service}"],
+                capture_output=True, text=True, check=True, timeout=60).stdout.split()
+            self.assertEqual(len(listed), 1, f"containers of {service}: {listed}")
+            return listed[0]
+
+        # Compose stopped the bridge with SIGTERM once the client was done: a drain.
+        code = subprocess.run(["docker", "inspect", "-f", "{{.State.ExitCode}}",
+                               container("bridge")],
+                              capture_output=True, text=True, check=True, timeout=60).stdout
+        self.assertEqual(code.strip(), "0", "the bridge's exit status after docker stop")
+        logs = subprocess.run(["docker", "logs", container("client")],
+                              capture_output=True, text=True, check=True, timeout=60)
+        return logs.stdout + logs.stderr
+
+    def test_one_upstream(self) -> None:
+        output = self.run_example(COMPOSE)
+        self.assertEqual(output, readme_outputs()["config/docker-compose.yml"])
+        self.assertIn('{"replies": [1, 2, "hello"]}', output)  # RESP values, not lines
+
+    def test_named_upstreams_from_the_mounted_file(self) -> None:
+        output = self.run_example(COMPOSE_UPSTREAMS)
+        self.assertEqual(output, readme_outputs()["config/docker-compose.upstreams.yml"])
+        self.assertIn('{"replies": [["STORED"], ["VALUE greeting 0 5", "hello", "END"]]}',
+                      output)
