@@ -17,7 +17,10 @@ import shlex
 import shutil
 import subprocess
 import tempfile
+import time
 import unittest
+import urllib.error
+import urllib.request
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -540,3 +543,137 @@ class ComposeRunTests(unittest.TestCase):
         self.assertEqual(output, readme_outputs()["config/docker-compose.upstreams.yml"])
         self.assertIn('{"replies": [["STORED"], ["VALUE greeting 0 5", "hello", "END"]]}',
                       output)
+
+
+def docker_cli(*args: str, timeout: float = 120) -> str:
+    result = subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout)
+    if result.returncode != 0:
+        raise AssertionError(f"docker {' '.join(args)}: {result.stdout}{result.stderr}")
+    return result.stdout.strip()
+
+
+def poll(predicate: Any, what: str, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.2)  # polling interval, not synchronisation
+    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+
+
+class KubernetesPodInDockerTests(unittest.TestCase):
+    """The sidecar pod of config/kubernetes/, reproduced with Docker (no
+    cluster here): the Services redis and memcached as network aliases, the
+    bridge container with the ConfigMap's environment and the mounted
+    ConfigMap and Secret files, read-only, as the pod's user; the app
+    container in the bridge container's network namespace, as in a pod, with
+    the manifest's own command. Its first lines must be the README's."""
+
+    def setUp(self) -> None:
+        reason = docker_unavailable()
+        if reason:
+            self.skipTest(reason)
+        self.name = f"bridge-pod-{os.getpid()}"
+        self.containers: list[str] = []
+        self.addCleanup(self.cleanup)
+
+    def cleanup(self) -> None:
+        for container in reversed(self.containers):
+            subprocess.run(["docker", "rm", "-f", "-v", container], capture_output=True,
+                           timeout=120)
+        subprocess.run(["docker", "network", "rm", self.name], capture_output=True, timeout=60)
+
+    def run_container(self, suffix: str, *args: str) -> str:
+        name = f"{self.name}-{suffix}"
+        self.containers.append(name)
+        docker_cli("run", "-d", "--name", name, *args)
+        return name
+
+    def files(self, data: dict[str, str], mode: int) -> str:
+        directory = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, directory)
+        os.chmod(directory, 0o755)
+        for key, text in data.items():
+            path = Path(directory) / key
+            path.write_text(text)
+            path.chmod(mode)
+        return directory
+
+    def test_the_app_gets_its_answers_through_the_sidecar(self) -> None:
+        deployment = find("Deployment", "example-app")
+        pod = deployment["spec"]["template"]["spec"]
+        containers = {c["name"]: c for c in pod["containers"]}
+        bridge, app = containers["bridge"], containers["app"]
+        image = bridge["image"]
+        self.assertEqual(app["image"], image)
+        docker_cli("build", "-q", "-t", image, str(REPO), timeout=1800)
+        upstream_images = {"redis": "bridge-example/redis", "memcached": "bridge-example/memcached"}
+        for service, tag in upstream_images.items():
+            docker_cli("build", "-q", "-t", tag, str(REPO / "docker" / service), timeout=1800)
+
+        docker_cli("network", "create", self.name)
+        for service, tag in upstream_images.items():
+            self.run_container(service, "--network", self.name, "--network-alias", service, tag)
+
+        token = secrets.token_hex(16)
+        volumes = {v["name"]: v for v in pod["volumes"]}
+
+        def mounts(container: dict[str, Any]) -> list[str]:
+            args = []
+            for mount in container["volumeMounts"]:
+                volume = volumes[mount["name"]]
+                if "emptyDir" in volume:
+                    args += ["--tmpfs", mount["mountPath"]]
+                    continue
+                if "secret" in volume:
+                    self.assertEqual(volume["secret"]["secretName"], "bridge-token")
+                    source = self.files({"token": token}, 0o444)
+                else:
+                    data = find("ConfigMap", volume["configMap"]["name"])["data"]
+                    source = self.files(data, 0o444)
+                args += ["-v", f"{source}:{mount['mountPath']}:ro"]
+            return args
+
+        def user(container: dict[str, Any]) -> str:
+            context = {**pod["securityContext"], **container["securityContext"]}
+            return f"{context.get('runAsUser', 10001)}:{context.get('runAsGroup', 10001)}"
+
+        settings = find("ConfigMap", bridge["envFrom"][0]["configMapRef"]["name"])["data"]
+        environment = [item for key, value in settings.items() for item in ("-e", f"{key}={value}")]
+        port = bridge["ports"][0]["containerPort"]
+        sidecar = self.run_container(
+            "bridge", "--network", self.name, "--read-only", "--cap-drop", "ALL",
+            "--security-opt", "no-new-privileges", "--user", user(bridge),
+            "-p", f"127.0.0.1::{port}", *environment, *mounts(bridge), image)
+        address = docker_cli("port", sidecar, f"{port}/tcp").splitlines()[0]
+
+        def probe(path: str) -> int:
+            try:
+                with urllib.request.urlopen(f"http://{address}{path}", timeout=2) as answer:
+                    return int(answer.status)
+            except urllib.error.HTTPError as error:
+                return error.code
+            except OSError:
+                return 0
+
+        # The readiness probe: both upstreams connected.
+        readiness = bridge["readinessProbe"]["httpGet"]["path"]
+        poll(lambda: probe(readiness) == 200, f"GET {readiness} to answer 200")
+        self.assertEqual(probe(bridge["livenessProbe"]["httpGet"]["path"]), 200)
+        self.assertEqual(probe("/u/cache/readyz"), 200)
+
+        command = [*app["command"], *app["args"]]
+        runner = self.run_container(
+            "app", "--network", f"container:{sidecar}", "--read-only", "--cap-drop", "ALL",
+            "--user", user(app), *mounts(app), "--entrypoint", command[0], image, *command[1:])
+
+        def app_lines() -> list[str]:
+            return docker_cli("logs", runner).splitlines()
+
+        poll(lambda: len(app_lines()) >= 2, "the app's first two lines", 60)
+        self.assertEqual(app_lines()[:2], [
+            '/u/redis/request 200 {"replies": [1]}',
+            '/u/cache/request 200 {"replies": [["STORED"]]}'])
+        readme = README.read_text()
+        self.assertIn('```\n/u/redis/request 200 {"replies": [1]}\n'
+                      '/u/cache/request 200 {"replies": [["STORED"]]}\n```', readme)
