@@ -39,7 +39,7 @@ REPO = Path(__file__).resolve().parent.parent
 KUBERNETES = REPO / "config" / "kubernetes"
 COMPOSE = REPO / "config" / "docker-compose.yml"
 COMPOSE_UPSTREAMS = REPO / "config" / "docker-compose.upstreams.yml"
-UPSTREAMS_TOML = REPO / "config" / "upstreams.toml"
+UPSTREAMS_TOML = REPO / "config" / "upstreams" / "bridge.toml"
 DOCKERFILE = REPO / "Dockerfile"
 README = REPO / "README.md"
 
@@ -348,7 +348,7 @@ class DockerfileTests(unittest.TestCase):
 class ComposeTests(unittest.TestCase):
     """Both compose files: config/docker-compose.yml (one upstream, from the
     environment) and config/docker-compose.upstreams.yml (named upstreams,
-    from config/upstreams.toml mounted into the container)."""
+    from config/upstreams/bridge.toml mounted into the container)."""
 
     def services(self, path: Path) -> dict[str, Any]:
         return dict(yaml.safe_load(path.read_text())["services"])
@@ -368,8 +368,11 @@ class ComposeTests(unittest.TestCase):
             source, mounted, mode = volume.split(":")
             self.assertEqual(mode, "ro")
             mounts[mounted] = (path.parent / source).resolve()
-        self.assertIn(target, mounts, "BRIDGE_CONFIG is not a mounted file")
-        return load_with_file(environ, mounts[target].read_text())
+        directory, _, filename = target.rpartition("/")
+        # A directory: a bind-mounted file would not follow an edit (new inode).
+        self.assertIn(directory, mounts, "BRIDGE_CONFIG is not in a mounted directory")
+        self.assertTrue(mounts[directory].is_dir())
+        return load_with_file(environ, (mounts[directory] / filename).read_text())
 
     def test_readiness_gates_the_client(self) -> None:
         for path in (COMPOSE, COMPOSE_UPSTREAMS):
