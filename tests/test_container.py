@@ -10,6 +10,7 @@ and ``bridge healthcheck``'s default URL.
 from __future__ import annotations
 
 import copy
+import json
 import os
 import re
 import secrets
@@ -562,6 +563,86 @@ def poll(predicate: Any, what: str, timeout: float = 90) -> None:
             return
         time.sleep(0.2)  # polling interval, not synchronisation
     raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+
+
+class ComposeReloadTests(unittest.TestCase):
+    """config/docker-compose.upstreams.yml with its directory replaced by a
+    copy (an override file): an upstream added to the file, saved the way
+    editors do (a new file renamed over the old), then SIGHUP through
+    Compose, reaches the running bridge; the others keep their connection."""
+
+    def setUp(self) -> None:
+        reason = docker_unavailable()
+        if reason:
+            self.skipTest(reason)
+        compose = compose_command()
+        if compose is None:
+            self.skipTest("no Docker Compose: neither `docker compose` nor `docker-compose`")
+        self.compose = compose
+
+    def test_sighup_reads_the_mounted_file_again(self) -> None:
+        directory = Path(tempfile.mkdtemp())
+        self.addCleanup(shutil.rmtree, directory)
+        configs = directory / "config"
+        configs.mkdir()
+        os.chmod(directory, 0o755)
+        os.chmod(configs, 0o755)
+        toml = configs / "bridge.toml"
+        toml.write_text(UPSTREAMS_TOML.read_text())
+        toml.chmod(0o644)
+        override = directory / "override.yml"
+        override.write_text(yaml.safe_dump(
+            {"services": {"bridge": {"volumes": [f"{configs}:/etc/bridge:ro"]}}}))
+        token = secrets.token_hex(16)
+        environ = {**os.environ, "BRIDGE_TOKEN": token, "BRIDGE_HOST_PORT": ""}
+        project = f"bridgect{os.getpid()}reload"
+        base = [*self.compose, "-p", project, "-f", str(COMPOSE_UPSTREAMS), "-f", str(override)]
+
+        def compose(*args: str) -> str:
+            result = subprocess.run([*base, *args], env=environ, capture_output=True,
+                                    text=True, timeout=1800)
+            self.assertEqual(result.returncode, 0, result.stdout[-4000:] + result.stderr[-3000:])
+            return result.stdout.strip()
+
+        self.addCleanup(subprocess.run, [*base, "down", "-v", "--remove-orphans"],
+                        env=environ, capture_output=True, timeout=300)
+        compose("up", "--build", "-d", "bridge")
+        address = compose("port", "bridge", "8080").splitlines()[-1]
+
+        def status() -> dict[str, Any]:
+            request = urllib.request.Request(f"http://{address}/status",
+                                             headers={"Authorization": f"Bearer {token}"})
+            try:
+                with urllib.request.urlopen(request, timeout=2) as answer:
+                    return dict(json.loads(answer.read()))
+            except OSError:
+                return {}
+
+        def ready() -> bool:
+            try:
+                with urllib.request.urlopen(f"http://{address}/readyz", timeout=2) as answer:
+                    return bool(answer.status == 200)
+            except OSError:
+                return False
+
+        poll(ready, "GET /readyz to answer 200: both upstreams connected")
+        before = status()
+        self.assertEqual(list(before["upstreams"]), ["redis", "cache"])
+        self.assertEqual(before["configuration"]["generation"], 1)
+
+        edited = toml.with_suffix(".new")
+        edited.write_text(toml.read_text()
+                          + '\n[upstreams.logs]\nupstream = "redis:6379"\nrequired = false\n')
+        edited.chmod(0o644)
+        edited.replace(toml)
+        compose("kill", "-s", "HUP", "bridge")
+        poll(lambda: status().get("configuration", {}).get("generation") == 2,
+             "configuration generation 2")
+        after = status()
+        self.assertEqual(list(after["upstreams"]), ["redis", "cache", "logs"])
+        for name in ("redis", "cache"):  # unchanged: the same connection
+            self.assertEqual(after["upstreams"][name]["counters"]["connects"], 1)
+            self.assertEqual(after["upstreams"][name]["counters"]["disconnects"], 0)
 
 
 class KubernetesPodInDockerTests(unittest.TestCase):
