@@ -80,6 +80,21 @@ class RoutingTests(UpstreamsTestCase):
         self.assertEqual(harness.call("GET", "/u/cache/send").status, 405)
         self.assertEqual(self.written(), {DEFAULT: b"", CACHE: b"", LOGS: b""})
 
+    def test_without_an_upstream_named_default_the_plain_routes_are_404(self) -> None:
+        directory = tempfile.mkdtemp()
+        self.addCleanup(os.rmdir, directory)
+        path = os.path.join(directory, "bridge.toml")
+        with open(path, "w", encoding="utf-8") as handle:
+            handle.write(f'[upstreams.cache]\nupstream = "tcp:127.0.0.1:{CACHE}"\n')
+        self.addCleanup(os.unlink, path)
+        harness = self.bridge(load({}, {}, path), connect=(CACHE,))
+        for path_ in ("/send", "/request"):
+            self.assertJSONResponse(harness.call("POST", path_, b"x\n"), 404, {
+                "error": "unknown_upstream",
+                "message": "no upstream named 'default'; the configured ones are: cache"})
+        self.assertEqual(harness.call("POST", "/u/cache/send", b"x\n").status, 202)
+        self.assertEqual(self.written(), {CACHE: b"x\r\n"})
+
     def test_an_upstream_that_is_down_does_not_stop_the_others(self) -> None:
         harness = self.bridge(connect=(DEFAULT, CACHE))
         self.assertEqual(harness.call("POST", "/u/cache/send", b"x\n").status, 202)
@@ -145,6 +160,38 @@ class StatusAndMetricsTests(UpstreamsTestCase):
         self.assertEqual(
             value(samples, "bridge_upstream_address_connects_total", upstream="cache",
                   address="tcp:127.0.0.1:7001"), 1.0)
+
+    def test_reply_outcomes_and_latency_per_upstream(self) -> None:
+        harness = self.bridge()
+        waiting = harness.start("POST", "/u/cache/request", b"GET k\n")
+        harness.reactor.advance(0.25)
+        self.connections[CACHE].peer_sends(b"value\r\n")
+        self.assertEqual(waiting.response().status, 200)
+        timing_out = harness.start("POST", "/u/logs/request?timeout=1", b"GET k\n")
+        harness.reactor.advance(1)
+        self.assertEqual(timing_out.response().status, 504)
+        samples = scrape(harness)
+        self.assertEqual(
+            {(name, outcome): value(samples, "bridge_replies_total", upstream=name,
+                                    outcome=outcome)
+             for name in ("default", "cache", "logs") for outcome in ("ok", "timeout")},
+            {("default", "ok"): 0.0, ("default", "timeout"): 0.0, ("cache", "ok"): 1.0,
+             ("cache", "timeout"): 0.0, ("logs", "ok"): 0.0, ("logs", "timeout"): 1.0})
+        self.assertEqual(value(samples, "bridge_reply_latency_seconds_sum", upstream="cache"),
+                         0.25)
+        self.assertEqual(value(samples, "bridge_reply_latency_seconds_count", upstream="logs"),
+                         0.0)
+
+    def test_a_reload_adds_and_removes_reply_series(self) -> None:
+        harness = self.bridge()
+        new = three_upstreams()
+        harness.service.reconfigure(new.with_values(named_upstreams={
+            "metrics": new.named_upstreams["cache"].with_values(name="metrics")}))
+        samples = scrape(harness)
+        self.assertEqual(
+            sorted({dict(labels)["upstream"] for name, labels in samples
+                    if name == "bridge_replies_total"}),
+            ["default", "metrics"])
 
 
 class EventsTests(UpstreamsTestCase):

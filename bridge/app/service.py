@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 import secrets
 from dataclasses import replace
@@ -181,6 +182,7 @@ class BridgeService(MultiService):
                 stall_timeout=config.event_stall_timeout,
                 heartbeat=config.event_heartbeat,
                 replay=config.event_replay,
+                upstream=config.name,
             )
         # A group's endpoints are made per address (and per resolved address).
         if endpoint is None and not config.addresses:
@@ -197,7 +199,8 @@ class BridgeService(MultiService):
 
     def _configuration(self) -> dict[str, Any]:
         """What /status says of the configuration."""
-        return {"file": self.config.config_file, "generation": self.generation,
+        path = self.config.config_file
+        return {"file": os.path.abspath(path) if path else None, "generation": self.generation,
                 "loaded_at": iso(self._clock.seconds())}
 
     def reconfigure(self, new: Config) -> Deferred[None]:
@@ -233,6 +236,7 @@ class BridgeService(MultiService):
         retiring.extend(current[name] for name in removed)
         self.config = self.api.config = new
         self.upstreams.replace(upstreams)
+        self.metrics.upstreams_changed(list(self.upstreams))
         self.site.routes = RouteTable(upstreams=tuple(self.upstreams))
         self.gate.set_tokens(new.token, new.scoped_tokens, new.metrics_auth)
         self.lifecycle.configure(new.max_inflight, new.shutdown_delay, new.shutdown_grace)
