@@ -298,17 +298,65 @@ class ReloadTests(UpstreamsTestCase):
         logs.peer_sends(b"the reply\r\n")
         self.assertJSONResponse(waiting.response(), 200, {"replies": ["the reply"]})
         logs.loseConnection()
-        # cache: the new pool takes the work; the old connection drains.
+        # cache: the old pool keeps the work until the new one is connected...
+        self.assertIs(harness.service.upstreams["cache"].pool, old_cache)
+        self.assertEqual(harness.call("POST", "/u/cache/send", b"old\n").status, 202)
+        self.assertEqual(self.connections[CACHE].value(), b"old\r\n")
+        self.assertFalse(self.connections[CACHE].write_closed)
+        fresh = [harness.connect_upstream(CACHE), harness.connect_upstream(CACHE)]
+        harness.reactor.advance(0.05)
+        # ... then the new pool takes it and the old connection drains.
         self.assertIsNot(harness.service.upstreams["cache"].pool, old_cache)
         self.assertTrue(self.connections[CACHE].write_closed)
         self.connections[CACHE].loseConnection()
         self.assertIsNone(self.successResultOf(drained))
-        fresh = [harness.connect_upstream(CACHE), harness.connect_upstream(CACHE)]
         harness.connect_upstream(7003)
         self.assertEqual(harness.call("POST", "/u/cache/send", b"new\n").status, 202)
         self.assertEqual(b"".join(t.value() for t in fresh), b"new\r\n")
         self.assertEqual(harness.call("POST", "/u/metrics/send", b"m\n").status, 202)
         self.assertEqual(self.connections[DEFAULT].value(), b"")
+
+    def changed_cache(self) -> Config:
+        new = three_upstreams()
+        return new.with_values(named_upstreams={
+            **new.named_upstreams,
+            "cache": new.named_upstreams["cache"].with_values(pool_size=2)})
+
+    def test_a_changed_upstream_that_never_connects_takes_over_after_connect_timeout(
+            self) -> None:
+        harness = self.bridge()
+        old_cache = harness.service.upstreams["cache"].pool
+        drained = harness.service.reconfigure(self.changed_cache())
+        harness.reactor.advance(4.9)
+        self.assertIs(harness.service.upstreams["cache"].pool, old_cache)
+        self.assertEqual(harness.call("POST", "/u/cache/send", b"old\n").status, 202)
+        harness.reactor.advance(0.1)  # connect_timeout (5 s): the new settings win
+        self.assertIsNot(harness.service.upstreams["cache"].pool, old_cache)
+        self.assertErrorResponse(harness.call("POST", "/u/cache/send", b"new\n"), 503,
+                                 "upstream_unavailable")
+        self.assertTrue(self.connections[CACHE].write_closed)
+        self.connections[CACHE].loseConnection()
+        self.assertIsNone(self.successResultOf(drained))
+        self.assertEqual(self.connections[CACHE].value(), b"old\r\n")
+
+    def test_a_second_reload_before_the_switch_discards_the_pending_pool(self) -> None:
+        harness = self.bridge()
+        old_cache = harness.service.upstreams["cache"].pool
+        first = harness.service.reconfigure(self.changed_cache())
+        pending = [pool for pool in harness.service
+                   if pool not in [u.pool for u in harness.service.upstreams.values()]
+                   and pool is not harness.service.web]
+        self.assertEqual(len(pending), 1)
+        # Back to the running settings: the old pool is unchanged, the pending one goes.
+        second = harness.service.reconfigure(three_upstreams())
+        harness.reactor.advance(0.05)
+        self.assertIsNone(self.successResultOf(first))
+        self.assertIsNone(self.successResultOf(second))
+        self.assertIs(harness.service.upstreams["cache"].pool, old_cache)
+        self.assertNotIn(pending[0], list(harness.service))
+        self.assertFalse(self.connections[CACHE].write_closed)
+        self.assertEqual(harness.call("POST", "/u/cache/send", b"x\n").status, 202)
+        self.assertEqual(self.connections[CACHE].value(), b"x\r\n")
 
     def test_tokens_are_replaced_at_once(self) -> None:
         harness = self.bridge(three_upstreams(SCOPED, ADMIN))
