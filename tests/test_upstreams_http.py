@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import tempfile
 import textwrap
+from dataclasses import replace
 from typing import Any
 
 from bridge.config import Config, load
@@ -102,6 +103,37 @@ class RoutingTests(UpstreamsTestCase):
         self.assertEqual((refused.status, refused.json()["error"]),
                          (503, "upstream_unavailable"))
         self.assertIn("the upstream tcp:127.0.0.1:7002 is not connected", refused.json()["message"])
+
+
+class RouteCostTests(UpstreamsTestCase):
+    """POST /u/NAME/send does the same work as POST /send (issue 11 asks for
+    the same speed; bench/ measures it, this counts it exactly)."""
+
+    def calls_per_request(self, config: Config, path: bytes) -> float:
+        import cProfile
+        import pstats
+
+        harness = self.harness(connect=1, config=config)
+        client = harness.client()
+        request = b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: 33\r\n\r\n%s\n" % (
+            path, b"x" * 32)
+        for _ in range(50):  # first-time work: metrics labels, caches
+            client.send(request)
+        profile = cProfile.Profile()
+        profile.enable()
+        for _ in range(200):
+            client.send(request)
+        profile.disable()
+        self.assertEqual(client.transport.value().count(b" 202 Accepted\r\n"), 250)
+        calls: float = pstats.Stats(profile).total_calls / 200  # type: ignore[attr-defined]
+        return calls
+
+    def test_a_named_route_makes_as_many_calls_as_send(self) -> None:
+        plain = Config().with_values(upstream=f"tcp:127.0.0.1:{DEFAULT}")
+        named = Config().with_values(upstream=f"tcp:127.0.0.1:{DEFAULT}", name="cache")
+        named = replace(plain, default_upstream=False, named_upstreams={"cache": named})
+        self.assertEqual(self.calls_per_request(named, b"/u/cache/send"),
+                         self.calls_per_request(plain, b"/send"))
 
 
 class ReadinessTests(UpstreamsTestCase):
