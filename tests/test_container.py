@@ -15,6 +15,7 @@ import re
 import shlex
 import shutil
 import subprocess
+import tempfile
 import unittest
 from importlib import resources
 from pathlib import Path
@@ -171,16 +172,28 @@ class KubernetesSidecarTests(unittest.TestCase):
         self.assertTrue(self.settings["BRIDGE_LISTEN"].startswith("0.0.0.0:"))
 
     def test_the_settings_are_valid_bridge_settings(self) -> None:
-        unknown = set(self.settings) - SETTING_ENVS
+        unknown = set(self.settings) - SETTING_ENVS - {"BRIDGE_CONFIG"}
         self.assertEqual(unknown, set(), "ConfigMap keys the bridge does not know")
         environ = dict(self.settings)
         token_file = environ.pop("BRIDGE_TOKEN_FILE")
         environ["BRIDGE_TOKEN"] = "from-the-secret"  # what load() reads from token_file
-        try:
-            config = load({}, environ)
-        except ConfigError as error:  # pragma: no cover - the message is the point
-            self.fail(f"the ConfigMap is not a valid configuration: {error}")
+        # The upstreams' file: another ConfigMap's key, mounted where BRIDGE_CONFIG says.
+        path = environ.pop("BRIDGE_CONFIG")
+        mounts = {m["mountPath"]: m["name"] for m in self.bridge["volumeMounts"]}
+        volumes = {v["name"]: v for v in self.pod["volumes"]}
+        source = volumes[mounts[os.path.dirname(path)]]["configMap"]["name"]
+        text = find("ConfigMap", source)["data"][os.path.basename(path)]
+        with tempfile.TemporaryDirectory() as directory:
+            copy_path = os.path.join(directory, "bridge.toml")
+            Path(copy_path).write_text(text)
+            try:
+                config = load({}, environ, copy_path)
+            except ConfigError as error:  # pragma: no cover - the message is the point
+                self.fail(f"the ConfigMaps are not a valid configuration: {error}")
         self.assertEqual(config.token, "from-the-secret")
+        self.assertEqual({name: (upstream.upstream, upstream.reply_framing)
+                          for name, upstream in config.upstreams.items()},
+                         {"redis": ("redis:6379", "resp")})
         mounts = {m["mountPath"]: m["name"] for m in self.bridge["volumeMounts"]}
         directory = os.path.dirname(token_file)
         self.assertIn(directory, mounts, "BRIDGE_TOKEN_FILE is not on a mounted volume")
@@ -191,7 +204,8 @@ class KubernetesSidecarTests(unittest.TestCase):
 
     def test_the_app_talks_to_the_bridge_on_loopback(self) -> None:
         script = "\n".join(self.app["args"])
-        self.assertIn(f"http://127.0.0.1:{DEFAULT_PORT}/send", script)
+        self.assertIn(f"http://127.0.0.1:{DEFAULT_PORT}/u/redis/send", script)
+        self.assertIn("/u/{upstream}/send", ROUTES)
         self.assertIn("/var/run/secrets/bridge/token", script)
 
     def test_termination_grace_covers_the_drain(self) -> None:
