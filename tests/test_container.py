@@ -296,14 +296,27 @@ class ComposeTests(unittest.TestCase):
 
     def test_the_client_uses_send_and_request_with_the_token(self) -> None:
         script = "\n".join(self.services["client"]["command"])
-        for route in ("/send", "/request"):
-            self.assertIn(route, ROUTES)
-            self.assertIn(f"http://bridge:{DEFAULT_PORT}{route}", script)
+        for route in ("send", "request"):
+            self.assertIn(f"/u/{{upstream}}/{route}", ROUTES)
+            self.assertIn(f"http://bridge:{DEFAULT_PORT}/u/redis/{route}", script)
         self.assertIn("Authorization: Bearer $$BRIDGE_TOKEN", script)
+
+    def test_the_upstreams_file_names_redis(self) -> None:
+        environment = dict(self.bridge["environment"])
+        mounts = dict(volume.rsplit(":", 1)[0].split(":", 1)[::-1]
+                      for volume in self.bridge["volumes"])
+        source = COMPOSE.parent / mounts[environment.pop("BRIDGE_CONFIG")]
+        self.assertTrue(self.bridge["volumes"][0].endswith(":ro"))
+        environment["BRIDGE_TOKEN"] = "from-the-environment"
+        config = load({}, environment, str(source))
+        self.assertEqual({name: (upstream.upstream, upstream.reply_framing)
+                          for name, upstream in config.upstreams.items()},
+                         {"redis": ("redis:6379", "resp")})
+        self.assertEqual(self.bridge["depends_on"], {"redis": {"condition": "service_healthy"}})
 
     def test_bridge_settings_port_and_lockdown(self) -> None:
         environment = self.bridge["environment"]
-        self.assertEqual(set(environment) - SETTING_ENVS, set())
+        self.assertEqual(set(environment) - SETTING_ENVS, {"BRIDGE_CONFIG"})
         self.assertIn("BRIDGE_TOKEN", environment)
         self.assertEqual(self.bridge["ports"], [f"127.0.0.1:{DEFAULT_PORT}:{DEFAULT_PORT}"])
         self.assertTrue(self.bridge["read_only"])
