@@ -390,6 +390,20 @@ class ReloadTests(UpstreamsTestCase):
         self.assertEqual(harness.call("POST", "/u/cache/send", b"x\n").status, 202)
         self.assertEqual(self.connections[CACHE].value(), b"x\r\n")
 
+    def test_a_shutdown_during_a_switch_stops_both_pools(self) -> None:
+        harness = self.bridge()
+        old_cache = harness.service.upstreams["cache"].pool
+        harness.service.reconfigure(self.changed_cache())
+        stopping = harness.stop()
+        harness.reactor.advance(1)
+        for transport in self.connections.values():
+            transport.loseConnection()
+        harness.reactor.advance(harness.config.shutdown_grace)
+        self.successResultOf(stopping)
+        self.assertIs(harness.service.upstreams["cache"].pool, old_cache)
+        self.assertFalse(any(pool.running for pool in harness.service))
+        self.assertEqual(harness.reactor.getDelayedCalls(), [])
+
     def test_tokens_are_replaced_at_once(self) -> None:
         harness = self.bridge(three_upstreams(SCOPED, ADMIN))
         harness.service.reconfigure(three_upstreams(top='token = "new-admin"\n'))
