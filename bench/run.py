@@ -21,6 +21,9 @@ Scenarios (``--scenarios``):
               concurrency 1 and 16: the bridge with --reply-framing resp against
               bench/peers/aiohttp_redis.py (aiohttp + redis-py's asyncio client with
               hiredis), both in front of the same redis-server (issue 9)
+  named       POST /send against POST /u/NAME/send (issue 11), one 32-byte line per
+              request, concurrency 16: the same bridge and sink, the upstream
+              unnamed (--upstream ADDR) or named (--upstream bench=ADDR)
   memory      >= 1 GB offered by clients to an upstream reading about 1 MB/s
 
 Every /send run checks the line accounting: the lines the sink counted must
@@ -147,6 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--request-concurrency", type=int_list, default="1,16")
     parser.add_argument("--resp-concurrency", type=int_list, default="1,16",
                         help="connections for resp")
+    parser.add_argument("--named-concurrency", type=int_list, default="16",
+                        help="connections for named")
     parser.add_argument("--memory-concurrency", type=int, default=16)
     parser.add_argument("--offered-mb", type=float, default=1000.0,
                         help="MB of request bodies offered in the memory scenario")

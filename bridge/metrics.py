@@ -155,22 +155,48 @@ class Metrics:
             ["route"], buckets=_LATENCY_BUCKETS, registry=self.registry,
         )
         self.replies = Counter(
-            "bridge_replies", "POST /request outcomes", ["outcome"], registry=self.registry,
+            "bridge_replies", "POST /request outcomes", ["upstream", "outcome"],
+            registry=self.registry,
         )
         self.reply_latency = Histogram(
             "bridge_reply_latency_seconds", "Time from writing lines to their last reply",
-            buckets=_LATENCY_BUCKETS, registry=self.registry,
+            ["upstream"], buckets=_LATENCY_BUCKETS, registry=self.registry,
         )
-        # Bound once: labels() costs a lock and a dict look-up per call.
-        self._reply_counters = {
-            outcome: self.replies.labels(outcome).inc for outcome in REPLY_OUTCOMES
-        }
+        # Bound once per upstream: labels() costs a lock and a dict look-up per call.
+        self._reply_counters: dict[tuple[str, str], Callable[[], None]] = {}
+        self._reply_timers: dict[str, Callable[[float], None]] = {}
         self._counted: dict[tuple[str, int], Callable[[], None]] = {}
         self._timed: dict[str, Callable[[float], None]] = {}
+        self._upstreams: list[str] = []
+        self.upstreams_changed(list(upstreams))
         self.registry.register(_UpstreamsCollector(upstreams, lifecycle, client_errors))
 
-    def count_reply(self, outcome: str) -> None:
-        self._reply_counters[outcome]()
+    def upstreams_changed(self, names: list[str]) -> None:
+        """The configured upstreams (at start and after a reload): every one
+        has its reply series from the start (at 0); a removed one's go."""
+        for gone in [name for name in self._upstreams if name not in names]:
+            for outcome in REPLY_OUTCOMES:
+                self.replies.remove(gone, outcome)
+                self._reply_counters.pop((gone, outcome), None)
+            self.reply_latency.remove(gone)
+            self._reply_timers.pop(gone, None)
+        for name in names:
+            for outcome in REPLY_OUTCOMES:
+                self._reply_counters[(name, outcome)] = self.replies.labels(name, outcome).inc
+            self._reply_timers[name] = self.reply_latency.labels(name).observe
+        self._upstreams = list(names)
+
+    def count_reply(self, upstream: str, outcome: str) -> None:
+        increment = self._reply_counters.get((upstream, outcome))
+        if increment is None:  # an upstream removed while its request was under way
+            increment = self.replies.labels(upstream, outcome).inc
+        increment()
+
+    def observe_reply(self, upstream: str, seconds: float) -> None:
+        observe = self._reply_timers.get(upstream)
+        if observe is None:
+            observe = self.reply_latency.labels(upstream).observe
+        observe(seconds)
 
     def request_done(self, route: str, code: int, seconds: float | None) -> None:
         """One answer, labelled with its route (see bridge.http.routes)."""

@@ -39,7 +39,6 @@ from bridge.http.routes import RouteTable
 REPO = Path(__file__).resolve().parent.parent
 KUBERNETES = REPO / "config" / "kubernetes"
 COMPOSE = REPO / "config" / "docker-compose.yml"
-COMPOSE_UPSTREAMS = REPO / "config" / "docker-compose.upstreams.yml"
 UPSTREAMS_TOML = REPO / "config" / "upstreams" / "bridge.toml"
 DOCKERFILE = REPO / "Dockerfile"
 README = REPO / "README.md"
@@ -347,93 +346,74 @@ class DockerfileTests(unittest.TestCase):
 
 
 class ComposeTests(unittest.TestCase):
-    """Both compose files: config/docker-compose.yml (one upstream, from the
-    environment) and config/docker-compose.upstreams.yml (named upstreams,
-    from config/upstreams/bridge.toml mounted into the container)."""
+    """config/docker-compose.yml: named upstreams, from
+    config/upstreams/bridge.toml mounted into the container."""
 
-    def services(self, path: Path) -> dict[str, Any]:
-        return dict(yaml.safe_load(path.read_text())["services"])
+    def setUp(self) -> None:
+        self.services: dict[str, Any] = dict(yaml.safe_load(COMPOSE.read_text())["services"])
+        self.bridge = self.services["bridge"]
 
-    def bridge_config(self, path: Path) -> Config:
-        """The bridge's configuration in that compose file, as the container
-        sees it: its environment and the file mounted at BRIDGE_CONFIG."""
-        bridge = self.services(path)["bridge"]
-        environ = {key: str(value) for key, value in bridge["environment"].items()}
+    def bridge_config(self) -> Config:
+        """The bridge's configuration, as the container sees it: its
+        environment and the file in the directory mounted for BRIDGE_CONFIG."""
+        environ = {key: str(value) for key, value in self.bridge["environment"].items()}
         environ["BRIDGE_TOKEN"] = "from-the-host"
         environ["BRIDGE_LISTEN"] = f"0.0.0.0:{DEFAULT_PORT}"  # the image's ENV
-        target = environ.get("BRIDGE_CONFIG")
-        if target is None:
-            return load({}, environ)
         mounts = {}
-        for volume in bridge["volumes"]:
+        for volume in self.bridge["volumes"]:
             source, mounted, mode = volume.split(":")
             self.assertEqual(mode, "ro")
-            mounts[mounted] = (path.parent / source).resolve()
-        directory, _, filename = target.rpartition("/")
+            mounts[mounted] = (COMPOSE.parent / source).resolve()
+        directory, _, filename = environ["BRIDGE_CONFIG"].rpartition("/")
         # A directory: a bind-mounted file would not follow an edit (new inode).
         self.assertIn(directory, mounts, "BRIDGE_CONFIG is not in a mounted directory")
-        self.assertTrue(mounts[directory].is_dir())
+        self.assertEqual(mounts[directory], UPSTREAMS_TOML.parent)
         return load_with_file(environ, (mounts[directory] / filename).read_text())
 
     def test_readiness_gates_the_client(self) -> None:
-        for path in (COMPOSE, COMPOSE_UPSTREAMS):
-            with self.subTest(file=path.name):
-                services = self.services(path)
-                self.assertEqual(services["bridge"]["healthcheck"]["test"],
-                                 ["CMD", "bridge", "healthcheck", "--ready"])
-                self.assertEqual(services["client"]["depends_on"]["bridge"]["condition"],
-                                 "service_healthy")
-        self.assertEqual(self.services(COMPOSE)["bridge"]["depends_on"]["redis"]["condition"],
+        self.assertEqual(self.bridge["healthcheck"]["test"],
+                         ["CMD", "bridge", "healthcheck", "--ready"])
+        self.assertEqual(self.services["client"]["depends_on"]["bridge"]["condition"],
                          "service_healthy")
 
     def test_the_client_uses_routes_the_bridge_has(self) -> None:
-        expected = {COMPOSE: ["/send", "/request"],
-                    COMPOSE_UPSTREAMS: ["/readyz", "/u/redis/request", "/u/cache/request",
-                                        "/request"]}
-        for path, paths in expected.items():
-            with self.subTest(file=path.name):
-                script = "\n".join(self.services(path)["client"]["command"])
-                base = "http://bridge:8080" if path == COMPOSE else "$$bridge"
-                self.assertEqual(paths_used(script, base), paths)
-                config = self.bridge_config(path)
-                for route in paths:
-                    method = "GET" if route.endswith("readyz") else "POST"
-                    # The upstreams example shows the 404 of /request on purpose.
-                    wanted = not (path == COMPOSE_UPSTREAMS and route == "/request")
-                    self.assertEqual(routed(config, method, route), wanted, route)
-                self.assertIn("Authorization: Bearer $$BRIDGE_TOKEN", script)
+        paths = ["/readyz", "/u/redis/request", "/u/cache/request", "/request"]
+        script = "\n".join(self.services["client"]["command"])
+        self.assertIn(f"bridge=http://bridge:{DEFAULT_PORT}\n", script)
+        self.assertEqual(paths_used(script, "$$bridge"), paths)
+        config = self.bridge_config()
+        for route in paths:
+            method = "GET" if route.endswith("readyz") else "POST"
+            # The example shows the 404 of /request (no upstream "default") on purpose.
+            self.assertEqual(routed(config, method, route), route != "/request", route)
+        self.assertIn("Authorization: Bearer $$BRIDGE_TOKEN", script)
 
     def test_the_named_upstreams_are_the_compose_services(self) -> None:
-        config = self.bridge_config(COMPOSE_UPSTREAMS)
-        services = self.services(COMPOSE_UPSTREAMS)
-        self.assertEqual(list(config.upstreams), ["redis", "cache"])
+        config = self.bridge_config()
+        self.assertEqual({name: (u.upstream, u.reply_framing)
+                          for name, u in config.upstreams.items()},
+                         {"redis": ("redis:6379", "resp"),
+                          "cache": ("memcached:11211", "memcached")})
         for name, upstream in config.upstreams.items():
             with self.subTest(upstream=name):
                 host = upstream.upstream.rpartition(":")[0]
-                self.assertIn(host, services)
-                self.assertIn(host, services["bridge"]["depends_on"])
-        single = self.bridge_config(COMPOSE)
-        self.assertEqual({name: (u.upstream, u.reply_framing)
-                          for name, u in single.upstreams.items()},
-                         {"default": ("redis:6379", "resp")})
+                self.assertIn(host, self.services)
+                self.assertIn(host, self.bridge["depends_on"])
 
     def test_bridge_settings_port_and_lockdown(self) -> None:
-        for path in (COMPOSE, COMPOSE_UPSTREAMS):
-            with self.subTest(file=path.name):
-                bridge = self.services(path)["bridge"]
-                environment = bridge["environment"]
-                self.assertEqual(set(environment) - BRIDGE_VARIABLES, set())
-                self.assertIn("BRIDGE_TOKEN", environment)
-                # The default host port is the bridge's; BRIDGE_HOST_PORT= picks a free one.
-                self.assertEqual(bridge["ports"],
-                                 [f"127.0.0.1:${{BRIDGE_HOST_PORT-{DEFAULT_PORT}}}:{DEFAULT_PORT}"])
-                self.assertTrue(bridge["read_only"])
-                self.assertEqual(bridge["tmpfs"], ["/tmp"])
-                self.assertEqual(bridge["cap_drop"], ["ALL"])
-                delay = seconds(environment.get("BRIDGE_SHUTDOWN_DELAY"), "shutdown_delay")
-                grace = seconds(environment.get("BRIDGE_SHUTDOWN_GRACE"), "shutdown_grace")
-                stop = float(bridge["stop_grace_period"].rstrip("s"))
-                self.assertGreaterEqual(stop, delay + grace + DRAIN_MARGIN)
+        environment = self.bridge["environment"]
+        self.assertEqual(set(environment) - BRIDGE_VARIABLES, set())
+        self.assertIn("BRIDGE_TOKEN", environment)
+        # The default host port is the bridge's; BRIDGE_HOST_PORT= picks a free one.
+        self.assertEqual(self.bridge["ports"],
+                         [f"127.0.0.1:${{BRIDGE_HOST_PORT-{DEFAULT_PORT}}}:{DEFAULT_PORT}"])
+        self.assertTrue(self.bridge["read_only"])
+        self.assertEqual(self.bridge["tmpfs"], ["/tmp"])
+        self.assertEqual(self.bridge["cap_drop"], ["ALL"])
+        delay = seconds(environment.get("BRIDGE_SHUTDOWN_DELAY"), "shutdown_delay")
+        grace = seconds(environment.get("BRIDGE_SHUTDOWN_GRACE"), "shutdown_grace")
+        stop = float(self.bridge["stop_grace_period"].rstrip("s"))
+        self.assertGreaterEqual(stop, delay + grace + DRAIN_MARGIN)
 
 
 def docker_unavailable() -> str | None:
@@ -487,14 +467,13 @@ def readme_outputs() -> dict[str, str]:
 class ComposeReadmeTests(unittest.TestCase):
     def test_the_readme_shows_the_output_of_both_examples(self) -> None:
         outputs = readme_outputs()
-        self.assertEqual(sorted(outputs), ["config/docker-compose.upstreams.yml",
-                                           "config/docker-compose.yml"])
+        self.assertEqual(sorted(outputs), ["config/docker-compose.yml"])
         for name in outputs:
             self.assertTrue((REPO / name).is_file(), name)
 
 
 class ComposeRunTests(unittest.TestCase):
-    """Runs each compose example as the README says (`up --build
+    """Runs the compose example as the README says (`up --build
     --exit-code-from client`) and compares the client's output with the
     README's, byte for byte. A private project name and a free host port,
     so that runs side by side do not meet."""
@@ -537,14 +516,10 @@ class ComposeRunTests(unittest.TestCase):
                               capture_output=True, text=True, check=True, timeout=60)
         return logs.stdout + logs.stderr
 
-    def test_one_upstream(self) -> None:
+    def test_named_upstreams_from_the_mounted_file(self) -> None:
         output = self.run_example(COMPOSE)
         self.assertEqual(output, readme_outputs()["config/docker-compose.yml"])
-        self.assertIn('{"replies": [1, 2, "hello"]}', output)  # RESP values, not lines
-
-    def test_named_upstreams_from_the_mounted_file(self) -> None:
-        output = self.run_example(COMPOSE_UPSTREAMS)
-        self.assertEqual(output, readme_outputs()["config/docker-compose.upstreams.yml"])
+        self.assertIn('{"replies": ["OK", 1, "hello"]}', output)  # RESP values, not lines
         self.assertIn('{"replies": [["STORED"], ["VALUE greeting 0 5", "hello", "END"]]}',
                       output)
 
@@ -566,7 +541,7 @@ def poll(predicate: Any, what: str, timeout: float = 90) -> None:
 
 
 class ComposeReloadTests(unittest.TestCase):
-    """config/docker-compose.upstreams.yml with its directory replaced by a
+    """config/docker-compose.yml with its directory of upstreams replaced by a
     copy (an override file): an upstream added to the file, saved the way
     editors do (a new file renamed over the old), then SIGHUP through
     Compose, reaches the running bridge; the others keep their connection."""
@@ -596,7 +571,7 @@ class ComposeReloadTests(unittest.TestCase):
         token = secrets.token_hex(16)
         environ = {**os.environ, "BRIDGE_TOKEN": token, "BRIDGE_HOST_PORT": ""}
         project = f"bridgect{os.getpid()}reload"
-        base = [*self.compose, "-p", project, "-f", str(COMPOSE_UPSTREAMS), "-f", str(override)]
+        base = [*self.compose, "-p", project, "-f", str(COMPOSE), "-f", str(override)]
 
         def compose(*args: str) -> str:
             result = subprocess.run([*base, *args], env=environ, capture_output=True,

@@ -131,6 +131,17 @@ class FailoverTests(GroupTestCase):
         self.assertIn(f"upstream 0: connected to {B} (failover from {A})", self.logged)
         self.assertEqual(pool.group.strategy.active, B)
 
+    def test_the_logs_of_a_named_upstream_name_it(self) -> None:
+        pool, addresses, clock = self.start(BASE.with_values(pool_size=1, name="cache"))
+        clock.advance(60)
+        addresses.down(A)
+        clock.advance(0)
+        self.assertEqual(self.where(pool), [B])
+        self.assertIn(f"upstream cache: {A} failed (connection refused by {A}); skipped for "
+                      "1 s", self.logged)
+        self.assertIn(f"upstream cache: failover from {A} to {B}", self.logged)
+        self.assertIn(f"upstream cache/0: connected to {B} (failover from {A})", self.logged)
+
     def test_send_commands_unanswered_when_the_address_died_are_counted(self) -> None:
         # With resp, /send replies are consumed (send_replies check): the
         # bridge knows which 202 commands the dead server never answered.

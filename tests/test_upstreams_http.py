@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import tempfile
 import textwrap
+from dataclasses import replace
 from typing import Any
 
 from bridge.config import Config, load
@@ -80,23 +81,20 @@ class RoutingTests(UpstreamsTestCase):
         self.assertEqual(harness.call("GET", "/u/cache/send").status, 405)
         self.assertEqual(self.written(), {DEFAULT: b"", CACHE: b"", LOGS: b""})
 
-    def test_without_a_default_upstream_the_plain_routes_are_404(self) -> None:
+    def test_without_an_upstream_named_default_the_plain_routes_are_404(self) -> None:
         directory = tempfile.mkdtemp()
+        self.addCleanup(os.rmdir, directory)
         path = os.path.join(directory, "bridge.toml")
         with open(path, "w", encoding="utf-8") as handle:
             handle.write(f'[upstreams.cache]\nupstream = "tcp:127.0.0.1:{CACHE}"\n')
-        try:
-            config = load({}, {}, path)
-        finally:
-            os.unlink(path)
-            os.rmdir(directory)
-        harness = self.bridge(config, connect=(CACHE,))
-        expected = {"error": "unknown_upstream",
-                    "message": "no upstream named 'default'; the configured ones are: cache"}
-        self.assertJSONResponse(harness.call("POST", "/send", b"x\n"), 404, expected)
-        self.assertJSONResponse(harness.call("POST", "/request", b"x\n"), 404, expected)
-        self.assertEqual(harness.call("POST", "/u/cache/send", b"y\n").status, 202)
-        self.assertEqual(self.written(), {CACHE: b"y\r\n"})
+        self.addCleanup(os.unlink, path)
+        harness = self.bridge(load({}, {}, path), connect=(CACHE,))
+        for path_ in ("/send", "/request"):
+            self.assertJSONResponse(harness.call("POST", path_, b"x\n"), 404, {
+                "error": "unknown_upstream",
+                "message": "no upstream named 'default'; the configured ones are: cache"})
+        self.assertEqual(harness.call("POST", "/u/cache/send", b"x\n").status, 202)
+        self.assertEqual(self.written(), {CACHE: b"x\r\n"})
 
     def test_an_upstream_that_is_down_does_not_stop_the_others(self) -> None:
         harness = self.bridge(connect=(DEFAULT, CACHE))
@@ -105,6 +103,37 @@ class RoutingTests(UpstreamsTestCase):
         self.assertEqual((refused.status, refused.json()["error"]),
                          (503, "upstream_unavailable"))
         self.assertIn("the upstream tcp:127.0.0.1:7002 is not connected", refused.json()["message"])
+
+
+class RouteCostTests(UpstreamsTestCase):
+    """POST /u/NAME/send does the same work as POST /send (issue 11 asks for
+    the same speed; bench/ measures it, this counts it exactly)."""
+
+    def calls_per_request(self, config: Config, path: bytes) -> float:
+        import cProfile
+        import pstats
+
+        harness = self.harness(connect=1, config=config)
+        client = harness.client()
+        request = b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: 33\r\n\r\n%s\n" % (
+            path, b"x" * 32)
+        for _ in range(50):  # first-time work: metrics labels, caches
+            client.send(request)
+        profile = cProfile.Profile()
+        profile.enable()
+        for _ in range(200):
+            client.send(request)
+        profile.disable()
+        self.assertEqual(client.transport.value().count(b" 202 Accepted\r\n"), 250)
+        calls: float = pstats.Stats(profile).total_calls / 200  # type: ignore[attr-defined]
+        return calls
+
+    def test_a_named_route_makes_as_many_calls_as_send(self) -> None:
+        plain = Config().with_values(upstream=f"tcp:127.0.0.1:{DEFAULT}")
+        named = Config().with_values(upstream=f"tcp:127.0.0.1:{DEFAULT}", name="cache")
+        named = replace(plain, default_upstream=False, named_upstreams={"cache": named})
+        self.assertEqual(self.calls_per_request(named, b"/u/cache/send"),
+                         self.calls_per_request(plain, b"/send"))
 
 
 class ReadinessTests(UpstreamsTestCase):
@@ -163,6 +192,38 @@ class StatusAndMetricsTests(UpstreamsTestCase):
         self.assertEqual(
             value(samples, "bridge_upstream_address_connects_total", upstream="cache",
                   address="tcp:127.0.0.1:7001"), 1.0)
+
+    def test_reply_outcomes_and_latency_per_upstream(self) -> None:
+        harness = self.bridge()
+        waiting = harness.start("POST", "/u/cache/request", b"GET k\n")
+        harness.reactor.advance(0.25)
+        self.connections[CACHE].peer_sends(b"value\r\n")
+        self.assertEqual(waiting.response().status, 200)
+        timing_out = harness.start("POST", "/u/logs/request?timeout=1", b"GET k\n")
+        harness.reactor.advance(1)
+        self.assertEqual(timing_out.response().status, 504)
+        samples = scrape(harness)
+        self.assertEqual(
+            {(name, outcome): value(samples, "bridge_replies_total", upstream=name,
+                                    outcome=outcome)
+             for name in ("default", "cache", "logs") for outcome in ("ok", "timeout")},
+            {("default", "ok"): 0.0, ("default", "timeout"): 0.0, ("cache", "ok"): 1.0,
+             ("cache", "timeout"): 0.0, ("logs", "ok"): 0.0, ("logs", "timeout"): 1.0})
+        self.assertEqual(value(samples, "bridge_reply_latency_seconds_sum", upstream="cache"),
+                         0.25)
+        self.assertEqual(value(samples, "bridge_reply_latency_seconds_count", upstream="logs"),
+                         0.0)
+
+    def test_a_reload_adds_and_removes_reply_series(self) -> None:
+        harness = self.bridge()
+        new = three_upstreams()
+        harness.service.reconfigure(new.with_values(named_upstreams={
+            "metrics": new.named_upstreams["cache"].with_values(name="metrics")}))
+        samples = scrape(harness)
+        self.assertEqual(
+            sorted({dict(labels)["upstream"] for name, labels in samples
+                    if name == "bridge_replies_total"}),
+            ["default", "metrics"])
 
 
 class EventsTests(UpstreamsTestCase):
@@ -269,17 +330,79 @@ class ReloadTests(UpstreamsTestCase):
         logs.peer_sends(b"the reply\r\n")
         self.assertJSONResponse(waiting.response(), 200, {"replies": ["the reply"]})
         logs.loseConnection()
-        # cache: the new pool takes the work; the old connection drains.
+        # cache: the old pool keeps the work until the new one is connected...
+        self.assertIs(harness.service.upstreams["cache"].pool, old_cache)
+        self.assertEqual(harness.call("POST", "/u/cache/send", b"old\n").status, 202)
+        self.assertEqual(self.connections[CACHE].value(), b"old\r\n")
+        self.assertFalse(self.connections[CACHE].write_closed)
+        fresh = [harness.connect_upstream(CACHE), harness.connect_upstream(CACHE)]
+        harness.reactor.advance(0.05)
+        # ... then the new pool takes it and the old connection drains.
         self.assertIsNot(harness.service.upstreams["cache"].pool, old_cache)
         self.assertTrue(self.connections[CACHE].write_closed)
         self.connections[CACHE].loseConnection()
         self.assertIsNone(self.successResultOf(drained))
-        fresh = [harness.connect_upstream(CACHE), harness.connect_upstream(CACHE)]
         harness.connect_upstream(7003)
         self.assertEqual(harness.call("POST", "/u/cache/send", b"new\n").status, 202)
         self.assertEqual(b"".join(t.value() for t in fresh), b"new\r\n")
         self.assertEqual(harness.call("POST", "/u/metrics/send", b"m\n").status, 202)
         self.assertEqual(self.connections[DEFAULT].value(), b"")
+
+    def changed_cache(self) -> Config:
+        new = three_upstreams()
+        return new.with_values(named_upstreams={
+            **new.named_upstreams,
+            "cache": new.named_upstreams["cache"].with_values(pool_size=2)})
+
+    def test_a_changed_upstream_that_never_connects_takes_over_after_connect_timeout(
+            self) -> None:
+        harness = self.bridge()
+        old_cache = harness.service.upstreams["cache"].pool
+        drained = harness.service.reconfigure(self.changed_cache())
+        harness.reactor.advance(4.9)
+        self.assertIs(harness.service.upstreams["cache"].pool, old_cache)
+        self.assertEqual(harness.call("POST", "/u/cache/send", b"old\n").status, 202)
+        harness.reactor.advance(0.1)  # connect_timeout (5 s): the new settings win
+        self.assertIsNot(harness.service.upstreams["cache"].pool, old_cache)
+        self.assertErrorResponse(harness.call("POST", "/u/cache/send", b"new\n"), 503,
+                                 "upstream_unavailable")
+        self.assertTrue(self.connections[CACHE].write_closed)
+        self.connections[CACHE].loseConnection()
+        self.assertIsNone(self.successResultOf(drained))
+        self.assertEqual(self.connections[CACHE].value(), b"old\r\n")
+
+    def test_a_second_reload_before_the_switch_discards_the_pending_pool(self) -> None:
+        harness = self.bridge()
+        old_cache = harness.service.upstreams["cache"].pool
+        first = harness.service.reconfigure(self.changed_cache())
+        pending = [pool for pool in harness.service
+                   if pool not in [u.pool for u in harness.service.upstreams.values()]
+                   and pool is not harness.service.web]
+        self.assertEqual(len(pending), 1)
+        # Back to the running settings: the old pool is unchanged, the pending one goes.
+        second = harness.service.reconfigure(three_upstreams())
+        harness.reactor.advance(0.05)
+        self.assertIsNone(self.successResultOf(first))
+        self.assertIsNone(self.successResultOf(second))
+        self.assertIs(harness.service.upstreams["cache"].pool, old_cache)
+        self.assertNotIn(pending[0], list(harness.service))
+        self.assertFalse(self.connections[CACHE].write_closed)
+        self.assertEqual(harness.call("POST", "/u/cache/send", b"x\n").status, 202)
+        self.assertEqual(self.connections[CACHE].value(), b"x\r\n")
+
+    def test_a_shutdown_during_a_switch_stops_both_pools(self) -> None:
+        harness = self.bridge()
+        old_cache = harness.service.upstreams["cache"].pool
+        harness.service.reconfigure(self.changed_cache())
+        stopping = harness.stop()
+        harness.reactor.advance(1)
+        for transport in self.connections.values():
+            transport.loseConnection()
+        harness.reactor.advance(harness.config.shutdown_grace)
+        self.successResultOf(stopping)
+        self.assertIs(harness.service.upstreams["cache"].pool, old_cache)
+        self.assertFalse(any(pool.running for pool in harness.service))
+        self.assertEqual(harness.reactor.getDelayedCalls(), [])
 
     def test_tokens_are_replaced_at_once(self) -> None:
         harness = self.bridge(three_upstreams(SCOPED, ADMIN))

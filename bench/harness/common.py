@@ -23,7 +23,9 @@ BULK_LINES = 1000
 RESP_VALUE = "bench-value-0123456789abcdef-001"
 LISTENING = re.compile(r"listening on http://127\.0\.0\.1:(\d+)/")
 
-SCENARIOS = ("send_small", "send_bulk", "request", "resp", "memory")
+SCENARIOS = ("send_small", "send_bulk", "request", "resp", "named", "memory")
+#: The upstream name of the named scenario's bridge (POST /u/NAME/send).
+NAMED_UPSTREAM = "bench"
 
 # What each scenario runs, in the order of a round (A B A B ...).
 TARGETS = {
@@ -31,6 +33,7 @@ TARGETS = {
     "send_bulk": ("bridge", "peer", "raw"),
     "request": ("bridge", "direct"),
     "resp": ("bridge", "redis_peer"),
+    "named": ("bridge", "named"),
     "memory": ("bridge",),
 }
 
@@ -42,6 +45,7 @@ LABELS = {
     "raw": "raw Twisted writer",
     "direct": "direct TCP",
     "redis_peer": "aiohttp+redis-py peer",
+    "named": "bridge, /u/NAME/send",
 }
 
 

@@ -146,6 +146,21 @@ def evaluate_targets(summary: dict[str, Any], runs: list[Run]) -> list[dict[str,
         ratio = summary[key]["ratios"].get("bridge/redis_peer", {}).get("median")
         add(f"resp /request {key.split('/')[1]}: bridge/redis-py peer req/s", ratio, ">= 1.0",
             ratio is not None and ratio >= 1.0)
+    for key in sorted((k for k in summary if k.startswith("named/")),
+                      key=lambda k: int(k.split("/c")[1])):
+        ratio = summary[key]["ratios"].get("bridge/named")
+        if ratio is None:
+            continue
+        # The ratios are bridge/named: the named route's share is their inverse.
+        share = median([round(1 / r, 3) for r in ratio["per_round"] if r])
+        add(f"/u/NAME/send {key.split('/')[1]}: req/s vs /send", share, ">= 0.95",
+            share is not None and share >= 0.95)
+        efficiency = ratio.get("cpu_efficiency")
+        if efficiency:
+            # Their cost over ours: CPU per request of /u/NAME/send over /send's.
+            cost = efficiency["median"]
+            add(f"/u/NAME/send {key.split('/')[1]}: CPU per request vs /send", cost,
+                "<= 1.05", cost is not None and cost <= 1.05)
     request = summary.get("request/c1")
     if request and "added_latency" in request:
         added = request["added_latency"]["p50_us"]["median"]
@@ -183,13 +198,15 @@ def print_table(summary: dict[str, Any], runs: list[Run], checks: list[dict[str,
         "request": "3. POST /request, one line per request, replying upstream",
         "resp": "5. POST /request to redis-server, GET k and INCR n alternating, "
                 "bridge --reply-framing resp vs aiohttp + redis-py (hiredis)",
+        "named": "6. POST /send vs POST /u/NAME/send, one 32-byte line per request, "
+                 "the same bridge with its upstream unnamed or named (issue 11)",
     }
     print(f"\nMedians of {args.rounds} interleaved round(s), {args.duration:g} s per run. "
           "Latency from wrk (corrected for coordinated omission); CPU = server process "
           "utime+stime per answered request; cores = the server's CPU use; other = CPU "
           "used by processes outside the benchmark (noise on a shared machine); non-2xx = "
           "share of answers that were not 2xx (429, 503...).", file=out)
-    for scenario in ("send_small", "send_bulk", "request", "resp"):
+    for scenario in ("send_small", "send_bulk", "request", "resp", "named"):
         keys = [k for k in summary if k.startswith(scenario + "/")]
         if not keys:
             continue
@@ -278,7 +295,7 @@ def print_table(summary: dict[str, Any], runs: list[Run], checks: list[dict[str,
         print(f"  ERROR {r.scenario} c{r.concurrency} {r.target} round {r.round}: "
               f"{(r.error or '').splitlines()[0]}", file=out)
     if checks:
-        print("\nTargets of issues 6 and 9:", file=out)
+        print("\nTargets of issues 6, 9 and 11:", file=out)
         for check in checks:
             state = {True: "met", False: "NOT MET", None: "n/a"}[check["met"]]
             value = check["value"]

@@ -21,6 +21,7 @@ from harness.common import (
     LINE_BYTES,
     LISTENING,
     LUA,
+    NAMED_UPSTREAM,
     PYTHON,
     RESP_LUA,
     RESP_VALUE,
@@ -123,6 +124,13 @@ class Bench:
             extra = ["--reply-framing", framing] if framing else []
             return [*command, "--listen", "127.0.0.1:0",
                     "--upstream", f"127.0.0.1:{upstream}", *extra, *self.args.bridge_arg]
+        if target == "named":
+            # The same bridge with its one upstream named: only the route differs.
+            command = (shlex.split(self.args.bridge_command) if self.args.bridge_command
+                       else bridge_command())
+            return [*command, "--listen", "127.0.0.1:0",
+                    "--upstream", f"{NAMED_UPSTREAM}=127.0.0.1:{upstream}",
+                    *self.args.bridge_arg]
         if target == "peer":
             return [PYTHON, str(BENCH / "peers" / "aiohttp_bridge.py"),
                     "--listen", "127.0.0.1:0", "--upstream", f"127.0.0.1:{upstream}"]
@@ -145,7 +153,7 @@ class Bench:
             if control is not None and not wait_for(
                     lambda: control.stats()["active"] >= 1, 15):
                 raise BenchError(f"{target} did not connect to the sink:\n{process.tail()}")
-            if target == "bridge" and not wait_for(
+            if target in ("bridge", "named") and not wait_for(
                     lambda: http_status(port, "/readyz") == 200, 15):
                 raise BenchError(f"the bridge never became ready:\n{process.tail()}")
             yield port, process
@@ -279,7 +287,8 @@ class Bench:
     # -- scenarios ---------------------------------------------------------------------------
 
     def http_send_run(self, run: Run, lines: int) -> None:
-        needs_upstream = run.target in ("bridge", "peer")
+        needs_upstream = run.target in ("bridge", "peer", "named")
+        path = f"/u/{NAMED_UPSTREAM}/send" if run.target == "named" else "/send"
         with contextlib.ExitStack() as stack:
             control = sink = None
             upstream = None
@@ -288,7 +297,7 @@ class Bench:
             port, server = stack.enter_context(self.server(run.target, upstream, control))
             sampler = Sampler(server.pid)
             try:
-                self.measure_http(run, port, server, "/send", lines, control, sink)
+                self.measure_http(run, port, server, path, lines, control, sink)
             finally:
                 run.metrics["peak_rss_kb"] = sampler.stop()
 
@@ -397,7 +406,7 @@ class Bench:
         started = time.monotonic()
         self.current = run
         try:
-            if run.scenario == "send_small":
+            if run.scenario in ("send_small", "named"):
                 self.http_send_run(run, 1)
             elif run.scenario == "send_bulk":
                 if run.target == "raw":
@@ -443,7 +452,8 @@ class Bench:
             concurrencies = {"send_small": args.small_concurrency,
                              "send_bulk": [args.bulk_concurrency],
                              "request": args.request_concurrency,
-                             "resp": args.resp_concurrency}[scenario]
+                             "resp": args.resp_concurrency,
+                             "named": args.named_concurrency}[scenario]
             targets = [t for t in TARGETS[scenario] if t in args.targets]
             for concurrency in concurrencies:
                 for number in range(1, args.rounds + 1):

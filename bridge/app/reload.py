@@ -5,8 +5,9 @@ connections.
 * added upstreams start;
 * removed ones stop taking work at once (their routes answer 404) and drain
   as on shutdown: what was written gets its replies, then they close;
-* changed ones get a new pool, which takes the work from now on, while the
-  old one drains; the event stream (and its subscribers) stays;
+* changed ones get a new pool, which takes the work once it is connected
+  (bridge.app.handover: no moment of 503s), and the old one then drains; the
+  event stream (and its subscribers) stays;
 * tokens are replaced at once; so are the limits the HTTP side reads per
   request (max_inflight, request_timeout, max_body_bytes, access_log);
 * a configuration that fails validation changes nothing (one log line);

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 import secrets
 from dataclasses import replace
@@ -17,6 +18,7 @@ from twisted.internet.interfaces import (
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from bridge.app.handover import Handover
 from bridge.app.lifecycle import Lifecycle
 from bridge.app.reload import describe_changes, needs_restart, same_upstream
 from bridge.config import Config
@@ -144,6 +146,7 @@ class BridgeService(MultiService):
         self.metrics = Metrics(self.upstreams, self.lifecycle, self.client_errors)
         self.http_counts = {"requests": 0}
         self.generation = 1
+        self._handovers: set[Handover] = set()
         self.api = BridgeAPI(
             config, self.upstreams, reactor, self.http_counts, self.lifecycle, self.metrics,
             self._configuration(),
@@ -181,6 +184,7 @@ class BridgeService(MultiService):
                 stall_timeout=config.event_stall_timeout,
                 heartbeat=config.event_heartbeat,
                 replay=config.event_replay,
+                upstream=config.name,
             )
         # A group's endpoints are made per address (and per resolved address).
         if endpoint is None and not config.addresses:
@@ -197,7 +201,8 @@ class BridgeService(MultiService):
 
     def _configuration(self) -> dict[str, Any]:
         """What /status says of the configuration."""
-        return {"file": self.config.config_file, "generation": self.generation,
+        path = self.config.config_file
+        return {"file": os.path.abspath(path) if path else None, "generation": self.generation,
                 "loaded_at": iso(self._clock.seconds())}
 
     def reconfigure(self, new: Config) -> Deferred[None]:
@@ -211,12 +216,13 @@ class BridgeService(MultiService):
             self.log.warn("setting {name} changed; it takes effect only after a restart "
                           "(still {value!r})", name=name, value=getattr(old, name))
         new = replace(new, **{name: getattr(old, name) for name in restart})
+        for handover in list(self._handovers):
+            handover.abandon()  # this reload starts from the pools at work now
         current = dict(self.upstreams)
         kept: list[str] = []
-        added: list[str] = []
-        changed: list[str] = []
+        added: list[Upstream] = []
+        changed: list[tuple[Upstream, Upstream]] = []
         upstreams: list[Upstream] = []
-        retiring: list[Upstream] = []
         for name, config in new.upstreams.items():
             previous = current.get(name)
             if previous is not None and same_upstream(previous.config, config):
@@ -225,31 +231,54 @@ class BridgeService(MultiService):
                 continue
             upstream = self._upstream(config, self._clock, self._jitter, self._give_up, None,
                                       events=previous.events if previous else None)
-            (changed if previous is not None else added).append(name)
-            if previous is not None:
-                retiring.append(previous)
-            upstreams.append(upstream)
+            if previous is None:
+                added.append(upstream)
+                upstreams.append(upstream)
+            else:
+                # The old pool keeps the work until the new one is ready.
+                changed.append((previous, upstream))
+                upstreams.append(previous)
         removed = [name for name in current if name not in new.upstreams]
-        retiring.extend(current[name] for name in removed)
         self.config = self.api.config = new
         self.upstreams.replace(upstreams)
+        self.metrics.upstreams_changed(list(self.upstreams))
         self.site.routes = RouteTable(upstreams=tuple(self.upstreams))
         self.gate.set_tokens(new.token, new.scoped_tokens, new.metrics_auth)
         self.lifecycle.configure(new.max_inflight, new.shutdown_delay, new.shutdown_grace)
         self.site.configure(new.max_body_bytes, new.request_timeout, new.access_log)
         self.generation += 1
         self.api.configuration = self._configuration()
-        for name in added + changed:
-            self.upstreams[name].pool.setServiceParent(self)
+        for upstream in added:
+            upstream.pool.setServiceParent(self)
         self.log.info(
             "configuration reloaded (generation {generation}): {changes}",
             generation=self.generation,
-            changes=describe_changes({"added": added, "changed": changed, "removed": removed,
-                                      "unchanged": kept}),
+            changes=describe_changes({"added": [u.name for u in added],
+                                      "changed": [u.name for u, _ in changed],
+                                      "removed": removed, "unchanged": kept}),
         )
-        drains = [self._retire(upstream, closing=upstream.name in removed)
-                  for upstream in retiring]
+        drains = [self._retire(current[name], closing=True) for name in removed]
+        for previous, successor in changed:
+            successor.pool.setServiceParent(self)
+            handover = Handover(
+                self._clock, self.upstreams, previous, successor,
+                within=successor.config.connect_timeout,
+                retire=lambda upstream: self._retire(upstream, closing=False),
+                discard=self._discard)
+            self._handovers.add(handover)
+            handover.done.addBoth(self._handed_over, handover)
+            drains.append(handover.done)
+            handover.start()
         return DeferredList(drains).addCallback(lambda _: None)
+
+    def _handed_over(self, result: object, handover: Handover) -> object:
+        self._handovers.discard(handover)
+        return result
+
+    def _discard(self, upstream: Upstream) -> Deferred[None] | None:
+        """Stop a pool that never took work (a later reload replaced it)."""
+        stopped: Deferred[None] | None = upstream.pool.disownServiceParent()
+        return stopped
 
     def _retire(self, upstream: Upstream, closing: bool) -> Deferred[None]:
         """Drain a pool that takes no more work (as on shutdown), then stop it;
@@ -285,6 +314,8 @@ class BridgeService(MultiService):
     def stopService(self) -> Deferred[None]:
         """Drain (see bridge.app.lifecycle), then stop the children."""
         drained = self.lifecycle.shutdown()
+        for handover in list(self._handovers):
+            handover.stop()
 
         def drain_upstream(_: object) -> Deferred[None]:
             within = max(self.lifecycle.remaining(), 0.5)

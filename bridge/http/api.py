@@ -148,11 +148,9 @@ class BridgeAPI:
         since the request's route was decided."""
         target = self.upstreams.get(name)
         if target is None:
-            # /send, /request and /events address "default", which a file
-            # with only [upstreams.NAME] tables does not have.
-            known = ", ".join(self.upstreams)
-            raise UnknownUpstreamError(f"no upstream named {name!r}; "
-                                       f"the configured ones are: {known}")
+            known = ", ".join(self.upstreams) or "none"
+            raise UnknownUpstreamError(
+                f"no upstream named {name!r}; the configured ones are: {known}")
         return target
 
     def send(self, request: IRequest, upstream: str = DEFAULT_UPSTREAM) -> bytes | Deferred[bytes]:
@@ -170,7 +168,8 @@ class BridgeAPI:
         started = self.clock.seconds()
         return replies.addCallbacks(
             self._confirmed, self._failed,
-            callbackArgs=(request, target, started, lines.count, plan), errbackArgs=(request,),
+            callbackArgs=(request, target, started, lines.count, plan),
+            errbackArgs=(request, target),
         )
 
     def request(
@@ -187,28 +186,28 @@ class BridgeAPI:
         started = self.clock.seconds()
         return replies.addCallbacks(
             self._replied, self._failed, callbackArgs=(request, target, started),
-            errbackArgs=(request,),
+            errbackArgs=(request, target),
         )
 
-    def _outcome(self, outcome: str) -> None:
+    def _outcome(self, target: Upstream, outcome: str) -> None:
         if self.metrics is not None:
-            self.metrics.count_reply(outcome)
+            self.metrics.count_reply(target.name, outcome)
 
-    def _observe(self, started: float) -> None:
+    def _observe(self, target: Upstream, started: float) -> None:
         if self.metrics is not None:
-            self.metrics.reply_latency.observe(self.clock.seconds() - started)
+            self.metrics.observe_reply(target.name, self.clock.seconds() - started)
 
     def _replied(
         self, replies: list[Frame], request: IRequest, target: Upstream, started: float
     ) -> bytes:
-        self._observe(started)
+        self._observe(target, started)
         if any(target.pool.is_error(frame) for frame in replies):
-            self._outcome("upstream_error")
+            self._outcome(target, "upstream_error")
             why = ("the upstream answered with an error reply"
                    if any(frame.error for frame in replies)
                    else "a reply matched reply_error_pattern")
             return respond_error(request, UpstreamReplyError(why, replies))
-        self._outcome("ok")
+        self._outcome(target, "ok")
         accept = request.getHeader(b"Accept") or b""
         if b"text/plain" in accept and b"application/json" not in accept:
             request.setResponseCode(200)
@@ -222,23 +221,23 @@ class BridgeAPI:
         self, replies: list[Frame], request: IRequest, target: Upstream, started: float,
         count: int, plan: Plan,
     ) -> bytes:
-        self._observe(started)
+        self._observe(target, started)
         errors = [
             {"line": plan.line_of(index) if index < plan.replies else index + 1,
              "reply": frame.value}
             for index, frame in enumerate(replies) if target.pool.is_error(frame)
         ]
-        self._outcome("upstream_error" if errors else "ok")
+        self._outcome(target, "upstream_error" if errors else "ok")
         return respond(request, 200, {"sent": count, "errors": errors})
 
-    def _failed(self, failure: Failure, request: IRequest) -> Any:
+    def _failed(self, failure: Failure, request: IRequest, target: Upstream) -> Any:
         if failure.check(CancelledError):
-            self._outcome("cancelled")
+            self._outcome(target, "cancelled")
             return None  # the client is gone; nobody to answer
         if failure.check(ReplyTimeoutError):
-            self._outcome("timeout")
+            self._outcome(target, "timeout")
         elif failure.check(UpstreamLostError):
-            self._outcome("lost")
+            self._outcome(target, "lost")
         if failure.check(BridgeError):
             error = failure.value
             assert isinstance(error, BridgeError)

@@ -201,8 +201,10 @@ class EventHub:
         stall_timeout: float = 10.0,
         heartbeat: float = 15.0,
         replay: int = 1000,
+        upstream: str = "default",
     ) -> None:
         self._clock = clock
+        self._route = "/events" if upstream == "default" else f"/u/{upstream}/events"
         self._log = EventLog(boot, replay)
         self._max_backlog = max_backlog
         self._stall_timeout = stall_timeout
@@ -275,7 +277,7 @@ class EventHub:
     def drop(self, subscriber: Subscriber, why: str) -> None:
         """End a subscriber that does not read, telling it why."""
         self.dropped += 1
-        self.log.info("dropping an /events subscriber: {why}", why=why)
+        self.log.info("dropping an {route} subscriber: {why}", route=self._route, why=why)
         self._end(subscriber, format_event("dropped", None, [why]))
 
     def close_all(self) -> None:

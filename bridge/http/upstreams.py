@@ -38,6 +38,12 @@ class Upstreams(Mapping[str, Upstream]):
     def replace(self, upstreams: list[Upstream]) -> None:
         self._by_name = {upstream.name: upstream for upstream in upstreams}
 
+    def swap(self, old: Upstream, new: Upstream) -> None:
+        """Put ``new`` in ``old``'s place (same name, same position)."""
+        assert self._by_name.get(old.name) is old and new.name == old.name
+        self._by_name = {name: new if upstream is old else upstream
+                         for name, upstream in self._by_name.items()}
+
     def __getitem__(self, name: str) -> Upstream:
         return self._by_name[name]
 

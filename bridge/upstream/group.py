@@ -74,8 +74,12 @@ class AddressGroup:
         prober: Prober | None = None,
         probe_interval: float = 1.0,
         jitter: Callable[[], float] = random.random,
+        upstream: str = "default",
     ) -> None:
         self.entries = list(entries)
+        # Logs name the upstream ("upstream cache: failover ..."); the one
+        # named default stays "upstream: ...", as its members are "0", "1"...
+        self.who = "upstream" if upstream == "default" else f"upstream {upstream}"
         self.strategy = strategy
         self.label = label
         self._clock = clock
@@ -125,7 +129,7 @@ class AddressGroup:
             backoff=lambda: Backoff(config.backoff_initial, config.backoff_factor,
                                     config.backoff_max, jitter),
             resolver=resolver, prober=prober, probe_interval=config.backoff_initial,
-            jitter=jitter,
+            jitter=jitter, upstream=config.name,
         )
 
     # -- what strategies read (Book) ------------------------------------------------
@@ -259,15 +263,16 @@ class AddressGroup:
             return
         if health.failed(reason, since, skip=self.strategy.skips) and self.strategy.skips:
             self.log.info(
-                "upstream: {address} failed ({reason}); skipped for {delay:.3g} s",
-                address=address, reason=reason, delay=health.retry_in() or 0.0,
+                "{who}: {address} failed ({reason}); skipped for {delay:.3g} s",
+                who=self.who, address=address, reason=reason, delay=health.retry_in() or 0.0,
             )
         self._changed()
 
     def _settle(self) -> None:
         change = self.strategy.settle(self)
         if change is not None and change[0] is not None:
-            self.log.warn("upstream: failover from {old} to {new}", old=change[0], new=change[1])
+            self.log.warn("{who}: failover from {old} to {new}", who=self.who, old=change[0],
+                          new=change[1])
 
     def _changed(self) -> None:
         """After any news: re-decide the active address, probes and moves."""
@@ -277,8 +282,8 @@ class AddressGroup:
         back = self.strategy.failback(self, self._clock.seconds())
         if back is not None:
             self.log.info(
-                "upstream: failing back from {old} to {new} (healthy for {seconds:g} s)",
-                old=back[0], new=back[1],
+                "{who}: failing back from {old} to {new} (healthy for {seconds:g} s)",
+                who=self.who, old=back[0], new=back[1],
                 seconds=self._clock.seconds() - (self._health[back[1]].healthy_since or 0.0),
             )
         self._plan_probes()
@@ -337,7 +342,8 @@ class AddressGroup:
         def passed(_: None) -> None:
             self._probes.pop(name, None)
             if not health.healthy:
-                self.log.info("upstream: {address} answers again (probe)", address=name)
+                self.log.info("{who}: {address} answers again (probe)", who=self.who,
+                              address=name)
             health.succeeded()
             self._changed()
 

@@ -94,9 +94,7 @@ class UpstreamPool(Service):
             self.group.add(made)
             return made
 
-        # Logs name members "0", "1"... for the upstream named default, and
-        # "NAME/0"... for the others.
-        prefix = "" if config.name == "default" else f"{config.name}/"
+        prefix = self._prefix
         self.members: Sequence[UpstreamMember] = [
             member(f"{prefix}{index}", POOL, index) for index in range(config.pool_size)
         ]
@@ -104,6 +102,12 @@ class UpstreamPool(Service):
                            else None)
         self._next = 0
         self.setName(f"upstream-{config.name}-{id(self):x}")  # unique across reloads
+
+    @property
+    def _prefix(self) -> str:
+        """Logs name members "0", "1"... for the upstream named default, and
+        "NAME/0"... for the others."""
+        return "" if self.config.name == "default" else f"{self.config.name}/"
 
     def _make_group(
         self,
@@ -133,7 +137,8 @@ class UpstreamPool(Service):
         config = self.config
         return UpstreamProtocol(
             clock=self._clock, counters=Counters(), stale_timeout=config.stale_timeout,
-            on_frame=lambda kind, frame, line: None, framing=self.framing, name="probe",
+            on_frame=lambda kind, frame, line: None, framing=self.framing,
+            name=self._prefix + "probe",
         )
 
     @property
