@@ -21,9 +21,9 @@ from bridge.errors import SpoolUnavailableError
 from bridge.upstream.spool.runner import WriterThread, inline
 from bridge.upstream.spool.spool import Spool, open_spool
 from bridge.upstream.spool.store import DiskCalls, SegmentStore
-from tests.polling import wait_for
 from tests.spool_crash_writer import payload
 from tests.spool_support import scratch
+from tests.waiting import wait_until
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -47,7 +47,7 @@ class KillNineTests(SynchronousTestCase):
                      str(round_)], cwd=ROOT, stdout=log, stderr=subprocess.DEVNULL,
                 )
             try:
-                wait_for(lambda path=log_path: os.path.getsize(path) > 0,  # type: ignore[misc]
+                wait_until(lambda path=log_path: os.path.getsize(path) > 0,  # type: ignore[misc]
                          "the first acknowledgement")
                 time.sleep(rng.uniform(0.0, 0.2))  # a random moment, not a synchronisation
             finally:
