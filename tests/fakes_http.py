@@ -19,6 +19,7 @@ from typing import Any, Callable
 from twisted.internet.testing import StringTransportWithDisconnection
 from twisted.trial.unittest import SynchronousTestCase
 
+from bridge.config import Config
 from bridge.http.site import BridgeSite
 from bridge.upstream.member import UpstreamMember
 from tests.fakes_upstream import CONNECT, HANG, REFUSE, FakeEndpoint
@@ -68,8 +69,8 @@ class Bridge:
         **values: Any,
     ) -> None:
         self.endpoint = FakeUpstreamEndpoint(refuse, hang, transport_factory)
-        self.harness = Harness.create(endpoint=self.endpoint, now=now, boot=boot, start=False,
-                                      **values)
+        self.harness = Harness.unstarted(Config().with_values(**values), now=now,
+                                         service_options={"endpoint": self.endpoint, "boot": boot})
         self.clock = self.harness.reactor
         self.config = self.harness.config
         self.service = self.harness.service

@@ -16,7 +16,7 @@ from typing import Any
 
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionAborted, ConnectionDone, ConnectionLost
-from twisted.internet.interfaces import IListeningPort, IStreamClientEndpoint
+from twisted.internet.interfaces import IListeningPort
 from twisted.internet.testing import (
     MemoryReactorClock,
     StringTransport,
@@ -270,26 +270,27 @@ class Harness:
     _completed: set[int] = field(default_factory=set)
 
     @classmethod
-    def create(cls, config: Config | None = None, *,
-               endpoint: IStreamClientEndpoint | None = None, now: float = 1000.0,
-               boot: str | None = None, start: bool = True, **values: Any) -> Harness:
-        """The bridge, its clock at ``now``, started unless ``start`` is false.
+    def create(cls, config: Config | None = None, *, service_options: Any = None,
+               **values: Any) -> Harness:
+        """``service_options``: keyword arguments for BridgeService (spool_runner...)."""
+        reactor = Reactor()
+        reactor.advance(1000.0)
+        if config is None:
+            values.setdefault("upstream", f"tcp:{UPSTREAM_HOST}:{UPSTREAM_PORT}")
+            config = Config().with_values(**values)
+        service = BridgeService(config, reactor, jitter=lambda: 0.0, **(service_options or {}))
+        harness = cls(reactor, config, service)
+        service.startService()
+        return harness
 
-        Its pool connects through the reactor (the test completes each
-        attempt: :meth:`connect_upstream`), or through ``endpoint`` when given
-        (a :class:`tests.fakes_upstream.FakeEndpoint` connects at once)."""
+    @classmethod
+    def unstarted(cls, config: Config, *, now: float, service_options: Any = None) -> Harness:
+        """The same bridge, its clock at ``now``, not started (the API and
+        event tests start only its pool, on a fake endpoint: tests.fakes_http)."""
         reactor = Reactor()
         reactor.advance(now)
-        if config is None:
-            if endpoint is None:
-                values.setdefault("upstream", f"tcp:{UPSTREAM_HOST}:{UPSTREAM_PORT}")
-            config = Config().with_values(**values)
-        service = BridgeService(config, reactor, jitter=lambda: 0.0, boot=boot,
-                                endpoint=endpoint)
-        harness = cls(reactor, config, service)
-        if start:
-            service.startService()
-        return harness
+        service = BridgeService(config, reactor, jitter=lambda: 0.0, **(service_options or {}))
+        return cls(reactor, config, service)
 
     @property
     def site(self) -> Any:
@@ -364,8 +365,8 @@ class HarnessTestCase(SynchronousTestCase):
     """Builds harnesses and, at the end, stops them and checks no timer is left."""
 
     def harness(self, connect: int | None = None, config: Config | None = None,
-                **values: Any) -> Harness:
-        harness = Harness.create(config, **values)
+                service_options: Any = None, **values: Any) -> Harness:
+        harness = Harness.create(config, service_options=service_options, **values)
         self.addCleanup(self._finish, harness)
         count = harness.config.pool_size if connect is None else connect
         for _ in range(count):
