@@ -83,11 +83,22 @@ class AcceptingServer:
 def start_bridge(*args: str) -> tuple[BridgeProcess, str]:
     """A real bridge process and what its ``listening on`` log line names
     (``http://127.0.0.1:PORT``, ``https://...`` or ``unix:PATH``)."""
-    process = BridgeProcess.bridge("--shutdown-grace", "2", "--no-access-log", *args)
+    ((process, address),) = start_bridges(args)
+    return process, address
+
+
+def start_bridges(*arguments: tuple[str, ...]) -> list[tuple[BridgeProcess, str]]:
+    """Several bridges (see :func:`start_bridge`), started at once and then
+    waited for: their start-ups overlap."""
+    processes: list[BridgeProcess] = []
     try:
-        return process, process.block_until_listening()
+        for args in arguments:
+            processes.append(
+                BridgeProcess.bridge("--shutdown-grace", "2", "--no-access-log", *args))
+        return [(process, process.block_until_listening()) for process in processes]
     except BaseException:
-        process.stop_now()
+        for process in processes:
+            process.stop_now()
         raise
 
 
@@ -140,8 +151,10 @@ class HealthcheckAgainstRealBridgeTests(ProbeAssertions):
     def setUpClass(cls) -> None:
         cls.upstream = AcceptingServer()
         fast = ("--listen", "127.0.0.1:0", "--backoff-initial", "0.1", "--backoff-max", "0.5")
-        cls.down, cls.down_url = start_bridge(*fast, "--upstream", f"127.0.0.1:{closed_port()}")
-        cls.up, cls.up_url = start_bridge(*fast, "--upstream", f"127.0.0.1:{cls.upstream.port}")
+        (cls.down, cls.down_url), (cls.up, cls.up_url) = start_bridges(
+            (*fast, "--upstream", f"127.0.0.1:{closed_port()}"),
+            (*fast, "--upstream", f"127.0.0.1:{cls.upstream.port}"),
+        )
 
     @classmethod
     def tearDownClass(cls) -> None:
