@@ -15,6 +15,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from bridge.http.page import ASSETS, CSP, wants_html
 from tests.http_harness import TOKEN, Harness, HarnessTestCase, Response, auth
+from tests.test_upstreams_http import ADMIN, SCOPED, three_upstreams
 
 ROOT = Path(__file__).resolve().parent.parent
 UI = ROOT / "bridge" / "http" / "ui"
@@ -26,6 +27,7 @@ INDEX = {
     "name": "bridge",
     "openapi": "/openapi.json",
     "page": "/",
+    "upstreams": ["default"],
     "routes": [
         {"path": "/send", "methods": ["POST"], "summary": "Write lines to the upstream"},
         {"path": "/request", "methods": ["POST"],
@@ -33,12 +35,20 @@ INDEX = {
         {"path": "/healthz", "methods": ["GET", "HEAD"],
          "summary": "Liveness: the process serves requests"},
         {"path": "/readyz", "methods": ["GET", "HEAD"],
-         "summary": "Readiness: the upstream is connected"},
+         "summary": "Readiness: every required upstream is connected"},
         {"path": "/status", "methods": ["GET", "HEAD"],
          "summary": "What the bridge and its upstream(s) are doing"},
         {"path": "/metrics", "methods": ["GET", "HEAD"], "summary": "Prometheus metrics"},
         {"path": "/events", "methods": ["GET"],
          "summary": "Server-Sent Events: what the upstream says unasked"},
+        {"path": "/u/{upstream}/send", "methods": ["POST"],
+         "summary": "Write lines to the upstream"},
+        {"path": "/u/{upstream}/request", "methods": ["POST"],
+         "summary": "Write lines and return the upstream's replies"},
+        {"path": "/u/{upstream}/events", "methods": ["GET"],
+         "summary": "Server-Sent Events: what the upstream says unasked"},
+        {"path": "/u/{upstream}/readyz", "methods": ["GET", "HEAD"],
+         "summary": "Readiness of one upstream"},
         {"path": "/openapi.json", "methods": ["GET", "HEAD"], "summary": "This OpenAPI document"},
         {"path": "/", "methods": ["GET", "HEAD"],
          "summary": "The status page for a browser (Accept: text/html), else this index of "
@@ -118,6 +128,17 @@ class PageTests(UITestCase):
         # A wrong token does not hide the page either.
         self.assertPage(harness.call("GET", "/", headers={"Accept": BROWSER,
                                                           **auth("wrong")}))
+
+    def test_the_index_names_the_upstreams(self) -> None:
+        harness = self.harness(connect=0, config=three_upstreams(SCOPED, top=ADMIN))
+        self.assertJSONResponse(harness.call("GET", "/"), 200,
+                                {**INDEX, "upstreams": ["default", "cache", "logs"]})
+        # A scoped token opens neither /status nor /openapi.json; the page
+        # still loads (and says so when it polls /status).
+        self.assertPage(harness.call("GET", "/", headers={"Accept": BROWSER,
+                                                          **auth("app-token")}))
+        self.assertErrorResponse(harness.call("GET", "/status", headers=auth("app-token")),
+                                 403, "forbidden")
 
     def test_no_ui_answers_the_index_only(self) -> None:
         harness = self.harness(ui=False)

@@ -240,7 +240,8 @@ class BridgeService(MultiService):
                 changed.append((previous, upstream))
                 upstreams.append(previous)
         removed = [name for name in current if name not in new.upstreams]
-        self.config = self.api.config = new
+        self.config = new
+        self.api.reconfigure(new)
         self.upstreams.replace(upstreams)
         self.metrics.upstreams_changed(list(self.upstreams))
         self.site.routes = RouteTable(self.api.routes, upstreams=tuple(self.upstreams))

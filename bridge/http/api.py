@@ -82,8 +82,17 @@ class BridgeAPI:
         #: files when the ui setting is off).
         self.routes = served_routes(config.ui)
         self.page = StatusPage() if config.ui else None
-        self._openapi = json.dumps(openapi.document(config, self.routes)).encode("utf-8")
-        self._index = openapi.route_index(config, self.routes)
+        self._describe()
+
+    def reconfigure(self, config: Config) -> None:
+        """The configuration from now on (a reload): upstream names and tokens
+        change what /openapi.json says."""
+        self.config = config
+        self._describe()
+
+    def _describe(self) -> None:
+        self._openapi = json.dumps(openapi.document(self.config, self.routes)).encode("utf-8")
+        self._index = openapi.route_index(self.config, self.routes)
 
     def resource(self) -> Any:
         """Klein, for the routes of the table that it renders, and nothing else."""

@@ -33,6 +33,9 @@ class Answer:
     content: dict[str, Any] | None = None  # media type -> schema
     codes: tuple[str, ...] = ()  # the "error" values this status carries
     retry_after: bool = False
+    #: Shared answers are written once, in components/responses, and
+    #: referred to by this name (a document a third the size).
+    name: str | None = None
 
 
 @dataclass(frozen=True)
@@ -55,46 +58,62 @@ def _json(schema: dict[str, Any]) -> dict[str, Any]:
     return {JSON: schema}
 
 
-def _error(description: str, *codes: str, retry_after: bool = False,
+def _error(name: str, description: str, *codes: str, retry_after: bool = False,
            schema: str = "Error") -> Answer:
-    return Answer(description, _json(_ref(schema)), codes, retry_after)
+    return Answer(description, _json(_ref(schema)), codes, retry_after, name)
 
 
 # Answers every route may give: the channel refuses these before any handler runs.
 COMMON: dict[int, Answer] = {
-    400: _error("not valid HTTP/1.1, or a request target that is not a path (the "
-                "connection closes); for /send and /request also a body or query that breaks "
-                "the rules (nothing was sent)", "bad_request", "invalid_target"),
-    408: _error("the whole request did not arrive within request_timeout (the connection "
+    400: _error("BadRequest",
+                "not valid HTTP/1.1, or a request target that is not a path (the connection "
+                "closes); for /send and /request also a body or query that breaks the rules "
+                "(nothing was sent)", "bad_request", "invalid_target"),
+    408: _error("RequestTimeout",
+                "the whole request did not arrive within request_timeout (the connection "
                 "closes)", "request_timeout"),
-    413: _error("a body over max_body_bytes, or a line over max_line_bytes",
+    413: _error("TooLarge", "a body over max_body_bytes, or a line over max_line_bytes",
                 "body_too_large", "line_too_long"),
-    431: _error("request line and header fields over 16 KiB (the connection closes)",
+    431: _error("HeaderTooLarge",
+                "request line and header fields over 16 KiB (the connection closes)",
                 "header_too_large"),
-    500: _error("an internal error (see the bridge's log)", "internal_error"),
+    500: _error("InternalError", "an internal error (see the bridge's log)", "internal_error"),
 }
-UNAUTHORIZED = _error("a token is set and the request lacks 'Authorization: Bearer <token>' "
-                      "(or a scoped token does not allow this route)", "unauthorized")
-UNKNOWN_UPSTREAM = _error("no upstream of this name is configured", "unknown_upstream")
+UNAUTHORIZED = _error("Unauthorized",
+                      "a token is set and the request lacks 'Authorization: Bearer <token>' "
+                      "(or has a token the bridge does not know)", "unauthorized")
+FORBIDDEN = _error("Forbidden",
+                   "a scoped token that does not allow this route (or this upstream)",
+                   "forbidden")
+UNKNOWN_UPSTREAM = _error("UnknownUpstream", "no upstream of this name is configured",
+                          "unknown_upstream")
+NO_DEFAULT = _error("NoDefaultUpstream",
+                    "no upstream is named default: address one as /u/{upstream}/...",
+                    "unknown_upstream")
 
 BODY_ERRORS = ("empty_body", "bare_cr", "invalid_json", "invalid_lines", "invalid_command",
                "invalid_timeout", "invalid_replies", "invalid_confirm", "confirm_unavailable",
                "bad_request", "invalid_target")
 WORK_ANSWERS: dict[int, Answer] = {
-    400: _error("the body or query breaks the rules, or the upstream would misread a line: "
+    400: _error("InvalidLines",
+                "the body or query breaks the rules, or the upstream would misread a line: "
                 "nothing was sent (or not valid HTTP: the connection closes)", *BODY_ERRORS),
-    415: _error("a multipart/* body (the connection closes)", "unsupported_media_type"),
-    429: _error("busy: retry after Retry-After seconds", "overloaded", "upstream_congested",
-                "too_many_pending", retry_after=True),
-    503: _error("no live connection to the upstream (Retry-After: seconds until the next "
+    415: _error("UnsupportedMediaType", "a multipart/* body (the connection closes)",
+                "unsupported_media_type"),
+    429: _error("Busy", "busy: retry after Retry-After seconds", "overloaded",
+                "upstream_congested", "too_many_pending", retry_after=True),
+    503: _error("Unavailable",
+                "no live connection to the upstream (Retry-After: seconds until the next "
                 "attempt), or the bridge is shutting down; nothing was sent",
                 "upstream_unavailable", "shutting_down", retry_after=True),
 }
 WAIT_ANSWERS: dict[int, Answer] = {
-    502: _error("the connection dropped (or was closed as out of step) while waiting, or a "
+    502: _error("UpstreamLost",
+                "the connection dropped (or was closed as out of step) while waiting, or a "
                 "reply is an error reply; the replies so far are in 'replies'",
                 "upstream_lost", "upstream_error", schema="ReplyError"),
-    504: _error("not every reply arrived within the timeout; the replies so far are in "
+    504: _error("ReplyTimeout",
+                "not every reply arrived within the timeout; the replies so far are in "
                 "'replies'", "reply_timeout", schema="ReplyError"),
 }
 
@@ -151,9 +170,19 @@ OPERATIONS: dict[str, Operation] = {
         answers={200: Answer("alive", _json(_ref("Health")))},
     ),
     "readyz": Operation(
-        "Readiness: the upstream is connected", tag="probes",
+        "Readiness: every required upstream is connected", tag="probes",
+        description="With several upstreams, the document is the first one not ready (or "
+                    "the first one), plus 'upstreams' with one entry each.",
         answers={
             200: Answer("ready", _json(_ref("Readiness"))),
+            503: Answer("not ready (a required upstream not connected, or shutting down)",
+                        _json(_ref("Readiness"))),
+        },
+    ),
+    "upstream_readyz": Operation(
+        "Readiness of one upstream", tag="probes",
+        answers={
+            200: Answer("this upstream is connected", _json(_ref("Readiness"))),
             503: Answer("not ready (not connected, or shutting down)",
                         _json(_ref("Readiness"))),
         },
@@ -264,9 +293,12 @@ SCHEMAS: dict[str, Any] = {
             "counters": {"type": "object", "additionalProperties": {"type": "integer"}},
             "members": {"type": "array", "items": {"type": "object"}},
             "addresses": {"type": "array", "items": {"type": "object"}},
+            "configuration": {"type": "object",
+                              "description": "file, generation and loaded_at of the "
+                                             "configuration in use"},
             "upstreams": {"type": "object", "additionalProperties": {"type": "object"},
-                          "description": "one entry per named upstream, when there are "
-                                         "several"},
+                          "description": "one entry per configured upstream (the one named "
+                                         "default is also described at the top level)"},
         },
         "additionalProperties": True,
     },
@@ -275,6 +307,8 @@ SCHEMAS: dict[str, Any] = {
         "properties": {
             "openapi": {"type": "string"},
             "page": {"type": ["string", "null"]},
+            "upstreams": {"type": "array", "items": {"type": "string"},
+                          "description": "the configured upstreams' names ({upstream})"},
             "routes": {"type": "array", "items": {
                 "type": "object",
                 "properties": {"path": {"type": "string"},
@@ -308,6 +342,10 @@ def _answers(route: Route, operation: Operation) -> dict[int, Answer]:
     return answers
 
 
+def _join(first: str, then: str) -> str:
+    return f"{first}  {then}" if then else first
+
+
 def _operation_id(method: str, path: str) -> str:
     slug = re.sub(r"[^A-Za-z0-9]+", "_", path).strip("_") or "index"
     return f"{method}_{slug}"
@@ -329,11 +367,20 @@ def _response(answer: Answer) -> dict[str, Any]:
     return response
 
 
+def _response_or_ref(answer: Answer, shared: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """A shared answer as a reference (noted in ``shared``), any other inline."""
+    if answer.name is None:
+        return _response(answer)
+    shared[answer.name] = _response(answer)
+    return {"$ref": f"#/components/responses/{answer.name}"}
+
+
 def document(config: Config, routes: tuple[Route, ...]) -> dict[str, Any]:
     """The OpenAPI 3.1 document of ``routes`` as ``config`` serves them."""
     secured = config.has_tokens
     upstreams = sorted(config.upstreams)
     paths: dict[str, dict[str, Any]] = {}
+    shared: dict[str, dict[str, Any]] = {}  # components/responses, as used
     for route in routes:
         operation = operation_of(route)
         path, names = openapi_path(route)
@@ -341,8 +388,16 @@ def document(config: Config, routes: tuple[Route, ...]) -> dict[str, Any]:
         public = route.open or (route.metrics and not config.metrics_auth)
         if secured and not public:
             answers[401] = UNAUTHORIZED
+            if config.scoped_tokens:
+                answers[403] = FORBIDDEN
+        description = operation.description
         if names:
             answers[404] = UNKNOWN_UPSTREAM
+            description = _join("Addresses the upstream named in the path.", description)
+        elif route.scope is not None:
+            description = _join("Addresses the upstream named default.", description)
+            if "default" not in config.upstreams:
+                answers[404] = NO_DEFAULT
         parameters = [{
             "name": name, "in": "path", "required": True,
             "description": "the name of a configured upstream",
@@ -355,10 +410,11 @@ def document(config: Config, routes: tuple[Route, ...]) -> dict[str, Any]:
                 "operationId": _operation_id(method, path),
                 "summary": operation.summary,
                 "tags": [operation.tag],
-                "responses": {str(code): _response(answers[code]) for code in sorted(answers)},
+                "responses": {str(code): _response_or_ref(answers[code], shared)
+                              for code in sorted(answers)},
             }
-            if operation.description:
-                entry["description"] = operation.description
+            if description:
+                entry["description"] = description
             if parameters:
                 entry["parameters"] = parameters
             if operation.lines_body:
@@ -377,7 +433,8 @@ def document(config: Config, routes: tuple[Route, ...]) -> dict[str, Any]:
             if method == "head":
                 entry["summary"] = operation.summary + " (headers only)"
             paths.setdefault(path, {})[method] = entry
-    components: dict[str, Any] = {"schemas": SCHEMAS}
+    components: dict[str, Any] = {"schemas": SCHEMAS,
+                                  "responses": dict(sorted(shared.items()))}
     result: dict[str, Any] = {
         "openapi": "3.1.0",
         "info": {
@@ -419,5 +476,6 @@ def route_index(config: Config, routes: tuple[Route, ...]) -> dict[str, Any]:
         "name": "bridge",
         "openapi": "/openapi.json",
         "page": "/" if config.ui else None,
+        "upstreams": list(config.upstreams),
         "routes": entries,
     }
