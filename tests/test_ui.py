@@ -236,6 +236,16 @@ class StaticPageTests(SynchronousTestCase):
                 self.assertTrue(any(fnmatch.fnmatch(f"ui/{name}", p) for p in patterns))
 
 
+class SettingTests(SynchronousTestCase):
+    def test_the_ui_setting(self) -> None:
+        from bridge.app.cli import parse_config
+
+        self.assertTrue(parse_config([], {})[0].ui)
+        self.assertFalse(parse_config(["--no-ui"], {})[0].ui)
+        self.assertFalse(parse_config([], {"BRIDGE_UI": "false"})[0].ui)
+        self.assertTrue(parse_config(["--ui"], {"BRIDGE_UI": "false"})[0].ui)
+
+
 class StartupTests(SynchronousTestCase):
     def test_a_missing_file_fails_at_start(self) -> None:
         from bridge.http import page

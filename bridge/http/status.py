@@ -40,6 +40,7 @@ def upstream_document(upstream: Upstream) -> dict[str, Any]:
         "last_error": errors[0] if errors else None,
         "pending": pool.pending(),
         "unsent_bytes": pool.unsent(),
+        "congested": pool.congested(),
         "counters": {
             "lines_sent": totals.lines_sent,
             "bytes_sent": totals.bytes_sent,

@@ -11,7 +11,7 @@
 (function () {
   const POLL_MS = 1000;
   const TICK_MS = 200;
-  const HISTORY_SECONDS = 300;     // the chart's window
+  const HISTORY_SECONDS = 300;     // samples kept: the chart's widest window
   const MAX_EVENTS = 200;          // events shown (and kept while paused)
   const MAX_ERRORS = 20;           // connection errors listed
   const TOKEN_KEY = "bridge-token";
@@ -114,19 +114,23 @@
     return [Object.assign({ name: "default" }, doc)];
   }
 
+  // The bridge's own counters (http_requests, work_requests, work_errors).
   function counter(doc, name) {
-    if (doc.counters && typeof doc.counters[name] === "number") return doc.counters[name];
-    if (doc.upstreams) {
-      let sum = 0, seen = false;
-      for (const up of Object.values(doc.upstreams)) {
-        if (up.counters && typeof up.counters[name] === "number") {
-          sum += up.counters[name];
-          seen = true;
-        }
+    return doc.counters && typeof doc.counters[name] === "number" ? doc.counters[name] : null;
+  }
+
+  // An upstream counter summed over every upstream (the top-level counters
+  // hold only the upstream named default's).
+  function total(doc, name) {
+    if (!doc.upstreams || typeof doc.upstreams !== "object") return counter(doc, name);
+    let sum = 0, seen = false;
+    for (const up of Object.values(doc.upstreams)) {
+      if (up.counters && typeof up.counters[name] === "number") {
+        sum += up.counters[name];
+        seen = true;
       }
-      if (seen) return sum;
     }
-    return null;
+    return seen ? sum : null;
   }
 
   let lastDoc = null;
@@ -142,6 +146,11 @@
       if (response.status === 401) {
         setLink("down", "token needed");
         unauthorized();
+        return;
+      }
+      if (response.status === 403) {
+        // A scoped token: it may send, request or follow events, not read /status.
+        setLink("down", "this token does not open /status");
         return;
       }
       if (!response.ok) {
@@ -277,14 +286,15 @@
     }
   }
 
+  // Congested connections (over write_high_water: they take no work; with
+  // all of them congested, /send answers 429) and the bytes not sent yet.
   function congestion(up) {
-    if (up.congestion !== undefined && up.congestion !== null) {
-      return typeof up.congestion === "object" ? JSON.stringify(up.congestion) : String(up.congestion);
-    }
-    if (typeof up.unsent_bytes === "number") {
-      return up.unsent_bytes ? bytes(up.unsent_bytes) + " unsent" : "none";
-    }
-    return "–";
+    const unsent = typeof up.unsent_bytes === "number" ? bytes(up.unsent_bytes) + " unsent" : "";
+    if (typeof up.congested !== "number") return unsent || "–";
+    const connections = (up.members || []).length || 1;
+    if (!up.congested) return "none" + (unsent ? " (" + unsent + ")" : "");
+    return up.congested + " of " + connections + " connection" + (connections > 1 ? "s" : "") +
+      " congested" + (unsent ? ", " + unsent : "");
   }
 
   // The countdowns and "for ..." move between two polls.
@@ -313,12 +323,12 @@
     const totals = $("totals");
     totals.textContent = "";
     const rows = [
-      ["lines sent", counter(doc, "lines_sent")],
+      ["lines sent", total(doc, "lines_sent")],
       ["requests (/send, /request)", counter(doc, "work_requests")],
       ["of which errors", counter(doc, "work_errors")],
-      ["connects", counter(doc, "connects")],
-      ["disconnects", counter(doc, "disconnects")],
-      ["desyncs", counter(doc, "desyncs")],
+      ["connects", total(doc, "connects")],
+      ["disconnects", total(doc, "disconnects")],
+      ["desyncs", total(doc, "desyncs")],
       ["in flight", doc.inflight],
     ];
     for (const [name, value] of rows) {
@@ -344,10 +354,13 @@
         if (row && typeof row === "object") sources.push([row.address, row.last_error]);
       }
       if (!sources.length) sources.push(["", up.last_error]);
+      const noted = new Set();   // one line per message (an address and its member)
       for (const [where, message] of sources) {
         const key = up.name + "\u0000" + where;
         if (!message || lastSeen.get(key) === message) continue;
         lastSeen.set(key, message);
+        if (noted.has(message)) continue;
+        noted.add(message);
         errors.unshift({ time: now, upstream: up.name, where, message });
       }
     }
@@ -380,7 +393,7 @@
     }
     history.push({
       t,
-      lines: counter(doc, "lines_sent") || 0,
+      lines: total(doc, "lines_sent") || 0,
       requests: counter(doc, "work_requests") || 0,
       errors: counter(doc, "work_errors") || 0,
       perUpstream,
@@ -446,7 +459,11 @@
     for (const p of points) max = Math.max(max, p.lines, p.requests, p.errors);
     max = niceMax(max);
     const now = latest ? latest.t : 0;
-    const x = (t) => left + plotW * (1 - (now - t) / HISTORY_SECONDS);
+    // The window grows with what the page has seen: one minute at first,
+    // then whole minutes up to five.
+    const span = points.length ? now - points[0].t : 0;
+    const windowSeconds = span <= 60 ? 60 : Math.min(HISTORY_SECONDS, Math.ceil(span / 60) * 60);
+    const x = (t) => left + plotW * (1 - (now - t) / windowSeconds);
     const y = (v) => top + plotH * (1 - v / max);
 
     ctx.font = "11px system-ui, sans-serif";
@@ -466,9 +483,11 @@
     }
     ctx.textAlign = "center";
     ctx.textBaseline = "top";
-    for (let minutes = 0; minutes <= HISTORY_SECONDS / 60; minutes++) {
-      const xx = left + plotW * (1 - (minutes * 60) / HISTORY_SECONDS);
-      ctx.fillText(minutes ? "-" + minutes + "m" : "now", xx, height - bottom + 4);
+    const step = windowSeconds <= 60 ? 15 : 60;
+    for (let back = 0; back <= windowSeconds; back += step) {
+      const label = !back ? "now" : step < 60 ? "-" + back + "s" : "-" + back / 60 + "m";
+      ctx.textAlign = !back ? "right" : back === windowSeconds ? "left" : "center";
+      ctx.fillText(label, x(now - back), height - bottom + 4);
     }
     const series = [["lines", "--c-lines"], ["requests", "--c-requests"], ["errors", "--c-errors"]];
     ctx.lineWidth = 1.5;
@@ -478,7 +497,7 @@
       ctx.beginPath();
       let started = false;
       for (const p of points) {
-        if (now - p.t > HISTORY_SECONDS) continue;
+        if (now - p.t > windowSeconds) continue;
         if (started) ctx.lineTo(x(p.t), y(p[key]));
         else ctx.moveTo(x(p.t), y(p[key]));
         started = true;
@@ -609,6 +628,10 @@
           unauthorized();
           return;   // restarted once a token is given
         }
+        if (response.status === 403) {
+          state("(this token does not open the events of " + source + ")");
+          return;   // restarted by another token or another upstream
+        }
         if (!response.ok || !response.body) {
           throw new Error("GET /events answered " + response.status);
         }
@@ -633,6 +656,7 @@
 
     function start() {
       stop();
+      state("(connecting)");
       controller = new AbortController();
       run(controller);
     }
@@ -647,10 +671,11 @@
       paused = !paused;
       $("events-pause").textContent = paused ? "resume" : "pause";
       if (!paused) {
-        if (skipped) {
-          show({ kind: "gap", id: null, data: skipped + " events arrived while paused and were not kept", time: new Date() });
-        }
         for (const event of held) show(event);
+        if (skipped) {
+          // On top, where it is seen: the oldest ones are the ones missing.
+          show({ kind: "gap", id: null, data: skipped + " earlier events arrived while paused and were not kept", time: new Date() });
+        }
         held = [];
         skipped = 0;
       }
