@@ -290,6 +290,10 @@ SCHEMAS: dict[str, Any] = {
             "retry_in": {"type": ["number", "null"]},
             "last_error": {"type": ["string", "null"]},
             "pending": {"type": "integer"},
+            "unsent_bytes": {"type": "integer"},
+            "congested": {"type": "integer",
+                          "description": "connections over write_high_water (they take no "
+                                         "work until they fall to write_low_water)"},
             "counters": {"type": "object", "additionalProperties": {"type": "integer"}},
             "members": {"type": "array", "items": {"type": "object"}},
             "addresses": {"type": "array", "items": {"type": "object"}},
