@@ -280,8 +280,9 @@
       row.appendChild(cell);
       row.appendChild(el("td", "", member.address || "–"));
       row.appendChild(el("td", "", member.pending));
-      row.appendChild(el("td", "", typeof member.retry_in === "number"
-        ? member.retry_in.toFixed(1) + " s" : "–"));
+      const retry = el("td", "countdown");
+      if (typeof member.retry_in === "number") retry.dataset.retryIn = member.retry_in;
+      row.appendChild(retry);
       body.appendChild(row);
     }
   }
@@ -300,14 +301,17 @@
   // The countdowns and "for ..." move between two polls.
   function tick() {
     const elapsed = fetchedAt ? (performance.now() - fetchedAt) / 1000 : 0;
-    for (const card of cards.values()) {
-      const retry = field(card, "retry");
-      if (retry.dataset.retryIn !== undefined) {
-        const left = Math.max(0, Number(retry.dataset.retryIn) - elapsed);
-        retry.textContent = left > 0 ? "in " + left.toFixed(1) + " s" : "now";
-      } else {
-        retry.textContent = "–";
+    const countdown = (node, prefix) => {
+      if (node.dataset.retryIn === undefined) {
+        node.textContent = "–";
+        return;
       }
+      const left = Math.max(0, Number(node.dataset.retryIn) - elapsed);
+      node.textContent = left >= 0.05 ? prefix + left.toFixed(1) + " s" : "now";
+    };
+    for (const card of cards.values()) {
+      countdown(field(card, "retry"), "in ");
+      for (const cell of card.querySelectorAll("td.countdown")) countdown(cell, "");
       const since = field(card, "since");
       if (since.dataset.since) {
         const start = new Date(since.dataset.since);
