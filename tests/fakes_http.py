@@ -1,11 +1,14 @@
-"""An in-memory bridge for the API tests: a Clock, a fake upstream endpoint,
-the real pool, API, gate and BridgeSite, and requests written as raw bytes
-to the site's real channel (:class:`tests.http_harness.Client`), answers read
-by the one response parser (:func:`tests.http_harness.parse_responses`).
+"""The in-memory bridge of the API and event tests: :class:`Bridge` is the
+one harness (:class:`tests.http_harness.Harness`, the real service assembly
+on a memory reactor) with its pool on the one fake upstream endpoint
+(:class:`tests.fakes_upstream.FakeEndpoint`, connecting at once), its clock at
+0 and only its pool started; requests are raw bytes written to the site's
+real channel (:class:`tests.http_harness.Client`), answers read by the one
+response parser (:func:`tests.http_wire.parse_responses`).
 
 Nothing here is a mock: the pool, its ClientServices, the line protocol, the
 gate, Klein and the llhttp channel all run for real; only the sockets are
-replaced by ``StringTransport``s and time by a ``Clock``.
+replaced by ``StringTransport``s and time by a memory reactor's clock.
 """
 
 from __future__ import annotations
@@ -13,161 +16,46 @@ from __future__ import annotations
 import json
 from typing import Any, Callable
 
-from twisted.internet.address import IPv4Address
-from twisted.internet.defer import Deferred, fail, succeed
-from twisted.internet.error import (
-    ConnectionAborted,
-    ConnectionDone,
-    ConnectionLost,
-    ConnectionRefusedError,
-)
-from twisted.internet.interfaces import IProtocolFactory, IStreamClientEndpoint
-from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransportWithDisconnection
-from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
-from zope.interface import implementer
 
-from bridge.app.service import BridgeService
 from bridge.config import Config
 from bridge.http.site import BridgeSite
 from bridge.upstream.member import UpstreamMember
+from tests.fakes_upstream import CONNECT, HANG, REFUSE, FakeEndpoint
 from tests.http_harness import (  # noqa: F401 (re-exported for the event tests)
     CLIENT,
     Client,
+    ClientSocket,
+    Harness,
     Response,
     dechunk,
     http_request,
     split_response,
 )
 
-UPSTREAM_ADDRESS = IPv4Address("TCP", "127.0.0.1", 7000)
 CLIENT_ADDRESS = CLIENT
 BOOT = "b1"  # the event-id boot token of every in-memory bridge
 
-
-@implementer(IStreamClientEndpoint)
-class FakeUpstreamEndpoint:
-    """An upstream that is up, down or unresponsive, as the test says.
-
-    Each ``connect`` fails with ConnectionRefusedError while ``refuse`` is
-    set, never completes while ``hang`` is set, and otherwise connects the
-    protocol to a fresh ``transport_factory()`` (a
-    ``StringTransportWithDisconnection``: closing it delivers connectionLost).
-    """
-
-    def __init__(
-        self,
-        refuse: bool = False,
-        hang: bool = False,
-        transport_factory: Callable[[], StringTransportWithDisconnection] | None = None,
-    ) -> None:
-        self.refuse = refuse
-        self.hang = hang
-        self.transport_factory = transport_factory or StringTransportWithDisconnection
-        self.transports: list[StringTransportWithDisconnection] = []
-        self.attempts = 0
-
-    def connect(self, factory: IProtocolFactory) -> Deferred[Any]:
-        self.attempts += 1
-        if self.refuse:
-            return fail(ConnectionRefusedError("refused by the test"))
-        if self.hang:
-            return Deferred()
-        protocol = factory.buildProtocol(UPSTREAM_ADDRESS)
-        assert protocol is not None
-        transport = self.transport_factory()
-        transport.protocol = protocol
-        protocol.makeConnection(transport)
-        self.transports.append(transport)
-        return succeed(protocol)
-
-    @property
-    def transport(self) -> StringTransportWithDisconnection:
-        """The newest connection."""
-        return self.transports[-1]
+#: Old names, kept for branches that still use them.
+SocketTransport = ClientSocket
 
 
-class SocketTransport(StringTransportWithDisconnection):
-    """An HTTP client's socket as the bridge sees it: the write side of
-    Twisted's TCP transport.
-
-    ``value()`` holds every byte written; ``unsent`` counts those the peer has
-    not taken yet.  As in ``twisted.internet.abstract.FileDescriptor``: every
-    write that leaves more than ``buffer_size`` bytes unsent pauses the
-    streaming producer; the producer is resumed only when the peer has taken
-    *everything* (:meth:`take`, one ``doWrite``); ``loseConnection`` closes
-    once everything is taken; ``abortConnection`` closes at once.
-    """
-
-    def __init__(self, buffer_size: int = 64 * 1024, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.buffer_size = buffer_size
-        self.unsent = 0
-        self.producer_paused = False
-        self.aborted = False
-        self.lost_reason: Failure | None = None
-
-    def write(self, data: bytes) -> None:
-        super().write(data)
-        self._buffered(len(data))
-
-    def writeSequence(self, data: Any) -> None:
-        joined = b"".join(data)
-        super().write(joined)
-        self._buffered(len(joined))
-
-    def _buffered(self, size: int) -> None:
-        if not self.connected:
-            return
-        self.unsent += size
-        if self.producer is not None and self.streaming and self.unsent > self.buffer_size:
-            self.producer_paused = True
-            self.producer.pauseProducing()
-
-    def take(self, limit: int | None = None) -> int:
-        """The peer reads up to ``limit`` bytes (default: all); returns how many."""
-        if not self.connected:
-            return 0
-        taken = self.unsent if limit is None else min(limit, self.unsent)
-        self.unsent -= taken
-        if self.unsent == 0:
-            if self.producer is not None and (not self.streaming or self.producer_paused):
-                self.producer_paused = False
-                self.producer.resumeProducing()
-            elif self.disconnecting:
-                self._lost(ConnectionDone("the bridge closed the connection"))
-        return taken
-
-    def peer_closes(self) -> None:
-        """The client goes away (closes or resets its end)."""
-        self._lost(ConnectionLost("the client went away"))
-
-    def loseConnection(self) -> None:
-        self.disconnecting = True
-        if self.unsent == 0:
-            self._lost(ConnectionDone("the bridge closed the connection"))
-
-    def abortConnection(self) -> None:
-        if self.connected:
-            self.aborted = self.disconnected = True
-            self._lost(ConnectionAborted("the bridge aborted the connection"))
-
-    def _lost(self, error: Exception) -> None:
-        if not self.connected:
-            return
-        self.connected = False
-        self.lost_reason = Failure(error)
-        if self.producer is not None:
-            producer, self.producer = self.producer, None
-            producer.stopProducing()
-        self.protocol.connectionLost(self.lost_reason)
+def FakeUpstreamEndpoint(  # the old class name, now a function
+    refuse: bool = False,
+    hang: bool = False,
+    transport_factory: Callable[[], StringTransportWithDisconnection] | None = None,
+) -> FakeEndpoint:
+    """The one fake endpoint, refusing or hanging as told."""
+    default = REFUSE if refuse else HANG if hang else CONNECT
+    return FakeEndpoint(default=default, transport_factory=transport_factory)
 
 
 class Bridge:
-    """The real service assembly (:class:`BridgeService`: pool, API, gate,
-    site, lifecycle, metrics) on a Clock, its upstream a FakeUpstreamEndpoint;
-    the web service is never started: requests go to its site's channels."""
+    """The in-memory bridge (:class:`Harness`: the real :class:`BridgeService`
+    with pool, API, gate, site, lifecycle, metrics) on a clock at ``now``, its
+    upstream a :class:`FakeEndpoint`; only the pool is started: requests go
+    to its site's channels."""
 
     def __init__(
         self,
@@ -180,12 +68,12 @@ class Bridge:
         boot: str = BOOT,
         **values: Any,
     ) -> None:
-        self.clock = Clock()
-        self.clock.advance(now)
-        self.config = Config().with_values(**values)
         self.endpoint = FakeUpstreamEndpoint(refuse, hang, transport_factory)
-        self.service = BridgeService(self.config, self.clock, jitter=lambda: 0.0,
-                                     endpoint=self.endpoint, boot=boot)
+        self.harness = Harness.unstarted(Config().with_values(**values), now=now,
+                                         service_options={"endpoint": self.endpoint, "boot": boot})
+        self.clock = self.harness.reactor
+        self.config = self.harness.config
+        self.service = self.harness.service
         self.events = self.service.events
         self.pool = self.service.pool
         self.http_counts = self.service.http_counts

@@ -123,13 +123,20 @@ class FakeConnection:
 
 @implementer(IStreamClientEndpoint)
 class FakeEndpoint:
-    """Each ``connect()`` takes the next planned outcome, else ``default``."""
+    """The one fake upstream endpoint of the tests (upstream side and the
+    in-memory bridge of :mod:`tests.http_harness` alike): each ``connect()``
+    takes the next planned outcome, else ``default``.  A connection's
+    transport is a :class:`RecordingTransport` (:class:`HalfClosingTransport`
+    with ``half_close``), or what ``transport_factory`` makes."""
 
     def __init__(self, *outcomes: Outcome, default: Outcome = CONNECT,
-                 half_close: bool = False) -> None:
+                 half_close: bool = False,
+                 transport_factory: Callable[[], StringTransportWithDisconnection] | None = None,
+                 ) -> None:
         self.outcomes: list[Outcome] = list(outcomes)
         self.default = default
         self.half_close = half_close
+        self.transport_factory = transport_factory
         self.attempts = 0
         self.connections: list[FakeConnection] = []
         self.hanging: list[Deferred[Any]] = []
@@ -153,7 +160,11 @@ class FakeEndpoint:
     def _connected(self, factory: IProtocolFactory) -> IProtocol:
         protocol = factory.buildProtocol(UPSTREAM)
         assert protocol is not None
-        transport = HalfClosingTransport() if self.half_close else RecordingTransport()
+        transport: Any
+        if self.transport_factory is not None:
+            transport = self.transport_factory()
+        else:
+            transport = HalfClosingTransport() if self.half_close else RecordingTransport()
         transport.protocol = protocol
         protocol.makeConnection(transport)
         self.connections.append(FakeConnection(transport, protocol))
@@ -169,6 +180,34 @@ class FakeEndpoint:
     @property
     def last(self) -> FakeConnection:
         return self.connections[-1]
+
+    @property
+    def refuse(self) -> bool:
+        """New connections are refused (the upstream is down)."""
+        return self.default == REFUSE
+
+    @refuse.setter
+    def refuse(self, value: bool) -> None:
+        self.default = REFUSE if value else CONNECT
+
+    @property
+    def hang(self) -> bool:
+        """New connection attempts never complete."""
+        return self.default == HANG
+
+    @hang.setter
+    def hang(self, value: bool) -> None:
+        self.default = HANG if value else CONNECT
+
+    @property
+    def transports(self) -> list[StringTransportWithDisconnection]:
+        """The transport of every connection made, oldest first."""
+        return [connection.transport for connection in self.connections]
+
+    @property
+    def transport(self) -> StringTransportWithDisconnection:
+        """The newest connection's transport."""
+        return self.connections[-1].transport
 
     @property
     def open_connections(self) -> list[FakeConnection]:

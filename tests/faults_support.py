@@ -1,6 +1,6 @@
 """Helpers for the fault-injection suite (``tests/test_faults.py``).
 
-They sit on top of :mod:`tests.support` (``LineServer``, ``BridgeProcess``,
+They sit on top of the real-process helpers (``LineServer``, ``BridgeProcess``,
 ``BridgeClient``, ``wait_for``) and add what only the fault tests need:
 
 * :func:`bounded`: an awaitable with a deadline, so that a hang becomes a
@@ -28,7 +28,10 @@ from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
 
-from tests.support import LOOPBACK, BridgeClient, ServerConnection, reactor, wait_for
+from tests.http_client import BridgeClient, reactor
+from tests.line_server import ServerConnection
+from tests.ports import LOOPBACK
+from tests.waiting import wait_for
 
 T = TypeVar("T")
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from twisted.internet.address import IPv4Address
-from twisted.internet.error import ConnectionDone
+from twisted.internet.error import ConnectionAborted, ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import IListeningPort
 from twisted.internet.testing import (
     MemoryReactorClock,
@@ -30,6 +30,14 @@ from zope.interface import implementer
 
 from bridge.app.service import BridgeService
 from bridge.config import Config
+from tests.http_wire import (  # noqa: F401 (the one request builder and response parser)
+    Response,
+    chunked,
+    dechunk,
+    http_request,
+    parse_responses,
+    split_response,
+)
 
 UPSTREAM_HOST = "127.0.0.1"
 UPSTREAM_PORT = 7000
@@ -136,103 +144,80 @@ class Reactor(MemoryReactorClock):
         return Port(factory, port)
 
 
-@dataclass
-class Response:
-    status: int
-    reason: bytes
-    headers: dict[bytes, list[bytes]]
-    body: bytes
+class ClientSocket(StringTransportWithDisconnection):
+    """An HTTP client's socket as the bridge sees it: the write side of
+    Twisted's TCP transport.
 
-    def header(self, name: bytes) -> bytes | None:
-        values = self.headers.get(name.lower())
-        return values[-1] if values else None
+    ``value()`` holds every byte written; ``unsent`` counts those the peer has
+    not taken yet.  As in ``twisted.internet.abstract.FileDescriptor``: every
+    write that leaves more than ``buffer_size`` bytes unsent pauses the
+    streaming producer; the producer is resumed only when the peer has taken
+    *everything* (:meth:`take`, one ``doWrite``); ``loseConnection`` closes
+    once everything is taken; ``abortConnection`` closes at once.
+    """
 
-    def json(self) -> Any:
-        return json.loads(self.body)
+    def __init__(self, buffer_size: int = 64 * 1024, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.buffer_size = buffer_size
+        self.unsent = 0
+        self.producer_paused = False
+        self.aborted = False
+        self.lost_reason: Failure | None = None
 
+    def write(self, data: bytes) -> None:
+        super().write(data)
+        self._buffered(len(data))
 
-def parse_responses(data: bytes) -> tuple[list[Response], bytes]:
-    """Complete HTTP/1.1 responses in ``data`` and what is left after them."""
-    responses: list[Response] = []
-    while b"\r\n\r\n" in data:
-        head, _, rest = data.partition(b"\r\n\r\n")
-        status_line, *lines = head.split(b"\r\n")
-        _, code, reason = [*status_line.split(b" ", 2), b""][:3]
-        headers: dict[bytes, list[bytes]] = {}
-        for line in lines:
-            name, _, value = line.partition(b":")
-            headers.setdefault(name.strip().lower(), []).append(value.strip())
-        status = int(code)
-        if status < 200 or status in (204, 304):
-            body = b""
-        elif b"content-length" in headers:
-            length = int(headers[b"content-length"][-1])
-            if len(rest) < length:
-                break
-            body, rest = rest[:length], rest[length:]
-        elif headers.get(b"transfer-encoding") == [b"chunked"]:
-            body = b""
-            while True:
-                size_line, separator, after = rest.partition(b"\r\n")
-                if not separator:
-                    return responses, data
-                size = int(size_line.split(b";")[0], 16)
-                if len(after) < size + 2:
-                    return responses, data
-                body += after[:size]
-                rest = after[size + 2:]
-                if size == 0:
-                    break
-        else:
-            body, rest = rest, b""
-        responses.append(Response(status, reason, headers, body))
-        data = rest
-    return responses, data
+    def writeSequence(self, data: Any) -> None:
+        joined = b"".join(data)
+        super().write(joined)
+        self._buffered(len(joined))
 
+    def _buffered(self, size: int) -> None:
+        if not self.connected:
+            return
+        self.unsent += size
+        if self.producer is not None and self.streaming and self.unsent > self.buffer_size:
+            self.producer_paused = True
+            self.producer.pauseProducing()
 
-def dechunk(data: bytes) -> bytes:
-    """The payload of a complete or partial chunked body (complete chunks only)."""
-    out: list[bytes] = []
-    position = 0
-    while True:  # by offsets: bodies of many megabytes are dechunked in linear time
-        line_end = data.find(b"\r\n", position)
-        if line_end < 0:
-            break
-        size = int(data[position:line_end].split(b";")[0], 16)
-        start = line_end + 2
-        if size == 0 or len(data) < start + size + 2:
-            break
-        out.append(data[start:start + size])
-        position = start + size + 2
-    return b"".join(out)
+    def take(self, limit: int | None = None) -> int:
+        """The peer reads up to ``limit`` bytes (default: all); returns how many."""
+        if not self.connected:
+            return 0
+        taken = self.unsent if limit is None else min(limit, self.unsent)
+        self.unsent -= taken
+        if self.unsent == 0:
+            if self.producer is not None and (not self.streaming or self.producer_paused):
+                self.producer_paused = False
+                self.producer.resumeProducing()
+            elif self.disconnecting:
+                self._lost(ConnectionDone("the bridge closed the connection"))
+        return taken
 
+    def peer_closes(self) -> None:
+        """The client goes away (closes or resets its end)."""
+        self._lost(ConnectionLost("the client went away"))
 
-def split_response(raw: bytes) -> tuple[bytes, dict[bytes, list[bytes]], bytes]:
-    """A response still streaming (GET /events): status line, headers
-    (lower-cased names), and the body so far (see :func:`dechunk`)."""
-    head, _, body = raw.partition(b"\r\n\r\n")
-    status, *header_lines = head.split(b"\r\n")
-    headers: dict[bytes, list[bytes]] = {}
-    for line in header_lines:
-        name, _, value = line.partition(b":")
-        headers.setdefault(name.strip().lower(), []).append(value.strip())
-    return status, headers, body
+    def loseConnection(self) -> None:
+        self.disconnecting = True
+        if self.unsent == 0:
+            self._lost(ConnectionDone("the bridge closed the connection"))
 
+    def abortConnection(self) -> None:
+        if self.connected:
+            self.aborted = self.disconnected = True
+            self._lost(ConnectionAborted("the bridge aborted the connection"))
 
-def http_request(
-    method: str,
-    path: str,
-    body: bytes | None = None,
-    headers: dict[str, str] | None = None,
-) -> bytes:
-    """The bytes of one HTTP/1.1 request (Content-Length set unless given)."""
-    lines = [f"{method} {path} HTTP/1.1", "Host: bridge.test"]
-    extra = dict(headers or {})
-    if body is not None and not any(k.lower() in ("content-length", "transfer-encoding")
-                                    for k in extra):
-        extra["Content-Length"] = str(len(body))
-    lines += [f"{name}: {value}" for name, value in extra.items()]
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + (body or b"")
+    def _lost(self, error: Exception) -> None:
+        if not self.connected:
+            return
+        self.connected = False
+        self.lost_reason = Failure(error)
+        if self.producer is not None:
+            producer, self.producer = self.producer, None
+            producer.stopProducing()
+        self.protocol.connectionLost(self.lost_reason)
 
 
 class Client:
@@ -285,16 +270,27 @@ class Harness:
     _completed: set[int] = field(default_factory=set)
 
     @classmethod
-    def create(cls, config: Config | None = None, **values: Any) -> Harness:
+    def create(cls, config: Config | None = None, *, service_options: Any = None,
+               **values: Any) -> Harness:
+        """``service_options``: keyword arguments for BridgeService (spool_runner...)."""
         reactor = Reactor()
         reactor.advance(1000.0)
         if config is None:
             values.setdefault("upstream", f"tcp:{UPSTREAM_HOST}:{UPSTREAM_PORT}")
             config = Config().with_values(**values)
-        service = BridgeService(config, reactor, jitter=lambda: 0.0)
+        service = BridgeService(config, reactor, jitter=lambda: 0.0, **(service_options or {}))
         harness = cls(reactor, config, service)
         service.startService()
         return harness
+
+    @classmethod
+    def unstarted(cls, config: Config, *, now: float, service_options: Any = None) -> Harness:
+        """The same bridge, its clock at ``now``, not started (the API and
+        event tests start only its pool, on a fake endpoint: tests.fakes_http)."""
+        reactor = Reactor()
+        reactor.advance(now)
+        service = BridgeService(config, reactor, jitter=lambda: 0.0, **(service_options or {}))
+        return cls(reactor, config, service)
 
     @property
     def site(self) -> Any:
@@ -369,8 +365,8 @@ class HarnessTestCase(SynchronousTestCase):
     """Builds harnesses and, at the end, stops them and checks no timer is left."""
 
     def harness(self, connect: int | None = None, config: Config | None = None,
-                **values: Any) -> Harness:
-        harness = Harness.create(config, **values)
+                service_options: Any = None, **values: Any) -> Harness:
+        harness = Harness.create(config, service_options=service_options, **values)
         self.addCleanup(self._finish, harness)
         count = harness.config.pool_size if connect is None else connect
         for _ in range(count):
@@ -413,13 +409,6 @@ class HarnessTestCase(SynchronousTestCase):
 
 def auth(token: str = TOKEN) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
-
-
-def chunked(method: str, path: str, body: bytes) -> bytes:
-    """A request with a chunked body in one chunk."""
-    head = http_request(method, path, None, {"Transfer-Encoding": "chunked"})
-    return head + b"%x\r\n" % len(body) + body + b"\r\n0\r\n\r\n"
-
 
 
 def refusal(reactor: Any, status: bytes, code: str, message: str) -> bytes:

@@ -22,12 +22,11 @@ import sys
 import tempfile
 import unittest
 from importlib.util import find_spec
-from pathlib import Path
 from typing import IO, Protocol
 
-from tests.polling import wait_for
+from tests.ports import LOOPBACK, accepting, free_port, unused_port
+from tests.waiting import wait_until
 
-LOOPBACK = "127.0.0.1"
 #: How .ci/run gets the Debian packages, for skip messages.
 _CI_HINT = ".ci/run installs Debian's {package} when apt-get is available"
 
@@ -36,53 +35,6 @@ class Case(Protocol):
     """What the helpers need of a test case (trial's and unittest's have it)."""
 
     def addCleanup(self, function: object, *args: object) -> None: ...
-
-
-def free_port() -> int:
-    """A TCP port free on the loopback address right now."""
-    with socket.socket() as probe:
-        probe.bind((LOOPBACK, 0))
-        return int(probe.getsockname()[1])
-
-
-def _accepting(port: int) -> bool:
-    try:
-        with socket.create_connection((LOOPBACK, port), timeout=1):
-            return True
-    except OSError:
-        return False
-
-
-def unused_port() -> int:
-    """A free loopback TCP port *outside* the kernel's ephemeral range.
-
-    For an upstream that will be down for a while (stopped, restarted, or not
-    started yet) while a client keeps reconnecting to it: connecting to a
-    free port of the ephemeral range can pick that very port as the source
-    port and connect the socket to itself (TCP simultaneous open), after which
-    the port cannot be listened on.  A port below the range cannot be chosen
-    as a source port.
-    """
-    low = 32768
-    try:
-        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        pass
-    start, stop = (10000, low) if low > 11000 else (low, 65536)
-    # Derive a starting point from the pid so parallel runs rarely collide.
-    offset = os.getpid() * 7919
-    span = stop - start
-    for attempt in range(span):
-        port = start + (offset + attempt * 97) % span
-        probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        try:
-            probe.bind((LOOPBACK, port))
-        except OSError:
-            continue
-        finally:
-            probe.close()
-        return port
-    raise RuntimeError("no free loopback port below the ephemeral range")
 
 
 class ServerProcess:
@@ -133,9 +85,9 @@ class ServerProcess:
             if process.poll() is not None:
                 raise AssertionError(
                     f"{self.what} exited with {process.returncode}: {self.output()}")
-            return _accepting(self.port)
+            return accepting(self.port)
 
-        wait_for(up, f"{self.what} to accept connections on port {self.port}")
+        wait_until(up, f"{self.what} to accept connections on port {self.port}")
         return self.port
 
     def stop(self) -> None:
@@ -232,19 +184,25 @@ class RedisServer:
 
     def call(self, *words: str) -> object:
         """One command on a connection of its own; its decoded reply."""
-        import hiredis
+        return redis_call(self.port, *words)
 
-        request = b"*%d\r\n" % len(words) + b"".join(
-            b"$%d\r\n%s\r\n" % (len(word.encode()), word.encode()) for word in words)
-        reader = hiredis.Reader(encoding="utf-8")
-        with socket.create_connection((LOOPBACK, self.port), timeout=10) as connection:
-            connection.sendall(request)
-            while (reply := reader.gets()) is False:
-                data = connection.recv(1 << 20)
-                if not data:
-                    raise AssertionError(f"redis-server closed before answering {words}")
-                reader.feed(data)
-        return reply
+
+def redis_call(port: int, *words: str) -> object:
+    """One command to the redis-server on ``port``, on a connection of its
+    own; its reply as hiredis decodes it."""
+    import hiredis
+
+    request = b"*%d\r\n" % len(words) + b"".join(
+        b"$%d\r\n%s\r\n" % (len(word.encode()), word.encode()) for word in words)
+    reader = hiredis.Reader(encoding="utf-8")
+    with socket.create_connection((LOOPBACK, port), timeout=10) as connection:
+        connection.sendall(request)
+        while (reply := reader.gets()) is False:
+            data = connection.recv(1 << 20)
+            if not data:
+                raise AssertionError(f"redis-server closed before answering {words}")
+            reader.feed(data)
+    return reply
 
 
 def memcached_process(port: int | None = None) -> ServerProcess:

@@ -161,15 +161,18 @@ class CongestionTests(HarnessTestCase):
         # Congested is not down: the bridge stays ready.
         self.assertEqual(harness.call("GET", "/readyz").status, 200)
         status = harness.call("GET", "/status").json()
-        self.assertEqual((status["unsent_bytes"], status["state"]), (101, "connected"))
+        self.assertEqual((status["unsent_bytes"], status["state"], status["congested"]),
+                         (101, "connected", 1))
         # Still above write_low_water: still congested.
         upstream.kernel_takes(60)
         self.assertCongested(harness.call("POST", "/send", b"more\n"))
+        self.assertEqual(harness.call("GET", "/status").json()["congested"], 1)
         # At write_low_water it takes traffic again, before the transport resumes it.
         upstream.kernel_takes(1)
         self.assertTrue(upstream.producerPaused)
         self.assertJSONResponse(harness.call("POST", "/send", b"more\n"), 202, {"sent": 1})
         self.assertEqual(upstream.value(), b"x" * 99 + b"\r\nmore\r\n")
+        self.assertEqual(harness.call("GET", "/status").json()["congested"], 0)
         upstream.kernel_takes(1000)
         self.assertFalse(upstream.producerPaused)
         waiting = harness.start("POST", "/request", b"GET a\n")

@@ -1,7 +1,7 @@
 """GET /events: events as Server-Sent Events, replay, and backpressure.
 
 Every stream runs through a real BridgeSite HTTP channel on a
-SocketTransport: a StringTransport that pauses and resumes its producer as
+ClientSocket: a StringTransport that pauses and resumes its producer as
 Twisted's TCP transport does (pause past 64 KiB unsent, resume only once the
 peer took everything), so pausing, finishing, closing and aborting are the
 real twisted.web paths.  Time is the bridge's Clock (stall timer, keep-alive)
@@ -18,14 +18,9 @@ from bridge.app.service import BridgeService
 from bridge.config import Config
 from bridge.http.events import MAX_QUEUED_BYTES, MiB
 from bridge.http.sse import CONNECTED, KEEPALIVE, format_event
-from tests.fakes_http import (
-    CLIENT_ADDRESS,
-    Bridge,
-    BridgeTestCase,
-    SocketTransport,
-    dechunk,
-    split_response,
-)
+from tests.fakes_http import Bridge, BridgeTestCase
+from tests.http_harness import CLIENT, ClientSocket
+from tests.http_wire import dechunk, split_response
 
 #: What Twisted's TCP transport sends per reactor iteration at most.
 SEND_LIMIT = 128 * 1024
@@ -44,9 +39,9 @@ class Stream:
         # own: the bridge's Clock holds only the hub's (stall, keep-alive).
         self.reactor = MemoryReactorClock()
         self.site = bridge.site(reactor=self.reactor)
-        self.channel = self.site.buildProtocol(CLIENT_ADDRESS)
+        self.channel = self.site.buildProtocol(CLIENT)
         assert self.channel is not None
-        self.transport = SocketTransport(buffer_size, peerAddress=CLIENT_ADDRESS)
+        self.transport = ClientSocket(buffer_size, peerAddress=CLIENT)
         self.transport.protocol = self.channel
         self.channel.makeConnection(self.transport)
         header = b"" if last_event_id is None else b"Last-Event-ID: " + last_event_id + b"\r\n"

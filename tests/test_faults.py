@@ -18,6 +18,8 @@ from typing import Any, ClassVar
 
 from twisted.internet.error import ConnectionDone
 
+from tests.base import BridgeTestCase
+from tests.bridge_process import BridgeProcess
 from tests.faults_support import (
     Call,
     Load,
@@ -27,16 +29,10 @@ from tests.faults_support import (
     proc_status_kb,
     set_reading,
 )
-from tests.support import (
-    LOOPBACK,
-    BridgeProcess,
-    BridgeTestCase,
-    LineServer,
-    concurrently,
-    reactor,
-    unused_port,
-    wait_for,
-)
+from tests.http_client import reactor
+from tests.line_server import LineServer
+from tests.ports import LOOPBACK, unused_port
+from tests.waiting import concurrently, wait_for
 
 FAST_RECONNECT = ("--backoff-initial", "0.05", "--backoff-max", "0.2")
 LOST_MESSAGE = (

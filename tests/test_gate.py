@@ -34,7 +34,7 @@ GUARDED = [
     ("GET", "/metrics", None),
     ("GET", "/events", None),
     ("GET", "/nope", None),
-    ("GET", "/", None),
+    ("GET", "/openapi.json", None),
     ("POST", "/healthz/x", b"a\n"),
 ]
 

@@ -16,8 +16,11 @@ from typing import Any
 from twisted.internet.defer import Deferred
 from twisted.trial.unittest import TestCase
 
-from tests.servers import LOOPBACK, RedisServer
-from tests.support import BridgeClient, BridgeProcess, concurrently, reactor, unused_port, wait_for
+from tests.bridge_process import BridgeProcess
+from tests.http_client import BridgeClient, reactor
+from tests.ports import LOOPBACK, unused_port
+from tests.servers import RedisServer
+from tests.waiting import concurrently, wait_for
 
 FIRST_BASE = 1_000_000
 SECOND_BASE = 2_000_000

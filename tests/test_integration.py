@@ -13,13 +13,10 @@ import shutil
 import signal
 import tempfile
 
-from tests.support import (
-    REPO,
-    BridgeProcess,
-    BridgeTestCase,
-    LineServer,
-    concurrently,
-)
+from tests.base import BridgeTestCase
+from tests.bridge_process import REPO, BridgeProcess
+from tests.line_server import LineServer
+from tests.waiting import concurrently
 
 
 class SendTests(BridgeTestCase):

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import re
 
-from tests.support import BridgeTestCase, RawEventClient, SSEEvent, wait_for
+from tests.base import BridgeTestCase
+from tests.events_client import RawEventClient, SSEEvent
+from tests.waiting import wait_for
 
 BURST = 100_000
 
@@ -58,16 +60,16 @@ class EventsTests(EventsTestCase):
 
     async def test_two_subscribers_receive_unsolicited_lines(self) -> None:
         server = await self.start_upstream(None)
-        assert self.http is not None
-        first = await self.http.events()
-        second = await self.http.events()
-        self.assertEqual((first.status, second.status), (200, 200))
+        first, second = self.raw_client(), self.raw_client()
         await self.wait_subscribers(2)
+        for stream in (first, second):
+            stream.poll()
+            self.assertEqual(stream.status, 200)
 
         pushed = ["news 1", "news 2 with \\ and \r inside", "news 3"]
         self.assertEqual(server.push(*pushed), 1)
         expected = ["news 1", "news 2 with \\\\ and \\r inside", "news 3"]
-        await wait_for(lambda: len(first.data()) >= 3 and len(second.data()) >= 3,
+        await wait_for(lambda: first.poll() >= 3 and second.poll() >= 3,
                        what="3 events on each stream")
         for stream in (first, second):
             self.assertEqual(stream.data(), expected)
@@ -123,9 +125,9 @@ class EventsTests(EventsTestCase):
 
     async def test_a_stuck_subscriber_is_dropped_cleanly_and_resumes_without_loss(self) -> None:
         server = await self.start_upstream(None)
-        assert self.http is not None and self.bridge is not None
+        assert self.bridge is not None
         dropped_before = (await self.events_status())["dropped"]
-        healthy = await self.http.events()
+        healthy = self.raw_client()
         stuck = self.raw_client(receive_buffer=4096)  # asks for /events, then reads nothing
         await self.wait_subscribers(2)
 
@@ -137,8 +139,9 @@ class EventsTests(EventsTestCase):
             lines = [f"{batch:03d}.{index:02d} {filler}" for index in range(16)]
             server.push(*lines)
             pushed.extend(lines)
-            await wait_for(lambda: len(healthy.data()) >= len(pushed),
-                           what=f"{len(pushed)} events on the healthy stream")
+            await wait_for(lambda: healthy.poll() >= len(pushed),
+                           what=f"{len(pushed)} events on the healthy stream",
+                           context=healthy.describe)
             if (await self.events_status())["dropped"] > dropped_before:
                 break
         else:
@@ -166,7 +169,7 @@ class EventsTests(EventsTestCase):
         await self.wait_events(resumed, len(pushed) + 1 - len(received), timeout=30.0)
         self.assertEqual(resumed.data("gap"), [])
         self.assertEqual(received + resumed.data(), [*pushed, "after the drop"])
-        await wait_for(lambda: len(healthy.data()) > len(pushed),
+        await wait_for(lambda: healthy.poll() > len(pushed),
                        what="the line pushed after the drop")
         self.assertEqual(healthy.data(), [*pushed, "after the drop"])
 

@@ -13,7 +13,10 @@ from typing import Any
 from twisted.internet.defer import Deferred
 from twisted.internet.task import deferLater
 
-from tests.support import BridgeTestCase, LineServer, concurrently, reactor, wait_for
+from tests.base import BridgeTestCase
+from tests.http_client import reactor
+from tests.line_server import LineServer
+from tests.waiting import concurrently, wait_for
 
 LOST_MESSAGE = (
     "the upstream connection closed before every reply arrived; "

@@ -14,7 +14,7 @@ import tempfile
 import unittest
 
 from bridge.app.banner import banner
-from tests.support import REPO
+from tests.bridge_process import REPO
 
 
 class FreshCloneTests(unittest.TestCase):

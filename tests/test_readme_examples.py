@@ -30,8 +30,8 @@ import unittest
 from collections.abc import Iterator
 from typing import Any, ClassVar, NamedTuple
 
-from tests.polling import DEADLINE, wait_for
-from tests.support import REPO, BridgeProcess
+from tests.bridge_process import REPO, BridgeProcess
+from tests.waiting import DEADLINE, wait_until
 
 MARK = "<!-- demo-example -->"
 README_ADDRESS = "127.0.0.1:8080"
@@ -149,16 +149,11 @@ class ReadmeDemoExamplesTests(unittest.TestCase):
         if shutil.which("curl") is None or shutil.which("bash") is None:
             raise unittest.SkipTest("the README's examples need curl and bash, not found on PATH")
         cls.bridge = BridgeProcess.bridge("--demo", "--listen", "127.0.0.1:0")
-
-        def listening() -> int | None:
-            found = re.search(r"listening on http://127\.0\.0\.1:(\d+)/", cls.bridge.stdout())
-            if found is None and cls.bridge.process.poll() is not None:
-                raise AssertionError(cls.bridge.describe())
-            return int(found.group(1)) if found else None
-
         try:
-            cls.port = wait_for(listening, "bridge --demo to listen")
-            wait_for(lambda: '"ready": true' in cls.run_command(
+            cls.bridge.block_until_listening()
+            assert cls.bridge.port is not None
+            cls.port = cls.bridge.port
+            wait_until(lambda: '"ready": true' in cls.run_command(
                 f"curl http://{README_ADDRESS}/readyz").stdout, "the demo upstream to connect")
         except BaseException:
             cls.bridge.stop_now()

@@ -20,10 +20,10 @@ from twisted.trial.unittest import TestCase
 
 from bridge.upstream.replies import make_framing
 from bridge.upstream.replies.frames import Frame, Framing, Plan
+from tests.ports import LOOPBACK
 from tests.servers import (
     FTP_PASSWORD,
     FTP_USER,
-    LOOPBACK,
     start_ftp,
     start_memcached,
     start_redis,

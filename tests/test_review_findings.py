@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.internet.defer import Deferred, succeed
-from twisted.internet.interfaces import IProtocolFactory
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -14,8 +12,6 @@ from bridge.errors import BodyError, NotConnectedError
 from bridge.http.body import Lines, parse_body
 from bridge.upstream.pool import UpstreamPool
 from tests.fakes_upstream import (
-    UPSTREAM,
-    FakeConnection,
     FakeEndpoint,
     RecordingTransport,
     make_pool,
@@ -92,26 +88,15 @@ class TcpLikeTransport(RecordingTransport):
         self._clock.callLater(0, self.loseConnection)
 
 
-class TcpLikeEndpoint(FakeEndpoint):
-    def __init__(self, clock: Clock) -> None:
-        super().__init__()
-        self._clock = clock
-
-    def connect(self, factory: IProtocolFactory) -> Deferred[Any]:
-        self.attempts += 1
-        protocol = factory.buildProtocol(UPSTREAM)
-        assert protocol is not None
-        transport = TcpLikeTransport(self._clock)
-        transport.protocol = protocol
-        protocol.makeConnection(transport)
-        self.connections.append(FakeConnection(transport, protocol))
-        return succeed(protocol)
+def TcpLikeEndpoint(clock: Clock) -> FakeEndpoint:
+    """The fake endpoint, its connections on :class:`TcpLikeTransport`s."""
+    return FakeEndpoint(transport_factory=lambda: TcpLikeTransport(clock))
 
 
 class AbortWindowTests(SynchronousTestCase):
     """Between abort() and connectionLost a /send got 202 for dropped lines."""
 
-    def start(self, **values: Any) -> tuple[UpstreamPool, TcpLikeEndpoint, Clock]:
+    def start(self, **values: Any) -> tuple[UpstreamPool, FakeEndpoint, Clock]:
         clock = Clock()
         endpoint = TcpLikeEndpoint(clock)
         pool, _, _ = make_pool(BASE.with_values(**values), endpoint, clock)

@@ -21,9 +21,9 @@ from bridge.errors import SpoolUnavailableError
 from bridge.upstream.spool.runner import WriterThread, inline
 from bridge.upstream.spool.spool import Spool, open_spool
 from bridge.upstream.spool.store import DiskCalls, SegmentStore
-from tests.polling import wait_for
 from tests.spool_crash_writer import payload
 from tests.spool_support import scratch
+from tests.waiting import wait_until
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -34,25 +34,49 @@ class KillNineTests(SynchronousTestCase):
     cache makes the easier case); after each kill every acknowledged record
     that was not retired must be there, byte for byte, and nothing damaged."""
 
+    def _fork_server(self) -> subprocess.Popen[str]:
+        """tests.spool_crash_writer as a fork server: each writer is a fresh
+        process (forked before any reactor exists) without a fresh interpreter."""
+        server = subprocess.Popen(
+            [sys.executable, "-m", "tests.spool_crash_writer", "--forks"], cwd=ROOT,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        )
+
+        def stop() -> None:
+            assert server.stdin is not None and server.stdout is not None
+            server.stdin.close()
+            try:
+                server.wait(10)
+            except subprocess.TimeoutExpired:
+                server.kill()  # by its PID
+                server.wait(10)
+            server.stdout.close()
+
+        self.addCleanup(stop)
+        return server
+
     def _kill_repeatedly(self, fsync: str, rounds: int) -> None:
         directory = scratch(self)
         rng = random.Random(20261201)
         acked: dict[int, int] = {}
         retired: set[int] = set()
+        server = self._fork_server()
+        assert server.stdin is not None and server.stdout is not None
         for round_ in range(rounds):
             log_path = f"{directory}.{round_}.out"
-            with open(log_path, "w") as log:
-                writer = subprocess.Popen(
-                    [sys.executable, "-m", "tests.spool_crash_writer", directory, fsync,
-                     str(round_)], cwd=ROOT, stdout=log, stderr=subprocess.DEVNULL,
-                )
+            server.stdin.write(f"{directory} {fsync} {round_} {log_path}\n")
+            server.stdin.flush()
+            writer = int(server.stdout.readline())
             try:
-                wait_for(lambda path=log_path: os.path.getsize(path) > 0,  # type: ignore[misc]
-                         "the first acknowledgement")
+                wait_until(lambda path=log_path: (os.path.exists(path)  # type: ignore[misc]
+                                                  and os.path.getsize(path) > 0),
+                           "the first acknowledgement")
                 time.sleep(rng.uniform(0.0, 0.2))  # a random moment, not a synchronisation
             finally:
-                os.kill(writer.pid, signal.SIGKILL)
-                writer.wait()
+                os.kill(writer, signal.SIGKILL)  # the writer, by its PID
+                # The fork server reaps it: once it says so, the log is complete.
+                self.assertEqual(server.stdout.readline().split(),
+                                 ["exited", str(signal.SIGKILL)])
             with open(log_path) as log:
                 for line in log:
                     if not line.endswith("\n"):

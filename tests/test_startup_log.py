@@ -12,7 +12,8 @@ import re
 import shutil
 import tempfile
 
-from tests.support import REPO, BridgeProcess, BridgeTestCase
+from tests.base import BridgeTestCase
+from tests.bridge_process import REPO, BridgeProcess
 
 NO_FILE = ("[bridge#info] no configuration file (none given with --config or BRIDGE_CONFIG): "
            "settings from flags, BRIDGE_* variables and defaults")

@@ -9,23 +9,20 @@ import ipaddress
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import tempfile
 
-import treq
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from twisted.internet import reactor
-from twisted.internet.defer import inlineCallbacks
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.ssl import Certificate
-from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
-from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, HTTPConnectionPool
+
+from tests.bridge_process import BridgeProcess
+from tests.http_client import BridgeClient, reactor
+from tests.waiting import wait_for
 
 
 def write_certificate(directory: str) -> tuple[str, str]:
@@ -84,8 +81,7 @@ class Recorder(Protocol):
 class TLSBothSidesTests(TestCase):
     timeout = 30
 
-    @inlineCallbacks
-    def test_https_listen_and_tls_upstream(self):  # type: ignore[no-untyped-def]
+    async def test_https_listen_and_tls_upstream(self) -> None:
         directory = tempfile.mkdtemp(prefix="bridge-tls-")
         self.addCleanup(shutil.rmtree, directory, True)
         roots = os.path.join(directory, "roots")
@@ -95,89 +91,36 @@ class TLSBothSidesTests(TestCase):
 
         received: list[bytes] = []
         factory = Factory.forProtocol(lambda: Recorder(received))
-        upstream = yield serverFromString(
+        upstream = await serverFromString(
             reactor, f"ssl:0:privateKey={key_path}:certKey={cert_path}:interface=127.0.0.1"
         ).listen(factory)
         self.addCleanup(upstream.stopListening)
         upstream_port = upstream.getHost().port
 
-        log_path = os.path.join(directory, "bridge.log")
-        with open(log_path, "wb") as log:
-            bridge = subprocess.Popen(
-                [sys.executable, "-m", "bridge",
-                 "--listen", f"ssl:0:privateKey={key_path}:certKey={cert_path}"
-                             ":interface=127.0.0.1",
-                 "--upstream", f"tls:localhost:{upstream_port}:trustRoots={roots}",
-                 "--backoff-initial", "0.05", "--backoff-max", "0.2"],
-                stdout=log, stderr=subprocess.STDOUT,
-            )
-
-        def stop() -> None:
-            if bridge.poll() is None:
-                bridge.kill()
-            bridge.wait(10)
-
-        self.addCleanup(stop)
-
-        port = yield self._poll(lambda: self._listening_port(log_path), "the bridge to listen")
-        pool = HTTPConnectionPool(reactor, persistent=False)
-        self.addCleanup(pool.closeCachedConnections)
+        bridge = BridgeProcess.bridge(
+            "--listen", f"ssl:0:privateKey={key_path}:certKey={cert_path}:interface=127.0.0.1",
+            "--upstream", f"tls:localhost:{upstream_port}:trustRoots={roots}",
+            "--backoff-initial", "0.05", "--backoff-max", "0.2",
+        )
+        self.addCleanup(bridge.stop)
+        port = await bridge.wait_listening()
+        self.assertEqual(bridge.url, f"https://127.0.0.1:{port}")
         with open(cert_path, "rb") as handle:
-            policy = BrowserLikePolicyForHTTPS(trustRoot=Certificate.loadPEM(handle.read()))
-        client = treq.client.HTTPClient(Agent(reactor, contextFactory=policy, pool=pool))
-        base = f"https://localhost:{port}"
+            trust = Certificate.loadPEM(handle.read())
+        client = BridgeClient(f"https://localhost:{port}", persistent=False, trust=trust)
+        self.addCleanup(client.close)
 
-        @inlineCallbacks
-        def ready():  # type: ignore[no-untyped-def]
-            response = yield client.get(base + "/readyz")
-            yield treq.content(response)
-            return response.code == 200
+        async def ready() -> bool:
+            return (await client.get("/readyz")).status == 200
 
-        yield self._poll_deferred(ready, "the bridge to connect over TLS")
+        await wait_for(ready, what="the bridge to connect over TLS", timeout=15,
+                       context=bridge.describe)
 
-        response = yield client.post(base + "/send", data=b"hello\nworld\n")
-        self.assertEqual(response.code, 202)
-        self.assertEqual((yield treq.json_content(response)), {"sent": 2})
-        response = yield client.post(base + "/request", data=b"ping\n")
-        self.assertEqual(response.code, 200)
-        self.assertEqual((yield treq.json_content(response)), {"replies": ["OK ping"]})
+        reply = await client.post("/send", b"hello\nworld\n")
+        self.assertEqual((reply.status, reply.json()), (202, {"sent": 2}))
+        reply = await client.post("/request", b"ping\n")
+        self.assertEqual((reply.status, reply.json()), (200, {"replies": ["OK ping"]}))
         self.assertEqual(b"".join(received), b"hello\r\nworld\r\nping\r\n")
 
-        bridge.send_signal(signal.SIGTERM)
-        code = yield self._poll(lambda: bridge.poll() is not None, "the bridge to exit")
-        self.assertTrue(code)
-        self.assertEqual(bridge.returncode, 0)
-
-    @staticmethod
-    def _listening_port(log_path: str) -> int | None:
-        with open(log_path, encoding="utf-8") as handle:
-            for line in handle:
-                if "listening on https://127.0.0.1:" in line:
-                    return int(line.rsplit(":", 1)[1].strip().rstrip("/"))
-        return None
-
-    @inlineCallbacks
-    def _poll(self, check, what: str, limit: float = 15.0):  # type: ignore[no-untyped-def]
-        deadline = reactor.seconds() + limit
-        while reactor.seconds() < deadline:
-            value = check()
-            if value:
-                return value
-            yield deferLater(reactor, 0.02, lambda: None)
-        self.fail(f"timed out waiting for {what}")
-
-    @inlineCallbacks
-    def _poll_deferred(self, check, what: str, limit: float = 15.0):  # type: ignore[no-untyped-def]
-        deadline = reactor.seconds() + limit
-        while reactor.seconds() < deadline:
-            try:
-                value = yield check()
-            except Exception:
-                value = False
-            if value:
-                return value
-            yield deferLater(reactor, 0.02, lambda: None)
-        self.fail(f"timed out waiting for {what}")
-
-
-
+        bridge.signal(signal.SIGTERM)
+        self.assertEqual(await bridge.wait_exit(timeout=15), 0, bridge.describe())

@@ -203,7 +203,9 @@ class BodyLimitTests(WebTestCase):
             (too_large("the body is 11 bytes; max_body_bytes is 10"),
              too_large("the body is over max_body_bytes (10 bytes)")),
         )
-        self.assertEqual(service.http_counts, {"requests": 2})
+        # Both were calls of work routes, answered with an error (the page's rates).
+        self.assertEqual(service.http_counts,
+                         {"requests": 2, "work_requests": 2, "work_errors": 2})
         metrics = service.metrics.render().decode()
         self.assertIn('bridge_http_requests_total{code="413",route="/send"} 1.0\n', metrics)
         self.assertIn('bridge_http_requests_total{code="413",route="/request"} 1.0\n', metrics)

@@ -144,7 +144,7 @@ class BridgeService(MultiService):
         )
         self.client_errors = ClientErrorLog(reactor)
         self.metrics = Metrics(self.upstreams, self.lifecycle, self.client_errors)
-        self.http_counts = {"requests": 0}
+        self.http_counts = {"requests": 0, "work_requests": 0, "work_errors": 0}
         self.generation = 1
         self._handovers: set[Handover] = set()
         self.api = BridgeAPI(
@@ -160,8 +160,9 @@ class BridgeService(MultiService):
             on_request=self._count_request,
             request_timeout=config.request_timeout,
             client_errors=self.client_errors,
-            routes=RouteTable(upstreams=tuple(self.upstreams)),
+            routes=RouteTable(self.api.routes, upstreams=tuple(self.upstreams)),
         )
+        self._work_labels = frozenset(route.label for route in self.api.routes if route.work)
         self.web = WebService(
             server_endpoint(reactor, config.listen), self.site, listen_failed,
             tls=server_description(config.listen).startswith("ssl:"),
@@ -239,10 +240,11 @@ class BridgeService(MultiService):
                 changed.append((previous, upstream))
                 upstreams.append(previous)
         removed = [name for name in current if name not in new.upstreams]
-        self.config = self.api.config = new
+        self.config = new
+        self.api.reconfigure(new)
         self.upstreams.replace(upstreams)
         self.metrics.upstreams_changed(list(self.upstreams))
-        self.site.routes = RouteTable(upstreams=tuple(self.upstreams))
+        self.site.routes = RouteTable(self.api.routes, upstreams=tuple(self.upstreams))
         self.gate.set_tokens(new.token, new.scoped_tokens, new.metrics_auth)
         self.lifecycle.configure(new.max_inflight, new.shutdown_delay, new.shutdown_grace)
         self.site.configure(new.max_body_bytes, new.request_timeout, new.access_log)
@@ -308,7 +310,12 @@ class BridgeService(MultiService):
         return self.upstreams.get("default") or next(iter(self.upstreams.values()))
 
     def _count_request(self, label: str, code: int, seconds: float | None) -> None:
-        self.http_counts["requests"] += 1
+        counts = self.http_counts
+        counts["requests"] += 1
+        if label in self._work_labels:
+            counts["work_requests"] += 1
+            if code >= 400:
+                counts["work_errors"] += 1
         self.metrics.request_done(label, code, seconds)
 
     def stopService(self) -> Deferred[None]:

@@ -90,6 +90,7 @@ class Config:
     log_level: str = "info"
     log_format: str = "text"
     access_log: bool = False
+    ui: bool = True
     #: Which upstream this is (the Config of the bridge describes "default").
     name: str = "default"
     #: Whether the upstream named "default" exists (it does unless only named

@@ -62,7 +62,7 @@ GLOBAL_SETTINGS = frozenset({
     "listen", "max_body_bytes", "max_event_backlog", "event_stall_timeout", "event_replay",
     "event_heartbeat", "max_inflight", "request_timeout", "token", "token_file",
     "allow_public", "metrics_auth", "shutdown_delay", "shutdown_grace", "log_level",
-    "log_format", "access_log",
+    "log_format", "access_log", "ui",
 })
 
 SETTINGS: tuple[Setting, ...] = (
@@ -184,7 +184,8 @@ SETTINGS: tuple[Setting, ...] = (
             "time a client has to send a whole request (idle or slow clients are closed)",
             "SECONDS"),
     Setting("token", None, optional_text,
-            "bearer token required on every route but /healthz and /readyz (never logged)",
+            "bearer token required on every route but /healthz, /readyz and the status page "
+            "(/ and its assets; never logged)",
             "TOKEN"),
     Setting("token_file", None, optional_text, "read the bearer token from this file", "PATH"),
     Setting("allow_public", False, boolean,
@@ -203,6 +204,9 @@ SETTINGS: tuple[Setting, ...] = (
             "text (one line per event) or json (one object per line)", "text|json"),
     Setting("access_log", False, boolean,
             "log one line per HTTP request (probe routes are never logged)", "BOOL"),
+    Setting("ui", True, boolean,
+            "serve the status page to browsers at GET / (off: / answers the JSON index of "
+            "the routes only)", "BOOL"),
 )
 
 SETTINGS_BY_NAME: Mapping[str, Setting] = {setting.name: setting for setting in SETTINGS}

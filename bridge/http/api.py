@@ -9,6 +9,7 @@ address an upstream take its name (``default`` for /send, /request and
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from klein import Klein
@@ -29,9 +30,12 @@ from bridge.errors import (
     UpstreamLostError,
     UpstreamReplyError,
 )
-from bridge.http.answers import respond, respond_error
+from bridge.http import openapi
+from bridge.http.answers import JSON, respond, respond_error
 from bridge.http.body import Lines, parse_body
-from bridge.http.routes import DEFAULT_UPSTREAM, ROUTES
+from bridge.http.limits import ClientError
+from bridge.http.page import SECURITY_HEADERS, StaticFile, StatusPage, wants_html
+from bridge.http.routes import DEFAULT_UPSTREAM, served_routes
 from bridge.http.sse import CONNECTED
 from bridge.http.status import bridge_document, bridge_readiness, readiness, shutting_down
 from bridge.http.upstreams import Upstream, Upstreams
@@ -74,11 +78,26 @@ class BridgeAPI:
         self.metrics = metrics
         self.started_at = clock.seconds()
         self.http_counts = http_counts if http_counts is not None else {"requests": 0}
+        #: The routes this bridge serves (the route table less the page's
+        #: files when the ui setting is off).
+        self.routes = served_routes(config.ui)
+        self.page = StatusPage() if config.ui else None
+        self._describe()
+
+    def reconfigure(self, config: Config) -> None:
+        """The configuration from now on (a reload): upstream names and tokens
+        change what /openapi.json says."""
+        self.config = config
+        self._describe()
+
+    def _describe(self) -> None:
+        self._openapi = json.dumps(openapi.document(self.config, self.routes)).encode("utf-8")
+        self._index = openapi.route_index(self.config, self.routes)
 
     def resource(self) -> Any:
         """Klein, for the routes of the table that it renders, and nothing else."""
         app = Klein()
-        for route in ROUTES:
+        for route in self.routes:
             if not route.hot:
                 methods = [method.decode("ascii") for method in route.methods]
                 app.route(route.klein_path, methods=methods,
@@ -270,7 +289,7 @@ class BridgeAPI:
         return bridge_document(
             self.upstreams, version=__version__,
             uptime=self.clock.seconds() - self.started_at, inflight=self.lifecycle.inflight,
-            lifecycle=self.lifecycle.state, http_requests=self.http_counts["requests"],
+            lifecycle=self.lifecycle.state, http_counts=self.http_counts,
             configuration=self.configuration,
         )
 
@@ -281,6 +300,39 @@ class BridgeAPI:
         request.setHeader(b"Content-Type", self.metrics.content_type)
         request.setHeader(b"Content-Length", b"%d" % len(body))
         return body
+
+    # -- the page and the API's description ----------------------------------------
+
+    def index(self, request: IRequest) -> bytes:
+        """The status page for a browser, the route index for anyone else."""
+        for name, value in SECURITY_HEADERS:
+            request.setHeader(name, value)
+        request.setHeader(b"Vary", b"Accept")
+        if self.page is not None and wants_html(request.getHeader(b"Accept")):
+            return self._file(request, self.page.page)
+        return respond(request, 200, self._index)
+
+    def asset(self, request: IRequest) -> bytes:
+        """A file of the page (its routes are served only with the page)."""
+        file = self.page.assets.get(request.path) if self.page is not None else None
+        if file is None:
+            return respond_error(request, ClientError(
+                404, "not_found", f"no route {request.path.decode('latin-1')}"))
+        for name, value in SECURITY_HEADERS:
+            request.setHeader(name, value)
+        return self._file(request, file)
+
+    def _file(self, request: IRequest, file: StaticFile) -> bytes:
+        request.setResponseCode(200)
+        request.setHeader(b"Content-Type", file.content_type)
+        request.setHeader(b"Content-Length", b"%d" % len(file.body))
+        return file.body
+
+    def openapi_json(self, request: IRequest) -> bytes:
+        request.setResponseCode(200)
+        request.setHeader(b"Content-Type", JSON)
+        request.setHeader(b"Content-Length", b"%d" % len(self._openapi))
+        return self._openapi
 
     # -- unsolicited lines --------------------------------------------------------
 

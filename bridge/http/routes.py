@@ -31,10 +31,12 @@ class Route:
     by Klein on a real twisted.web Request.  ``work`` routes write to the
     upstream: they pass admission and are counted in flight.  ``open`` routes
     need no token; ``metrics`` marks the route that is open when
-    ``metrics_auth`` is off.  ``quiet`` routes (probes, scrapes) stay out of
-    the access log.  ``scope`` is what a scoped token must allow (``send``,
-    ``request`` or ``events``); a path with ``{upstream}`` addresses one named
-    upstream (:data:`UPSTREAM_PREFIX`), the others the one named ``default``.
+    ``metrics_auth`` is off.  ``quiet`` routes (probes, scrapes, the page)
+    stay out of the access log.  ``scope`` is what a scoped token must allow
+    (``send``, ``request`` or ``events``); a path with ``{upstream}``
+    addresses one named upstream (:data:`UPSTREAM_PREFIX`), the others the one
+    named ``default``.  ``ui`` routes (the page's assets) are served only
+    while the ``ui`` setting is on (see :func:`served_routes`).
     """
 
     path: bytes
@@ -46,6 +48,7 @@ class Route:
     metrics: bool = False
     quiet: bool = False
     scope: str | None = None
+    ui: bool = False
 
     @property
     def label(self) -> str:
@@ -79,9 +82,24 @@ ROUTES: tuple[Route, ...] = (
     Route(b"/u/{upstream}/events", (b"GET",), "events_stream", scope="events"),
     Route(b"/u/{upstream}/readyz", (b"GET", b"HEAD"), "upstream_readyz", hot=True, open=True,
           quiet=True),
+    Route(b"/openapi.json", (b"GET", b"HEAD"), "openapi_json"),
+    # The status page (bridge/http/ui/): / is the page for a browser, the
+    # route index for any other client; the page and its assets hold no data
+    # and no secret, so they need no token (the page asks for it).
+    Route(b"/", (b"GET", b"HEAD"), "index", hot=True, open=True, quiet=True),
+    Route(b"/ui/app.js", (b"GET", b"HEAD"), "asset", hot=True, open=True, quiet=True, ui=True),
+    Route(b"/ui/app.css", (b"GET", b"HEAD"), "asset", hot=True, open=True, quiet=True, ui=True),
+    Route(b"/ui/favicon.svg", (b"GET", b"HEAD"), "asset", hot=True, open=True, quiet=True,
+          ui=True),
 )
 
 LABELS: frozenset[str] = frozenset(route.label for route in ROUTES) | {OTHER}
+
+
+def served_routes(ui: bool = True, routes: tuple[Route, ...] = ROUTES) -> tuple[Route, ...]:
+    """The routes a bridge serves: all of them, less the page's assets when
+    the ``ui`` setting is off."""
+    return routes if ui else tuple(route for route in routes if not route.ui)
 
 
 class Target(NamedTuple):

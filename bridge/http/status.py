@@ -40,6 +40,7 @@ def upstream_document(upstream: Upstream) -> dict[str, Any]:
         "last_error": errors[0] if errors else None,
         "pending": pool.pending(),
         "unsent_bytes": pool.unsent(),
+        "congested": pool.congested(),
         "counters": {
             "lines_sent": totals.lines_sent,
             "bytes_sent": totals.bytes_sent,
@@ -83,10 +84,18 @@ def _subscriber(upstream: Upstream) -> dict[str, Any] | None:
 
 def bridge_document(
     upstreams: Upstreams, *, version: str, uptime: float, inflight: int, lifecycle: str,
-    http_requests: int, configuration: dict[str, Any],
+    http_counts: dict[str, int], configuration: dict[str, Any],
 ) -> dict[str, Any]:
     """/status: the bridge, then one entry per upstream.  The upstream named
-    default is also described at the top level, as before there were several."""
+    default is also described at the top level, as before there were several.
+
+    ``http_counts`` holds ``requests`` (every HTTP request answered), and
+    ``work_requests`` and ``work_errors`` (POST /send and /request of any
+    upstream answered, and those answered 4xx or 5xx).
+    """
+    http = {"http_requests": http_counts.get("requests", 0),
+            "work_requests": http_counts.get("work_requests", 0),
+            "work_errors": http_counts.get("work_errors", 0)}
     documents = {name: upstream_document(upstream) for name, upstream in upstreams.items()}
     document: dict[str, Any] = {
         "version": version,
@@ -98,9 +107,9 @@ def bridge_document(
     default = documents.get("default")
     if default is not None:
         document.update(default)
-        document["counters"] = {"http_requests": http_requests, **default["counters"]}
+        document["counters"] = {**http, **default["counters"]}
     else:
-        document["counters"] = {"http_requests": http_requests}
+        document["counters"] = http
     document["upstreams"] = documents
     return document
 

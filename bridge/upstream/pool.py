@@ -336,6 +336,11 @@ class UpstreamPool(Service):
     def unsent(self) -> int:
         return sum(m.protocol.unsent() for m in self.members if m.protocol is not None)
 
+    def congested(self) -> int:
+        """How many connections are congested now (more than write_high_water
+        bytes unsent, until they fall to write_low_water): they take no work."""
+        return sum(1 for m in self.members if m.protocol is not None and m.protocol.is_congested())
+
     # -- what probes and /status read ----------------------------------------------
 
     def connected_count(self) -> int:

@@ -1,0 +1,423 @@
+"""The status page in a real headless Chromium, against real bridge processes
+and real redis-servers (started here on free ports, stopped and started again
+by their PIDs).  The class's bridge has two upstreams, ``default`` and
+``cache`` (one redis-server each), so the page shows both and the try-it
+panel offers the choice; the token test has a bridge of its own.
+
+Skipped, with the reason, where Chromium, chromium-driver, Selenium or
+redis-server cannot be had (.ci/run installs the Debian packages).
+
+``BRIDGE_UI_SCREENSHOT=docs/status-page.png`` also writes the screenshot the
+README shows (reduced to a small palette when Pillow is installed).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import socket
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from typing import Any, ClassVar
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from tests.browser import Browser, chromium_or_skip
+from tests.polling import wait_for
+from tests.servers import LOOPBACK, ServerProcess, redis_process, unused_port
+from tests.support import REPO, BridgeProcess
+
+TOKEN = "page-test-token"
+NOTHING = "\N{EN DASH}"  # what the page shows for no value
+LISTENING = re.compile(r"listening on http://127\.0\.0\.1:(\d+)/")
+WRONGTYPE = "WRONGTYPE Operation against a key holding the wrong kind of value"
+
+
+def lines_sent(totals: str) -> int:
+    """The "lines sent" total in the text of the page's totals."""
+    found = re.search(r"lines sent(\d+)", totals)
+    assert found is not None, totals
+    return int(found.group(1))
+
+
+def field_of(upstream: str, name: str) -> str:
+    """The selector of one field of an upstream's card."""
+    return f'[data-upstream="{upstream}"] [data-field="{name}"]'
+
+
+def state_of(upstream: str) -> str:
+    return field_of(upstream, "state")
+
+
+def launch_bridge(*args: str) -> BridgeProcess:
+    """A real bridge process, not waited for (see :func:`bridge_url`)."""
+    return BridgeProcess.bridge("--listen", f"{LOOPBACK}:0", *args)
+
+
+def bridge_url(process: BridgeProcess) -> str:
+    """The base URL of a launched bridge, once it listens (stopped if it never does)."""
+
+    def listening() -> int | None:
+        found = LISTENING.search(process.stdout())
+        if found:
+            return int(found.group(1))
+        if process.process.poll() is not None:
+            raise AssertionError("the bridge exited\n" + process.describe())
+        return None
+
+    try:
+        port = wait_for(listening, "the bridge to listen", 30.0)
+    except BaseException:
+        process.stop_now()
+        raise
+    return f"http://{LOOPBACK}:{port}"
+
+
+def two_upstreams(directory: str, default: int, cache: int) -> str:
+    """A configuration file: default and cache, each a redis-server; quick
+    retries, so that a restarted server is found again within a second."""
+    path = os.path.join(directory, "bridge.toml")
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write(UPSTREAM.format(name="", port=default) + "\n[upstreams.cache]\n"
+                     + UPSTREAM.format(port=cache))
+    return path
+
+
+UPSTREAM = """upstream = "127.0.0.1:{port}"
+reply_framing = "resp"
+backoff_initial = 0.5
+backoff_max = 1
+"""
+
+
+def call(url: str, body: bytes | None = None, token: str | None = None) -> tuple[int, bytes]:
+    """One HTTP request from outside the browser: (status, body)."""
+    request = urllib.request.Request(url, data=body, method="POST" if body is not None else "GET")
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
+
+
+def redis_get(port: int, key: str) -> bytes:
+    """GET ``key`` straight from redis-server (an inline command): the raw reply."""
+    with socket.create_connection((LOOPBACK, port), timeout=5) as connection:
+        connection.sendall(f"GET {key}\r\n".encode())
+        reply = b""
+        while not reply.endswith(b"\r\n") or (reply.startswith(b"$") and reply.count(b"\r\n") < 2
+                                               and not reply.startswith(b"$-1")):
+            data = connection.recv(65536)
+            if not data:
+                break
+            reply += data
+        return reply
+
+
+class StatusPageBrowserTests(SynchronousTestCase):
+    """One Chromium, two redis-servers and two bridges for the class (a
+    process start is seconds on a busy 2-core machine, so they all start at
+    once): the main bridge (upstreams default and cache), and one with a
+    token (upstream default).  Each test begins by waiting until the page
+    shows its upstreams connected, so a test that stopped redis-server and
+    started it again leaves nothing behind."""
+
+    browser: ClassVar[Browser | None] = None
+    redis: ClassVar[ServerProcess | None] = None  # the upstream named default
+    cache: ClassVar[ServerProcess | None] = None  # the upstream named cache
+    bridges: ClassVar[list[BridgeProcess]] = []
+    url: ClassVar[str] = ""
+    token_url: ClassVar[str] = ""
+    directory: ClassVar[str] = ""
+
+    @classmethod
+    def setUpClass(cls) -> None:
+        chromium_or_skip()
+        cls.bridges = []
+        cls.directory = tempfile.mkdtemp(prefix="bridge-ui-test-")
+        try:
+            # One after the other: unused_port() gives the same port again
+            # until the first server listens on it.
+            cls.redis = redis_process(unused_port())  # skips without redis-server
+            cls.redis.start()
+            cls.cache = redis_process(unused_port())
+            cls.cache.start()
+            config = two_upstreams(cls.directory, cls.redis.port, cls.cache.port)
+            main = launch_bridge("--config", config)
+            cls.bridges.append(main)
+            with_token = launch_bridge(
+                "--upstream", f"{LOOPBACK}:{cls.redis.port}", "--reply-framing", "resp",
+                "--token", TOKEN)
+            cls.bridges.append(with_token)
+            cls.browser = Browser.start()  # while the bridges start
+            cls.url = bridge_url(main)
+            cls.token_url = bridge_url(with_token)
+        except BaseException:
+            cls.tearDownClass()
+            raise
+
+    @classmethod
+    def tearDownClass(cls) -> None:
+        if cls.browser is not None:
+            cls.browser.quit()
+            cls.browser = None
+        for bridge in cls.bridges:
+            bridge.stop_now()
+        cls.bridges = []
+        for server in (cls.redis, cls.cache):
+            if server is not None:
+                server.close()
+        cls.redis = cls.cache = None
+        shutil.rmtree(cls.directory, ignore_errors=True)
+
+    def setUp(self) -> None:
+        assert self.browser is not None and self.redis is not None
+        self.page = self.browser
+        self.page.collect()  # forget what earlier tests left in the logs
+        self.page.console.clear()
+        self.page.requests.clear()
+        self.page.statuses.clear()
+        if not self.redis.running:
+            self.redis.start()  # an earlier test failed while it was stopped
+
+    def open(self, url: str) -> None:
+        self.page.open(url + "/")
+        # A blank page and no token left behind for the next test.
+        self.addCleanup(self.page.open, "about:blank")
+        self.addCleanup(self.page.run, "sessionStorage.clear()")
+
+    def wait_connected(self, name: str = "default") -> None:
+        self.page.wait_text(state_of(name), lambda text: text == "connected",
+                            f"the page to show {name} connected")
+
+    # -- the tests --------------------------------------------------------------------
+
+    def test_page_loads_clean_and_shows_the_upstreams(self) -> None:
+        assert self.redis is not None and self.cache is not None
+        url = self.url
+        self.open(url)
+        self.wait_connected("default")
+        self.wait_connected("cache")
+        self.assertEqual(self.page.text("#lifecycle"), "running")
+        self.assertEqual(self.page.text(field_of("default", "address")),
+                         f"{LOOPBACK}:{self.redis.port}")
+        self.assertEqual(self.page.text(field_of("cache", "address")),
+                         f"{LOOPBACK}:{self.cache.port}")
+        self.assertRegex(self.page.text(field_of("default", "since")),
+                         r"^\d\d:\d\d:\d\d \(for (\d+[dhm] )?\d+[hms]\)$")
+        self.assertEqual(self.page.text(field_of("default", "retry")), NOTHING)
+        self.assertEqual(self.page.text(field_of("default", "pending")), "0")
+        self.assertEqual(self.page.text(field_of("default", "congestion")), "none (0 B unsent)")
+        self.assertEqual(self.page.text("#link"), "live")
+        # Live: the page follows the counters without being reloaded.
+        sent = lines_sent(self.page.text("#totals"))
+        self.assertEqual(call(url + "/send", b"SET page-a 1\nSET page-b 2\n"),
+                         (202, b'{"sent": 2}'))
+        self.page.wait_text("#totals", lambda text: lines_sent(text) == sent + 2,
+                            "the page to count the 2 lines sent")
+        # /events as it arrives: an error reply to a /send line is published.
+        call(url + "/send", b"RPUSH page-list x\nINCR page-list\n")
+        self.page.wait_text("#events", lambda text: WRONGTYPE in text,
+                            "the send_error event on the page")
+        self.assertIn("send_error", self.page.text("#events"))
+        # Pausable: held while paused, shown on resume.
+        self.page.click("#events-pause")
+        call(url + "/send", b"INCR page-list\n")
+        self.page.wait_text("#events-count", lambda text: "1 held while paused" in text,
+                            "the event to be held")
+        self.assertEqual(self.page.text("#events").count("send_error"), 1)
+        self.page.click("#events-pause")
+        self.page.wait_text("#events", lambda text: text.count("send_error") == 2,
+                            "the held event to be shown")
+        # Bounded: the page keeps the newest 200 events, paused or not.
+        self.page.click("#events-pause")
+        self.assertEqual(call(url + "/send", b"INCR page-list\n" * 250), (202, b'{"sent": 250}'))
+        self.page.wait_text("#events-count",
+                            lambda text: text.endswith("200 held while paused (50 not kept)"),
+                            "250 events held as 200")
+        self.page.click("#events-pause")
+        self.page.wait_text("#events", lambda text: "50 earlier events arrived while paused "
+                            "and were not kept" in text, "the gap to be shown")
+        self.assertEqual(self.page.run("return document.querySelectorAll('#events li').length"),
+                         200)
+        # The other upstream's events, chosen on the page.
+        self.page.select("#events-upstream", "cache")
+        self.page.wait_text("#events-state", lambda text: text == "(live)",
+                            "the events of cache")
+        self.page.click("#events-clear")
+        self.assertEqual(self.page.text("#events"), "")
+        call(url + "/u/cache/send", b"RPUSH cache-list x\nINCR cache-list\n")
+        self.page.wait_text("#events", lambda text: text.count("send_error") == 1,
+                            "the send_error event of cache")
+
+        requests = self.page.requests_of(url)
+        paths = {r.url[len(url):] for r in requests}
+        self.assertLessEqual({"/", "/ui/app.js", "/ui/app.css", "/ui/favicon.svg", "/status",
+                              "/events", "/u/cache/events"}, paths)
+        foreign = [r.url for r in requests if not r.url.startswith(url + "/")]
+        self.assertEqual(foreign, [], "requests outside the bridge's origin")
+        self.assertEqual(self.page.errors(), [], "console errors or warnings")
+        self.screenshot(url)
+
+    def test_upstream_down_then_up_again(self) -> None:
+        assert self.redis is not None
+        self.open(self.url)
+        self.wait_connected()
+        self.redis.stop()
+        retry = field_of("default", "retry")
+        # Within 3 s of the stop: disconnected, with a countdown to the next attempt.
+        self.page.wait(
+            lambda: (self.page.text(state_of("default")) == "disconnected"
+                     and re.fullmatch(r"in \d+\.\d s", self.page.text(retry))),
+            "the page to show disconnected with a retry countdown", timeout=3.0)
+        self.assertEqual(self.page.text(field_of("default", "since")), "not connected")
+        self.assertIn("connection refused", self.page.text("#errors"))
+        self.assertEqual(self.page.text(state_of("cache")), "connected")  # the other one
+        self.redis.start()
+        self.wait_connected()
+        self.assertEqual(self.page.text(retry), NOTHING)
+
+    def test_try_it_reaches_the_chosen_upstream(self) -> None:
+        assert self.redis is not None and self.cache is not None
+        self.open(self.url)
+        self.wait_connected("default")
+        self.wait_connected("cache")
+        self.assertTrue(self.page.visible("#try-upstream"))  # two upstreams: a choice
+        self.page.fill("#try-body", "SET page-key from-the-page")
+        self.page.click('#try-form input[value="send"]')
+        self.page.click("#try-submit")
+        self.page.wait_text("#try-status", lambda text: text.startswith("202"), "202")
+        self.assertEqual(self.page.text("#try-answer"), '{"sent": 1}')
+        self.assertEqual(self.page.text("#try-target"), "POST /send")
+        self.assertEqual(redis_get(self.redis.port, "page-key"), b"$13\r\nfrom-the-page\r\n")
+        self.assertEqual(redis_get(self.cache.port, "page-key"), b"$-1\r\n")
+        # The other upstream: /u/cache/send, to the other redis-server only.
+        self.page.select("#try-upstream", "cache")
+        self.page.fill("#try-body", "SET page-key for-the-cache")
+        self.page.click("#try-submit")
+        self.page.wait_text("#try-target", lambda text: text == "POST /u/cache/send",
+                            "the call to cache")
+        self.page.wait_text("#try-status", lambda text: text.startswith("202"), "202")
+        self.assertEqual(redis_get(self.cache.port, "page-key"), b"$13\r\nfor-the-cache\r\n")
+        self.assertEqual(redis_get(self.redis.port, "page-key"), b"$13\r\nfrom-the-page\r\n")
+        # /request shows the upstream's replies exactly as the bridge answered.
+        self.page.select("#try-upstream", "default")
+        self.page.fill("#try-body", "GET page-key\nPING")
+        self.page.click('#try-form input[value="request"]')
+        self.page.fill("#try-timeout", "2")
+        self.page.click("#try-submit")
+        self.page.wait_text("#try-target", lambda text: text == "POST /request?timeout=2",
+                            "the request")
+        self.page.wait_text("#try-status", lambda text: text.startswith("200"), "200")
+        self.assertEqual(self.page.text("#try-answer"), '{"replies": ["from-the-page", "PONG"]}')
+        # An error answer is shown as it came.
+        self.page.fill("#try-body", "PING")
+        self.page.fill("#try-timeout", "999")
+        self.page.click("#try-submit")
+        self.page.wait_text("#try-status", lambda text: text.startswith("400"), "400")
+        self.assertEqual(json.loads(self.page.text("#try-answer"))["error"], "invalid_timeout")
+
+    def test_with_a_token(self) -> None:
+        assert self.redis is not None
+        url = self.token_url
+        self.open(url)
+        # Without the token: the page is there, its calls are refused.
+        self.page.wait(lambda: self.page.visible("#token-panel"), "the page to ask for the token")
+        self.assertEqual(self.page.text(state_of("default")), "")
+        self.page.fill("#try-body", "SET page-token-key nope")
+        self.page.click('#try-form input[value="send"]')
+        self.page.click("#try-submit")
+        self.page.wait_text("#try-status", lambda text: text.startswith("401"), "401")
+        self.assertEqual(json.loads(self.page.text("#try-answer"))["error"], "unauthorized")
+        self.assertEqual(redis_get(self.redis.port, "page-token-key"), b"$-1\r\n")
+
+        def refused() -> set[str]:
+            self.page.collect()
+            return {status_url[len(url):] for status_url, status in self.page.statuses
+                    if status == 401}
+
+        self.page.wait(lambda: {"/status", "/events", "/send"} <= refused(),
+                       "401 for /status, /events and /send")
+        # With it: everything works, /events included.
+        self.page.fill("#token-input", TOKEN)
+        self.page.click('#token-form button[type="submit"]')
+        self.wait_connected()
+        self.assertFalse(self.page.visible("#token-panel"))
+        self.assertEqual(self.page.run("return sessionStorage.getItem('bridge-token')"), TOKEN)
+        self.page.fill("#try-body", "SET page-token-key yes")
+        self.page.click("#try-submit")
+        self.page.wait_text("#try-status", lambda text: text.startswith("202"), "202")
+        self.assertEqual(redis_get(self.redis.port, "page-token-key"), b"$3\r\nyes\r\n")
+        call(url + "/send", b"RPUSH page-token-list x\nINCR page-token-list\n", TOKEN)
+        self.page.wait_text("#events", lambda text: WRONGTYPE in text,
+                            "the send_error event through the token")
+        sent = [r for r in self.page.requests_of(url)
+                if r.url.split("?")[0] in (url + "/status", url + "/events", url + "/send")]
+        bearer = {r.url[len(url):] for r in sent
+                  if r.headers.get("Authorization") == f"Bearer {TOKEN}"}
+        self.assertEqual(bearer, {"/status", "/events", "/send"})
+        # Kept for the tab: a reload does not ask again.
+        self.page.open(url + "/")
+        self.wait_connected()
+        self.assertFalse(self.page.visible("#token-panel"))
+
+    # -- the README's screenshot ------------------------------------------------------
+
+    def screenshot(self, url: str) -> None:
+        """A screenshot of the page (always taken; written to the path in
+        BRIDGE_UI_SCREENSHOT when set, after some traffic for the chart)."""
+        target = os.environ.get("BRIDGE_UI_SCREENSHOT")
+        if target:
+            self.traffic(url, seconds=40.0)
+            self.page.select("#try-upstream", "default")
+            self.page.fill("#try-body", "GET page-hits\nPING")
+            self.page.click('#try-form input[value="request"]')
+            self.page.click("#try-submit")
+            self.page.wait_text("#try-status", lambda text: text.startswith("200"), "200")
+            # The other upstream down, to show a countdown and an error.
+            assert self.cache is not None
+            self.cache.stop()
+            self.addCleanup(self.cache.start)
+            self.page.wait(lambda: re.fullmatch(r"in \d+\.\d s",
+                                                self.page.text(field_of("cache", "retry"))),
+                           "the countdown of cache")
+        directory = tempfile.mkdtemp(prefix="bridge-screenshot-")
+        self.addCleanup(shutil.rmtree, directory, True)
+        path = os.path.join(directory, "page.png")
+        self.page.screenshot(path)
+        with open(path, "rb") as handle:
+            self.assertEqual(handle.read(8), b"\x89PNG\r\n\x1a\n")
+        if target:
+            shrink_png(path, os.path.join(REPO, target))
+
+    def traffic(self, url: str, seconds: float) -> None:
+        """Some /send and /request calls, at a varying pace (for the chart)."""
+        end = time.monotonic() + seconds
+        number = 0
+        while time.monotonic() < end:
+            number += 1
+            call(url + "/send", b"".join(b"INCR page-hits\n" for _ in range(number % 7 + 1)))
+            call(url + "/u/cache/send", b"SET page-cache %d\n" % number)
+            if number % 3 == 0:
+                call(url + "/request", b"GET page-hits\n")
+            if number % 11 == 0:
+                call(url + "/request", b"NOSUCHCOMMAND\n")
+            time.sleep(0.05)  # the pace of the traffic, not a wait for a condition
+
+
+def shrink_png(source: str, target: str) -> None:
+    """Copy the screenshot, reduced to a 64-colour palette if Pillow is there."""
+    try:
+        from PIL import Image
+    except ImportError:
+        shutil.copyfile(source, target)
+        return
+    image: Any = Image.open(source).convert("RGB")
+    image.quantize(colors=64, method=Image.Quantize.MEDIANCUT).save(
+        target, optimize=True)
