@@ -23,7 +23,7 @@ class SpoolSettingsTests(ConfigFileCase):
             upstream = "127.0.0.1:2003"
             spool = "disk"
             spool_dir = "/var/lib/bridge/metrics"
-            spool_max_bytes = 1048576
+            spool_max_bytes = 2097152
 
             [upstreams.cache]
             upstream = "127.0.0.1:11211"
@@ -33,14 +33,14 @@ class SpoolSettingsTests(ConfigFileCase):
             {name: (u.spool, u.spool_dir, u.spool_max_bytes, u.spool_fsync)
              for name, u in upstreams.items()},
             {"default": ("disk", "/var/lib/bridge/default", 1 << 30, "never"),
-             "metrics": ("disk", "/var/lib/bridge/metrics", 1 << 20, "always"),
+             "metrics": ("disk", "/var/lib/bridge/metrics", 2 << 20, "always"),
              "cache": ("off", None, 1 << 30, "always")})
 
     def test_flags_and_environment(self) -> None:
         config = load({"spool": "disk", "spool_dir": "/tmp/s"},
-                      {"BRIDGE_SPOOL_FSYNC": "never", "BRIDGE_SPOOL_MAX_BYTES": "2048"})
+                      {"BRIDGE_SPOOL_FSYNC": "never", "BRIDGE_SPOOL_MAX_BYTES": "2097152"})
         self.assertEqual((config.spool, config.spool_dir, config.spool_fsync,
-                          config.spool_max_bytes), ("disk", "/tmp/s", "never", 2048))
+                          config.spool_max_bytes), ("disk", "/tmp/s", "never", 2 << 20))
 
     def test_disk_needs_a_directory(self) -> None:
         self.assertEqual(self.error(flags={"spool": "disk"}),
@@ -55,6 +55,8 @@ class SpoolSettingsTests(ConfigFileCase):
         self.assertIn("setting 'spool':", self.error(flags={"spool": "memory"}))
         self.assertIn("setting 'spool_fsync':", self.error(flags={"spool_fsync": "sometimes"}))
         self.assertIn("setting 'spool_max_bytes':", self.error(flags={"spool_max_bytes": "0"}))
+        self.assertEqual(self.error(flags={"spool_max_bytes": "65536"}),
+                         "setting 'spool_max_bytes': must be at least 1 MiB (1048576), got 65536")
 
     def test_two_upstreams_cannot_share_a_directory(self) -> None:
         message = self.error("""

@@ -218,6 +218,10 @@ def check_upstream(config: Config) -> Config:
     if config.spool == "disk" and not config.spool_dir:
         raise ConfigError("spool_dir", "must be set when spool is disk (one directory per "
                           "upstream)")
+    if config.spool_max_bytes < MiB:
+        # Segments are at least 64 KiB; a smaller spool could not reclaim space.
+        raise ConfigError("spool_max_bytes", f"must be at least 1 MiB ({MiB}), got "
+                          f"{config.spool_max_bytes}")
     if config.spool != "disk" and config.spool_dir is not None:
         raise ConfigError("spool_dir", "is only used with spool = disk")
     if config.heartbeat_interval is not None and not config.heartbeat_line:

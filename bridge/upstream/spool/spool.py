@@ -14,6 +14,7 @@ its results and a fresh :class:`StoreStats`, and the reactor keeps those.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.interfaces import IReactorTime
@@ -123,6 +124,8 @@ class Spool:
         self._reserved = 0  # bytes of appends not yet reflected in _stats.bytes
         self._closed: list[Deferred[None]] | None = None  # waiters, once closing
         self._failing = False  # the last append failed: log the recovery once
+        #: Called after each job that stored records (delivery wakes up).
+        self.on_stored: Callable[[], None] | None = None
 
     @staticmethod
     def log_open(directory: str, report: OpenReport) -> None:
@@ -183,6 +186,15 @@ class Spool:
         the handed-out records went to was lost before they were confirmed)."""
         self._next.rewind = True
         self._kick()
+
+    @property
+    def failing(self) -> bool:
+        """The last append failed (the disk refused)."""
+        return self._failing
+
+    @property
+    def closed(self) -> bool:
+        return self._closed is not None
 
     def stats(self) -> SpoolStats:
         stats = self._stats
@@ -292,3 +304,5 @@ class Spool:
         for record_id, (_, _, _, done) in zip(outcome.ids, job.appends, strict=True):
             if not done.called:  # cancelled: the record stays and is delivered
                 done.callback(record_id)
+        if self.on_stored is not None:
+            self.on_stored()
