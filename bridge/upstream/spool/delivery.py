@@ -81,6 +81,7 @@ class Delivery:
         self._rewind = False
         self._timer: IDelayedCall | None = None
         self._read_failing = False
+        self._redelivered = 0  # the spool's count when last logged
 
     def start(self) -> None:
         self._running = True
@@ -168,6 +169,7 @@ class Delivery:
             self.log.info("spool {name}: reading again", name=self._name)
         if not self._running:
             return  # left in the spool for the next start
+        self._note_redelivery()
         protocol = self._protocol
         if records and (epoch != self._epoch or protocol is None
                         or not protocol.accepts_work()):
@@ -183,6 +185,16 @@ class Delivery:
         for record in records:
             self._write(protocol, record, epoch)
         self._kick()
+
+    def _note_redelivery(self) -> None:
+        """One line per batch handed out again (after a restart or a lost
+        connection): those records may reach the upstream twice."""
+        redelivered = self._spool.stats().redelivered
+        if redelivered > self._redelivered:
+            self.log.info("spool {name}: {count} records handed out again ({total} since "
+                          "start); the upstream may receive them twice", name=self._name,
+                          count=redelivered - self._redelivered, total=redelivered)
+            self._redelivered = redelivered
 
     def _read_failed(self, failure: Failure) -> None:
         self._reading = False
