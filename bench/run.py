@@ -25,6 +25,11 @@ Scenarios (``--scenarios``):
               request, concurrency 16: the same bridge and sink, the upstream
               unnamed (--upstream ADDR) or named (--upstream bench=ADDR)
   memory      >= 1 GB offered by clients to an upstream reading about 1 MB/s
+  spool_small POST /send of one line, concurrency 16: the bridge unspooled, and
+              with --spool disk and --spool-fsync always / never (issue 12)
+  spool_bulk  the same with 1000-line bodies
+  spool_memory 1 GB spooled behind an upstream reading 1 kB/s, then delivered at
+              full speed: peak RSS, every line counted
 
 Every /send run checks the line accounting: the lines the sink counted must
 equal the 202 answers times the lines per request; any difference is printed

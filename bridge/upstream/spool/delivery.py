@@ -90,6 +90,7 @@ class Delivery:
     def stop(self) -> None:
         """Write nothing more; replies still arriving retire their records."""
         self._running = False
+        self._spool.release_reads()
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None
@@ -125,7 +126,8 @@ class Delivery:
         self._reading = True
         self._appended = False
         epoch = self._epoch
-        self._spool.peek_batch(min(self._batch, room)).addCallbacks(
+        # Parked once caught up: the job storing the next appends reads them.
+        self._spool.peek_batch(min(self._batch, room), wait=True).addCallbacks(
             self._read, self._read_failed, callbackArgs=(epoch,))
 
     def _connection(self) -> UpstreamProtocol | None:
@@ -160,6 +162,8 @@ class Delivery:
         if self._unconfirmed:
             self._unconfirmed = 0
             self._rewind = True
+        if self._reading:
+            self._spool.release_reads()  # a parked read: end it, to rewind now
         self._kick()
 
     def _read(self, records: list[Record], epoch: int) -> None:
@@ -178,7 +182,8 @@ class Delivery:
             self._kick()
             return
         if not records:
-            if self._appended:
+            # Released (a lost connection, a rewind to do) or nothing yet.
+            if self._appended or self._rewind:
                 self._kick()
             return
         assert protocol is not None

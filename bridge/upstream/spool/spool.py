@@ -49,11 +49,14 @@ class SpoolStats:
     queued: int  # appends waiting for the next group commit
 
 
+_Read = tuple[int, int, bool, "Deferred[list[Record]]"]  # max records, max bytes, wait
+
+
 @dataclass
 class _Job:
     appends: list[tuple[bytes, int, float, Deferred[RecordId]]] = field(default_factory=list)
     retires: list[RecordId] = field(default_factory=list)
-    reads: list[tuple[int, int, Deferred[list[Record]]]] = field(default_factory=list)
+    reads: list[_Read] = field(default_factory=list)
     rewind: bool = False
     close: bool = False
     reserved: int = 0
@@ -124,6 +127,7 @@ class Spool:
         self._reserved = 0  # bytes of appends not yet reflected in _stats.bytes
         self._closed: list[Deferred[None]] | None = None  # waiters, once closing
         self._failing = False  # the last append failed: log the recovery once
+        self._parked: list[_Read] = []  # reads waiting for the next append
         #: Called after each job that stored records (delivery wakes up).
         self.on_stored: Callable[[], None] | None = None
 
@@ -160,19 +164,34 @@ class Spool:
         self._next.appends.append((payload, lines, self._clock.seconds(), done))
         self._next.reserved += size
         self._reserved += size
+        if self._parked:
+            self._next.reads.extend(self._parked)
+            self._parked = []
         self._kick()
         return done
 
-    def peek_batch(self, max_records: int, max_bytes: int = 4 << 20) -> Deferred[list[Record]]:
+    def peek_batch(self, max_records: int, max_bytes: int = 4 << 20,
+                   wait: bool = False) -> Deferred[list[Record]]:
         """The next records to deliver, oldest first: up to ``max_records``
         (and about ``max_bytes``), continuing after the last batch handed
         out; empty when delivery has caught up.  Handing out is remembered on
         disk, so records handed out again after a restart are counted as
-        redelivered."""
+        redelivered.
+
+        With ``wait``, a read that finds nothing is parked and done again by
+        the job that stores the next appends (one job, not two, per batch of
+        requests once delivery has caught up); :meth:`release_reads` ends
+        the wait with an empty list."""
         done: Deferred[list[Record]] = Deferred()
-        self._next.reads.append((max_records, max_bytes, done))
+        self._next.reads.append((max_records, max_bytes, wait, done))
         self._kick()
         return done
+
+    def release_reads(self) -> None:
+        """Parked reads fire now, with nothing."""
+        parked, self._parked = self._parked, []
+        for _, _, _, done in parked:
+            done.callback([])
 
     def retire(self, record_id: RecordId) -> None:
         """The record is delivered: never hand it out again; its space is
@@ -216,6 +235,7 @@ class Spool:
         if self._closed is None:
             self._closed = []
             self._next.close = True
+            self.release_reads()
             self._kick()
         if self._closed is _CLOSED:
             done.callback(None)
@@ -248,7 +268,7 @@ class Spool:
                 outcome.retire_error = error
         if job.rewind:
             store.rewind()
-        for max_records, max_bytes, _ in job.reads:
+        for max_records, max_bytes, _, _ in job.reads:
             try:
                 outcome.reads.append(store.read(max_records, max_bytes))
             except OSError as error:
@@ -272,9 +292,12 @@ class Spool:
         if result.retire_error is not None:
             self.log.warn("spool: could not record retired records ({error}); they may be "
                           "delivered again after a restart", error=result.retire_error)
-        for (_, _, done), read in zip(job.reads, result.reads, strict=True):
+        for request, read in zip(job.reads, result.reads, strict=True):
+            done = request[3]
             if isinstance(read, OSError):
                 done.errback(SpoolUnavailableError(f"cannot read the spool: {read}"))
+            elif not read and request[2] and self._closed is None:
+                self._parked.append(request)
             else:
                 done.callback(read)
         if job.close and self._closed is not None:
