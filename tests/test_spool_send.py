@@ -258,3 +258,24 @@ class DamageTests(SpoolCase):
         self.assertEqual(upstream.value(), b"first\r\nthird\r\n")
         self.assertEqual(self.counts(harness), (0, 2, 0, 1))
         self.assertEqual(len(os.listdir(os.path.join(directory, "damaged"))), 1)
+
+
+class ReloadTests(SpoolCase):
+    def test_a_changed_upstream_keeps_its_open_spool(self) -> None:
+        harness = self.spooled()
+        self.assertEqual(harness.call("POST", "/send", b"before\n").status, 202)
+        spool = harness.service.upstreams["default"].spool
+        logs = self.capture_logs()
+        new = harness.config.with_values(reply_timeout=2.0, spool_fsync="never")
+        harness.service.reconfigure(new)
+        upstream = harness.service.upstreams["default"]
+        self.assertIs(upstream.spool, spool)
+        self.assertEqual((upstream.config.reply_timeout, upstream.config.spool_fsync),
+                         (2.0, "always"))
+        self.assertEqual(
+            [e["name"] for e in logs if "after a restart" in str(e.get("log_format"))],
+            ["spool_fsync"])
+        self.assertEqual(harness.call("POST", "/send", b"after\n").status, 202)
+        connection = harness.connect_upstream(attempt=len(harness.reactor.tcpClients) - 1)
+        harness.reactor.advance(RETRY)
+        self.assertEqual(connection.value(), b"before\r\nafter\r\n")

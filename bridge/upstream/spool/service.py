@@ -123,6 +123,11 @@ class SpooledSend(Service):
             return _chain(self._closing)
         self.stop_delivery()
         spool = self.spool
+        if spool is not None:
+            stats = spool.stats()
+            self.log.info("spool {name}: closing; {records} records ({bytes} bytes) stay in "
+                          "{directory} for the next start", name=self.config.name,
+                          records=stats.records, bytes=stats.bytes, directory=self.directory)
         closed = spool.close() if spool is not None else succeed(None)
 
         def stop_thread(_: object) -> None:
