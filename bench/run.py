@@ -164,6 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="bytes/s the slow upstream reads in the memory scenario")
     parser.add_argument("--memory-cap", type=float, default=120.0,
                         help="seconds after which the memory scenario stops offering")
+    parser.add_argument("--spool-memory-cap", type=float, default=600.0,
+                        help="seconds after which the spool_memory scenario stops offering")
     parser.add_argument("--bridge-arg", action="append", default=[],
                         help="extra bridge option, e.g. --bridge-arg=--no-access-log "
                         "(repeatable)")
@@ -195,6 +197,7 @@ def main(argv: list[str] | None = None) -> int:
         args.rounds, args.duration, args.warmup = 1, 3.0, 0.5
         args.offered_mb = min(args.offered_mb, 200.0)
         args.memory_cap = min(args.memory_cap, 30.0)
+        args.spool_memory_cap = min(args.spool_memory_cap, 30.0)
     if shutil.which(args.wrk) is None:
         print(f"{args.wrk} not found: apt-get install wrk (make bench does it)", file=sys.stderr)
         return 2

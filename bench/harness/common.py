@@ -40,7 +40,7 @@ TARGETS = {
     "memory": ("bridge",),
     "spool_small": ("bridge", "spool_always", "spool_never"),
     "spool_bulk": ("bridge", "spool_always", "spool_never"),
-    "spool_memory": ("spool_always",),
+    "spool_memory": ("spool_never",),
 }
 
 LABELS = {

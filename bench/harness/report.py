@@ -308,7 +308,8 @@ def print_table(summary: dict[str, Any], runs: list[Run], checks: list[dict[str,
               f"{m['acked']}, 429 x {m['status_429']}, 503 x {m['status_503']}; spooled "
               f"{(m.get('spooled_bytes') or 0) / 1e6:,.0f} MB; delivered in "
               f"{m.get('delivery_seconds', 0):.1f} s; peak RSS "
-              f"{m['peak_rss_kb'] / 1024:.1f} MB", file=out)
+              f"{m['peak_rss_kb'] / 1024:.1f} MB (while filling "
+              f"{m.get('peak_rss_filling_kb', 0) / 1024:.1f} MB)", file=out)
     rss = [r for r in runs if r.target == "bridge" and "peak_rss_kb" in r.metrics]
     if rss:
         worst = max(rss, key=lambda r: r.metrics["peak_rss_kb"])

@@ -133,6 +133,7 @@ class UpstreamProtocol(Protocol, StateMachine):
         self._low_water = write_low_water
         self._lost_listeners: list[Callable[[Failure], None]] = []
         self._closing_listeners: list[Callable[[], None]] = []
+        self._resume_waiters: list[Callable[[], None]] = []
 
     # -- what the connection's owners ask and tell (the events of its table) --
 
@@ -290,6 +291,14 @@ class UpstreamProtocol(Protocol, StateMachine):
 
     def resumeProducing(self) -> None:
         self.paused = self.congested = False
+        waiting, self._resume_waiters = self._resume_waiters, []
+        for waiter in waiting:
+            waiter()
+
+    def when_resumed(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once the transport has sent what it held
+        (its next ``resumeProducing``), e.g. to write more."""
+        self._resume_waiters.append(callback)
 
     def stopProducing(self) -> None:
         pass

@@ -37,6 +37,9 @@ RETRY = 0.1
 #: Seconds before reading again after the spool could not be read.
 READ_RETRY = 1.0
 BATCH = 256
+#: Bytes of records read at once: with the connection's write_high_water
+#: (1 MiB by default) what delivery holds in memory.
+BATCH_BYTES = 1 << 20
 
 
 class Pool(TypingProtocol):
@@ -82,6 +85,7 @@ class Delivery:
         self._timer: IDelayedCall | None = None
         self._read_failing = False
         self._redelivered = 0  # the spool's count when last logged
+        self._resume_awaited = False  # waiting for the congested connection to drain
 
     def start(self) -> None:
         self._running = True
@@ -117,8 +121,14 @@ class Delivery:
             self._rewind = False
             self._spool.rewind()
         protocol = self._connection()
-        if protocol is None or (protocol.paused and protocol.is_congested()):
+        if protocol is None:
             self._wait(RETRY)
+            return
+        if protocol.paused and protocol.is_congested():
+            # Write more once the socket took what it holds (no polling).
+            if not self._resume_awaited:
+                self._resume_awaited = True
+                protocol.when_resumed(self._resumed)
             return
         room = self._window - self._unconfirmed if self._confirms else self._batch
         if room <= 0:
@@ -127,7 +137,7 @@ class Delivery:
         self._appended = False
         epoch = self._epoch
         # Parked once caught up: the job storing the next appends reads them.
-        self._spool.peek_batch(min(self._batch, room), wait=True).addCallbacks(
+        self._spool.peek_batch(min(self._batch, room), BATCH_BYTES, wait=True).addCallbacks(
             self._read, self._read_failed, callbackArgs=(epoch,))
 
     def _connection(self) -> UpstreamProtocol | None:
@@ -146,6 +156,10 @@ class Delivery:
         protocol.on_lost(lambda reason: self._lost(protocol))
         return protocol
 
+    def _resumed(self) -> None:
+        self._resume_awaited = False
+        self._kick()
+
     def _wait(self, delay: float) -> None:
         if self._timer is None or not self._timer.active():
             self._timer = self._clock.callLater(delay, self._tick)
@@ -158,6 +172,7 @@ class Delivery:
         if protocol is not self._protocol:
             return
         self._protocol = None
+        self._resume_awaited = False
         self._epoch += 1
         if self._unconfirmed:
             self._unconfirmed = 0
