@@ -297,7 +297,11 @@ class Spool:
             if isinstance(read, OSError):
                 done.errback(SpoolUnavailableError(f"cannot read the spool: {read}"))
             elif not read and request[2] and self._closed is None:
-                self._parked.append(request)
+                if self._next.appends:
+                    # Appends came in while this job ran: read with them.
+                    self._next.reads.append(request)
+                else:
+                    self._parked.append(request)
             else:
                 done.callback(read)
         if job.close and self._closed is not None:
