@@ -135,7 +135,7 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter,
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bench/run.py", description=__doc__,
-        epilog="A full run takes about 12 minutes on a 2-core machine; --quick about 2.",
+        epilog="A full run takes about 20 minutes on a 2-core machine; --quick about 3.",
         formatter_class=HelpFormatter)
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: 1 round, 3 s runs, 0.5 s warm-up, 200 MB offered in "
