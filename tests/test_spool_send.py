@@ -8,6 +8,7 @@ import errno
 import os
 from typing import Any
 
+from bridge.app.handover import CHECK_INTERVAL
 from bridge.upstream.spool.delivery import RETRY
 from bridge.upstream.spool.runner import inline
 from bridge.upstream.spool.store import DiskCalls
@@ -261,13 +262,19 @@ class DamageTests(SpoolCase):
 
 
 class ReloadTests(SpoolCase):
-    def test_a_changed_upstream_keeps_its_open_spool(self) -> None:
-        harness = self.spooled()
+    def test_a_changed_upstream_keeps_its_open_spool_and_delivers_to_the_new_pool(self) -> None:
+        harness = self.spooled(connect=1)
+        old_connection = harness.upstream
         self.assertEqual(harness.call("POST", "/send", b"before\n").status, 202)
         spool = harness.service.upstreams["default"].spool
         logs = self.capture_logs()
         new = harness.config.with_values(reply_timeout=2.0, spool_fsync="never")
         harness.service.reconfigure(new)
+        # Until the new pool is connected the old one keeps the work.
+        self.assertEqual(harness.call("POST", "/send", b"during\n").status, 202)
+        self.assertEqual(old_connection.value(), b"before\r\nduring\r\n")
+        connection = harness.connect_upstream(attempt=len(harness.reactor.tcpClients) - 1)
+        harness.reactor.advance(CHECK_INTERVAL)
         upstream = harness.service.upstreams["default"]
         self.assertIs(upstream.spool, spool)
         self.assertEqual((upstream.config.reply_timeout, upstream.config.spool_fsync),
@@ -276,9 +283,9 @@ class ReloadTests(SpoolCase):
             [e["name"] for e in logs if "after a restart" in str(e.get("log_format"))],
             ["spool_fsync"])
         self.assertEqual(harness.call("POST", "/send", b"after\n").status, 202)
-        connection = harness.connect_upstream(attempt=len(harness.reactor.tcpClients) - 1)
         harness.reactor.advance(RETRY)
-        self.assertEqual(connection.value(), b"before\r\nafter\r\n")
+        self.assertEqual(connection.value(), b"after\r\n")
+        self.assertEqual(self.counts(harness), (0, 3, 0, 0))
 
 
 class CongestionTests(SpoolCase):

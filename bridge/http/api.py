@@ -207,8 +207,18 @@ class BridgeAPI:
         stored = target.spool.append(lines)
         return stored.addCallbacks(
             lambda _: respond(request, 202, {"sent": lines.count, "spooled": True}),
-            self._failed, errbackArgs=(request,),
+            self._not_stored, errbackArgs=(request,),
         )
+
+    def _not_stored(self, failure: Failure, request: IRequest) -> Any:
+        """429 spool_full or 503 spool_unavailable; nothing for a client gone."""
+        if failure.check(CancelledError):
+            return None  # the record is stored all the same, and delivered
+        if failure.check(BridgeError):
+            error = failure.value
+            assert isinstance(error, BridgeError)
+            return respond_error(request, error)
+        return failure
 
     def request(
         self, request: IRequest, upstream: str = DEFAULT_UPSTREAM

@@ -135,10 +135,9 @@ class Delivery:
             return  # replies will make room
         self._reading = True
         self._appended = False
-        epoch = self._epoch
         # Parked once caught up: the job storing the next appends reads them.
         self._spool.peek_batch(min(self._batch, room), BATCH_BYTES, wait=True).addCallbacks(
-            self._read, self._read_failed, callbackArgs=(epoch,))
+            self._read, self._read_failed)
 
     def _connection(self) -> UpstreamProtocol | None:
         current = self._protocol
@@ -181,7 +180,7 @@ class Delivery:
             self._spool.release_reads()  # a parked read: end it, to rewind now
         self._kick()
 
-    def _read(self, records: list[Record], epoch: int) -> None:
+    def _read(self, records: list[Record]) -> None:
         self._reading = False
         if self._read_failing:
             self._read_failing = False
@@ -189,19 +188,19 @@ class Delivery:
         if not self._running:
             return  # left in the spool for the next start
         self._note_redelivery()
-        protocol = self._protocol
-        if records and (epoch != self._epoch or protocol is None
-                        or not protocol.accepts_work()):
-            # Handed out for a connection that is gone: hand them out again.
-            self._rewind = True
-            self._kick()
-            return
         if not records:
             # Released (a lost connection, a rewind to do) or nothing yet.
             if self._appended or self._rewind:
                 self._kick()
             return
-        assert protocol is not None
+        # A rewind due: these come again after the unconfirmed ones.  Else
+        # they are the next in order, for whichever connection is live now.
+        protocol = None if self._rewind else self._connection()
+        if protocol is None:
+            self._rewind = True
+            self._kick()
+            return
+        epoch = self._epoch
         for record in records:
             self._write(protocol, record, epoch)
         self._kick()
