@@ -37,9 +37,13 @@ LABEL org.opencontainers.image.title="bridge" \
       org.opencontainers.image.licenses="MIT"
 
 # A fixed numeric UID/GID, so that Kubernetes' runAsNonRoot can verify it.
+# /var/lib/bridge belongs to it: a volume mounted there for the spool
+# (BRIDGE_SPOOL=disk, BRIDGE_SPOOL_DIR=/var/lib/bridge/spool) starts out
+# writable by the bridge (Docker copies the owner into a new named volume).
 RUN groupadd --system --gid 10001 bridge \
  && useradd --system --uid 10001 --gid bridge --home-dir /nonexistent --no-create-home \
-            --shell /usr/sbin/nologin bridge
+            --shell /usr/sbin/nologin bridge \
+ && install -d -o 10001 -g 10001 -m 0750 /var/lib/bridge
 
 # Only the wheel and its runtime dependencies, from stage 1, no index. The
 # dependencies' own test suites are removed (about 20 MB, never imported at run

@@ -52,7 +52,7 @@ unit: $(STAMP_TEST)
 
 test: lint typecheck unit
 
-# Benchmark (issues 6 and 9; not part of `make test`): about 12 minutes, `make bench
+# Benchmark (issues 6, 9 and 12; not part of `make test`): about 20 minutes, `make bench
 # ARGS=--quick` for a short smoke run, `ARGS=--scenarios=resp` for one scenario.  Needs the
 # peers' packages in .venv (aiohttp; redis-py with hiredis for the Redis peer), never in the
 # runtime dependencies, and wrk and redis-server (Debian packages; the bench starts its own

@@ -25,6 +25,11 @@ Scenarios (``--scenarios``):
               request, concurrency 16: the same bridge and sink, the upstream
               unnamed (--upstream ADDR) or named (--upstream bench=ADDR)
   memory      >= 1 GB offered by clients to an upstream reading about 1 MB/s
+  spool_small POST /send of one line, concurrency 16: the bridge unspooled, and
+              with --spool disk and --spool-fsync always / never (issue 12)
+  spool_bulk  the same with 1000-line bodies
+  spool_memory 1 GB spooled behind an upstream reading 1 kB/s, then delivered at
+              full speed: peak RSS, every line counted
 
 Every /send run checks the line accounting: the lines the sink counted must
 equal the 202 answers times the lines per request; any difference is printed
@@ -130,7 +135,7 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter,
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bench/run.py", description=__doc__,
-        epilog="A full run takes about 12 minutes on a 2-core machine; --quick about 2.",
+        epilog="A full run takes about 20 minutes on a 2-core machine; --quick about 3.",
         formatter_class=HelpFormatter)
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: 1 round, 3 s runs, 0.5 s warm-up, 200 MB offered in "
@@ -159,6 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="bytes/s the slow upstream reads in the memory scenario")
     parser.add_argument("--memory-cap", type=float, default=120.0,
                         help="seconds after which the memory scenario stops offering")
+    parser.add_argument("--spool-memory-cap", type=float, default=600.0,
+                        help="seconds after which the spool_memory scenario stops offering")
     parser.add_argument("--bridge-arg", action="append", default=[],
                         help="extra bridge option, e.g. --bridge-arg=--no-access-log "
                         "(repeatable)")
@@ -190,6 +197,7 @@ def main(argv: list[str] | None = None) -> int:
         args.rounds, args.duration, args.warmup = 1, 3.0, 0.5
         args.offered_mb = min(args.offered_mb, 200.0)
         args.memory_cap = min(args.memory_cap, 30.0)
+        args.spool_memory_cap = min(args.spool_memory_cap, 30.0)
     if shutil.which(args.wrk) is None:
         print(f"{args.wrk} not found: apt-get install wrk (make bench does it)", file=sys.stderr)
         return 2

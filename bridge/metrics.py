@@ -110,6 +110,34 @@ class _UpstreamsCollector(Collector):
         inflight.add_metric([], self._lifecycle.inflight)
         yield inflight
         yield from self._per_address(upstreams)
+        yield from self._spools(upstreams)
+
+    def _spools(self, upstreams: list[Upstream]) -> Iterator[Any]:
+        """One series per upstream with a spool (once it is open)."""
+        rows = [(upstream.name, stats) for upstream in upstreams if upstream.spool is not None
+                for stats in (upstream.spool.stats(),) if stats is not None]
+        for kind, name, documentation, value in (
+            (GaugeMetricFamily, "bridge_spool_records", "Records (POST /send requests) in the "
+             "spool not yet delivered", lambda st: st.records),
+            (GaugeMetricFamily, "bridge_spool_bytes", "Bytes the spool holds on disk",
+             lambda st: st.bytes),
+            (GaugeMetricFamily, "bridge_spool_max_bytes", "spool_max_bytes",
+             lambda st: st.max_bytes),
+            (GaugeMetricFamily, "bridge_spool_oldest_age_seconds",
+             "Age of the oldest record not yet delivered (0 when none)",
+             lambda st: st.oldest_age or 0.0),
+            (CounterMetricFamily, "bridge_spool_retired", "Records delivered and retired",
+             lambda st: st.retired),
+            (CounterMetricFamily, "bridge_spool_redelivered", "Records handed out again "
+             "(after a restart or a lost connection): possible duplicates upstream",
+             lambda st: st.redelivered),
+            (CounterMetricFamily, "bridge_spool_set_aside", "Damaged records found in the "
+             "spool and set aside", lambda st: st.set_aside),
+        ):
+            family = kind(name, documentation, labels=["upstream"])
+            for upstream, stats in rows:
+                family.add_metric([upstream], value(stats))
+            yield family
 
     def _per_address(self, upstreams: list[Upstream]) -> Iterator[Any]:
         """One series per upstream address (a group's, or the one upstream)."""

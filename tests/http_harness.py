@@ -300,10 +300,11 @@ class Harness:
     def clock(self) -> Reactor:
         return self.reactor
 
-    def connect_upstream(self, port: int | None = None) -> SocketTransport:
+    def connect_upstream(self, port: int | None = None,
+                         attempt: int | None = None) -> SocketTransport:
         """Complete the oldest connection attempt not completed yet (to
-        ``port``, when given)."""
-        index = self._attempts_used
+        ``port``, when given), or the attempt of index ``attempt``."""
+        index = self._attempts_used if attempt is None else attempt
         if port is not None:
             index = next(i for i, attempt in enumerate(self.reactor.tcpClients)
                          if attempt[1] == port and i not in self._completed)

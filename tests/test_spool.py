@@ -193,3 +193,44 @@ class DeliveryTests(SpoolTestCase):
         self.failureResultOf(spool.peek_batch(1), SpoolUnavailableError)
         store.read = original  # type: ignore[method-assign]
         self.assertEqual(len(self.successResultOf(spool.peek_batch(1))), 1)
+
+
+class ParkedReadTests(SpoolTestCase):
+    """A read with wait=True that finds nothing waits for the next append."""
+
+    def payloads(self, records: object) -> list[bytes]:
+        return [record.payload for record in records]  # type: ignore[attr-defined]
+
+    def test_an_empty_read_is_done_again_with_the_next_append(self) -> None:
+        runner = StepRunner()
+        spool = self.open(runner=runner)
+        read = spool.peek_batch(10, wait=True)
+        runner.step()
+        self.assertNoResult(read)
+        self.assertEqual(runner.jobs, [])
+        spool.append(b"a\r\n", 1)
+        runner.step()  # one job: the append, then the read
+        self.assertEqual(self.payloads(self.successResultOf(read)), [b"a\r\n"])
+        self.assertEqual(runner.jobs, [])
+
+    def test_appends_that_arrive_while_the_read_runs_are_not_missed(self) -> None:
+        runner = StepRunner()
+        spool = self.open(runner=runner)
+        read = spool.peek_batch(10, wait=True)
+        spool.append(b"b\r\n", 1)  # queued while the read's job has not run yet
+        runner.step()  # the read alone: nothing yet
+        self.assertNoResult(read)
+        runner.step()  # the append, and the read again
+        self.assertEqual(self.payloads(self.successResultOf(read)), [b"b\r\n"])
+
+    def test_release_ends_the_wait_with_nothing(self) -> None:
+        runner = StepRunner()
+        spool = self.open(runner=runner)
+        read = spool.peek_batch(10, wait=True)
+        runner.step()
+        spool.release_reads()
+        self.assertEqual(self.successResultOf(read), [])
+
+    def test_without_wait_an_empty_read_answers_at_once(self) -> None:
+        spool = self.open()
+        self.assertEqual(self.successResultOf(spool.peek_batch(10)), [])

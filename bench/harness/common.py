@@ -23,9 +23,12 @@ BULK_LINES = 1000
 RESP_VALUE = "bench-value-0123456789abcdef-001"
 LISTENING = re.compile(r"listening on http://127\.0\.0\.1:(\d+)/")
 
-SCENARIOS = ("send_small", "send_bulk", "request", "resp", "named", "memory")
+SCENARIOS = ("send_small", "send_bulk", "request", "resp", "named", "memory", "spool_small",
+             "spool_bulk", "spool_memory")
 #: The upstream name of the named scenario's bridge (POST /u/NAME/send).
 NAMED_UPSTREAM = "bench"
+#: Spooled bridges (issue 12): --spool disk with this --spool-fsync.
+SPOOL_TARGETS = {"spool_always": "always", "spool_never": "never"}
 
 # What each scenario runs, in the order of a round (A B A B ...).
 TARGETS = {
@@ -35,6 +38,9 @@ TARGETS = {
     "resp": ("bridge", "redis_peer"),
     "named": ("bridge", "named"),
     "memory": ("bridge",),
+    "spool_small": ("bridge", "spool_always", "spool_never"),
+    "spool_bulk": ("bridge", "spool_always", "spool_never"),
+    "spool_memory": ("spool_never",),
 }
 
 LABELS = {
@@ -46,6 +52,8 @@ LABELS = {
     "direct": "direct TCP",
     "redis_peer": "aiohttp+redis-py peer",
     "named": "bridge, /u/NAME/send",
+    "spool_always": "spool, fsync always",
+    "spool_never": "spool, fsync never",
 }
 
 

@@ -75,7 +75,11 @@ def summarize(runs: list[Run]) -> dict[str, Any]:
             medians["rounds"] = len(target_runs)
             entry["targets"][target] = medians
         bridge_runs = {r.round: r for r in targets.get("bridge", [])}
-        rate = "lines_per_s" if scenario == "send_bulk" else "req_per_s"
+        rate = "lines_per_s" if scenario in ("send_bulk", "spool_bulk") else "req_per_s"
+        if scenario.startswith("spool_"):
+            entry["ratios"] = spool_ratios(targets, bridge_runs, rate)
+            summary[f"{scenario}/c{concurrency}"] = entry
+            continue
         for other, other_runs in targets.items():
             if other == "bridge":
                 continue
@@ -113,6 +117,27 @@ def summarize(runs: list[Run]) -> dict[str, Any]:
             entry["added_latency"] = added
         summary[f"{scenario}/c{concurrency}"] = entry
     return summary
+
+
+def spool_ratios(targets: dict[str, list[Run]], bridge_runs: dict[int, Run],
+                 rate: str) -> dict[str, Any]:
+    """Spooled / unspooled throughput, round by round (issue 12)."""
+    ratios: dict[str, Any] = {}
+    for other, other_runs in targets.items():
+        if other == "bridge":
+            continue
+        per_round = []
+        for r in other_runs:
+            b = bridge_runs.get(r.round)
+            if b is None:
+                continue
+            mine, theirs = metric(b, rate), metric(r, rate)
+            if mine and theirs:
+                per_round.append(round(theirs / mine, 3))
+        if per_round:
+            ratios[f"{other}/bridge"] = {"metric": rate, "per_round": per_round,
+                                         "median": median(per_round)}
+    return ratios
 
 
 def evaluate_targets(summary: dict[str, Any], runs: list[Run]) -> list[dict[str, Any]]:
@@ -166,6 +191,16 @@ def evaluate_targets(summary: dict[str, Any], runs: list[Run]) -> list[dict[str,
         added = request["added_latency"]["p50_us"]["median"]
         add("/request c1: added p50 latency (us)", added, "< 300",
             added is not None and added < 300)
+    for key, goal in (("spool_small/c16", 0.3), ("spool_bulk/c", 0.5)):
+        entry = next((summary[k] for k in summary if k.startswith(key)), None)
+        if entry:
+            ratio = entry["ratios"].get("spool_always/bridge", {}).get("median")
+            add(f"{key.split('/')[0].replace('_', ' /send ')}: spooled (always)/unspooled",
+                ratio, f">= {goal}", ratio is not None and ratio >= goal)
+    spooled = [r for r in runs if r.scenario == "spool_memory" and "peak_rss_kb" in r.metrics]
+    if spooled:
+        peak = round(max(r.metrics["peak_rss_kb"] for r in spooled) / 1024, 1)
+        add("peak RSS with 1 GB spooled (MB)", peak, "< 64", peak < 64)
     rss = [r.metrics["peak_rss_kb"] for r in runs
            if r.target == "bridge" and r.scenario in ("send_small", "send_bulk", "request")
            and "peak_rss_kb" in r.metrics]
@@ -200,13 +235,17 @@ def print_table(summary: dict[str, Any], runs: list[Run], checks: list[dict[str,
                 "bridge --reply-framing resp vs aiohttp + redis-py (hiredis)",
         "named": "6. POST /send vs POST /u/NAME/send, one 32-byte line per request, "
                  "the same bridge with its upstream unnamed or named (issue 11)",
+        "spool_small": "7. POST /send, one 32-byte line per request, unspooled vs spooled "
+                       "(--spool disk)",
+        "spool_bulk": "8. POST /send, 1000 lines of 32 bytes per request, unspooled vs spooled",
     }
     print(f"\nMedians of {args.rounds} interleaved round(s), {args.duration:g} s per run. "
           "Latency from wrk (corrected for coordinated omission); CPU = server process "
           "utime+stime per answered request; cores = the server's CPU use; other = CPU "
           "used by processes outside the benchmark (noise on a shared machine); non-2xx = "
           "share of answers that were not 2xx (429, 503...).", file=out)
-    for scenario in ("send_small", "send_bulk", "request", "resp", "named"):
+    for scenario in ("send_small", "send_bulk", "request", "resp", "named", "spool_small",
+                     "spool_bulk"):
         keys = [k for k in summary if k.startswith(scenario + "/")]
         if not keys:
             continue
@@ -258,6 +297,19 @@ def print_table(summary: dict[str, Any], runs: list[Run], checks: list[dict[str,
               f"202 x {m['acked']}, 429 x {m['status_429']}, 503 x {m['status_503']}, other x "
               f"{m['status_other']}; peak RSS {m['peak_rss_kb'] / 1024:.1f} MB "
               f"(at the end {m.get('rss_at_end_kb', 0) / 1024:.1f} MB)", file=out)
+    for run in (r for r in runs if r.scenario == "spool_memory"):
+        m = run.metrics
+        print("\n9. Memory with the spool: POST /send of 1000-line bodies at concurrency "
+              f"{run.concurrency} to an upstream reading 1 kB/s, then at full speed", file=out)
+        if not m:
+            print(f"  error: {run.error}", file=out)
+            continue
+        print(f"  offered {m['offered_bytes'] / 1e6:,.0f} MB in {m['seconds']:.1f} s; 202 x "
+              f"{m['acked']}, 429 x {m['status_429']}, 503 x {m['status_503']}; spooled "
+              f"{(m.get('spooled_bytes') or 0) / 1e6:,.0f} MB; delivered in "
+              f"{m.get('delivery_seconds', 0):.1f} s; peak RSS "
+              f"{m['peak_rss_kb'] / 1024:.1f} MB (while filling "
+              f"{m.get('peak_rss_filling_kb', 0) / 1024:.1f} MB)", file=out)
     rss = [r for r in runs if r.target == "bridge" and "peak_rss_kb" in r.metrics]
     if rss:
         worst = max(rss, key=lambda r: r.metrics["peak_rss_kb"])

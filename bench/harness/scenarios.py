@@ -26,6 +26,7 @@ from harness.common import (
     RESP_LUA,
     RESP_VALUE,
     RESULTS,
+    SPOOL_TARGETS,
     TARGETS,
     BenchError,
     Run,
@@ -56,6 +57,7 @@ class Bench:
         self.runs: list[Run] = []
         self.current: Run | None = None  # the run in progress: its logs are kept if it fails
         self._redis: tuple[int, Process, str] | None = None  # port, process, its --dir
+        self._spool_dirs: list[str] = []  # the spooled bridges' directories (removed after)
 
     def close(self) -> None:
         """Stop what outlives single runs (the redis-server of the resp scenario)."""
@@ -118,10 +120,15 @@ class Bench:
 
     def server_argv(self, target: str, upstream: int | None,
                     framing: str | None = None) -> list[str]:
-        if target == "bridge":
+        if target == "bridge" or target in SPOOL_TARGETS:
             command = (shlex.split(self.args.bridge_command) if self.args.bridge_command
                        else bridge_command())
             extra = ["--reply-framing", framing] if framing else []
+            if target in SPOOL_TARGETS:
+                directory = tempfile.mkdtemp(prefix="bench-spool-")
+                self._spool_dirs.append(directory)
+                extra += ["--spool", "disk", "--spool-dir", directory + "/spool",
+                          "--spool-fsync", SPOOL_TARGETS[target]]
             return [*command, "--listen", "127.0.0.1:0",
                     "--upstream", f"127.0.0.1:{upstream}", *extra, *self.args.bridge_arg]
         if target == "named":
@@ -153,13 +160,16 @@ class Bench:
             if control is not None and not wait_for(
                     lambda: control.stats()["active"] >= 1, 15):
                 raise BenchError(f"{target} did not connect to the sink:\n{process.tail()}")
-            if target in ("bridge", "named") and not wait_for(
+            if (target in ("bridge", "named") or target in SPOOL_TARGETS) and not wait_for(
                     lambda: http_status(port, "/readyz") == 200, 15):
                 raise BenchError(f"the bridge never became ready:\n{process.tail()}")
             yield port, process
             failed = False
         finally:
             self.launcher.stop(process, failed=failed or self._failing())
+            for directory in self._spool_dirs:
+                shutil.rmtree(directory, ignore_errors=True)
+            self._spool_dirs.clear()
 
     def _failing(self) -> bool:
         return self.current is not None and not self.current.ok
@@ -287,7 +297,7 @@ class Bench:
     # -- scenarios ---------------------------------------------------------------------------
 
     def http_send_run(self, run: Run, lines: int) -> None:
-        needs_upstream = run.target in ("bridge", "peer", "named")
+        needs_upstream = run.target in ("bridge", "peer", "named", *SPOOL_TARGETS)
         path = f"/u/{NAMED_UPSTREAM}/send" if run.target == "named" else "/send"
         with contextlib.ExitStack() as stack:
             control = sink = None
@@ -297,7 +307,10 @@ class Bench:
             port, server = stack.enter_context(self.server(run.target, upstream, control))
             sampler = Sampler(server.pid)
             try:
-                self.measure_http(run, port, server, path, lines, control, sink)
+                # A spool delivers after the 202: give it time to catch up.
+                timeout = 120.0 if run.target in SPOOL_TARGETS else 15.0
+                self.measure_http(run, port, server, path, lines, control, sink,
+                                  account_timeout=timeout)
             finally:
                 run.metrics["peak_rss_kb"] = sampler.stop()
 
@@ -400,6 +413,40 @@ class Bench:
                                   "ok": counted == expected}
                 run.metrics["slow_rate_bytes_per_s"] = args.slow_rate
 
+    def spool_memory_run(self, run: Run) -> None:
+        """1 GB of 1000-line bodies spooled (fsync never) behind an upstream reading 1 kB/s,
+        then delivered at full speed: peak RSS throughout, every line counted."""
+        args = self.args
+        body = BULK_LINES * (LINE_BYTES + 1)
+        threads = max(1, min(args.wrk_threads, run.concurrency))
+        per_thread = math.ceil(args.offered_mb * 1e6 / body / threads)
+        with self.sink(rate=1000) as (upstream, control, sink):
+            with self.server(run.target, upstream, control) as (port, server):
+                sampler = Sampler(server.pid)
+                try:
+                    self.measure_http(
+                        run, port, server, "/send", BULK_LINES, None, sink,
+                        max_requests=per_thread, duration=args.spool_memory_cap,
+                        drain_timeout=60, warmup=0)
+                    run.metrics["spooled_bytes"] = spooled_bytes(port)
+                    run.metrics["peak_rss_filling_kb"] = max(
+                        (kb for _, kb in sampler.series), default=0)
+                    control.command("RATE 0")
+                    acked = run.metrics["acked"]
+                    expected = acked * BULK_LINES
+                    delivered = time.monotonic()
+                    wait_for(lambda: control.stats()["lines"] >= expected, 300, 0.1)
+                    run.metrics["delivery_seconds"] = round(time.monotonic() - delivered, 1)
+                    time.sleep(0.2)
+                finally:
+                    run.metrics["peak_rss_kb"] = sampler.stop()
+                    run.metrics["rss_series_kb"] = sampler.series
+                counted = control.stats()["lines"]
+                run.accounting = {"phase": "measured", "acked_requests": acked,
+                                  "lines_per_request": BULK_LINES, "acked_lines": expected,
+                                  "sink_lines": counted, "difference": counted - expected,
+                                  "ok": counted == expected}
+
     def execute(self, run: Run) -> None:
         label = f"{run.scenario} c{run.concurrency} {run.target} round {run.round}"
         print(f"  {label} ...", end="", flush=True)
@@ -419,6 +466,12 @@ class Bench:
                 self.resp_run(run)
             elif run.scenario == "memory":
                 self.memory_run(run)
+            elif run.scenario == "spool_small":
+                self.http_send_run(run, 1)
+            elif run.scenario == "spool_bulk":
+                self.http_send_run(run, BULK_LINES)
+            elif run.scenario == "spool_memory":
+                self.spool_memory_run(run)
         except BenchError as error:
             run.error = str(error)
         self.runs.append(run)
@@ -449,8 +502,14 @@ class Bench:
             if scenario == "memory":
                 runs.append(Run("memory", "bridge", 1, args.memory_concurrency))
                 continue
+            if scenario == "spool_memory":
+                # fsync never: the disk's fsync rate is not what this measures.
+                runs.append(Run("spool_memory", "spool_never", 1, args.memory_concurrency))
+                continue
             concurrencies = {"send_small": args.small_concurrency,
                              "send_bulk": [args.bulk_concurrency],
+                             "spool_small": [16],
+                             "spool_bulk": [args.bulk_concurrency],
                              "request": args.request_concurrency,
                              "resp": args.resp_concurrency,
                              "named": args.named_concurrency}[scenario]
@@ -460,3 +519,16 @@ class Bench:
                     for target in targets:
                         runs.append(Run(scenario, target, number, concurrency))
         return runs
+
+
+def spooled_bytes(port: int) -> int | None:
+    """What the bridge's /status says its spool holds now."""
+    import http.client
+
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        connection.request("GET", "/status")
+        spool = json.loads(connection.getresponse().read())["spool"]
+        return None if spool is None else int(spool["bytes"])
+    finally:
+        connection.close()

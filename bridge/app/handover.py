@@ -79,6 +79,8 @@ class Handover:
             return
         self._loop.stop()
         self._registry.swap(self.old, self.new)
+        if self.new.spool is not None:
+            self.new.spool.rebind(self.new.pool)  # the spool is the old one's: kept
         self.log.info(
             "upstream {name}: the new settings take the work ({why}); the old connections "
             "drain", name=self.new.name,

@@ -33,6 +33,9 @@ from bridge.http.status import iso
 from bridge.http.upstreams import Upstream, Upstreams
 from bridge.metrics import Metrics
 from bridge.upstream.pool import UpstreamPool
+from bridge.upstream.spool.runner import Runner
+from bridge.upstream.spool.service import SpooledSend
+from bridge.upstream.spool.store import DiskCalls
 
 
 class ListenError(Exception):
@@ -112,10 +115,17 @@ class BridgeService(MultiService):
         on_fatal: Callable[[str, int], None] | None = None,
         boot: str | None = None,
         endpoint: IStreamClientEndpoint | None = None,
+        spool_runner: Runner | None = None,
+        spool_disk: DiskCalls | None = None,
     ) -> None:
         """``endpoint`` replaces the one ``config.upstream`` names (in-memory
-        bridges connect their pool to a fake upstream this way)."""
+        bridges connect their pool to a fake upstream this way);
+        ``spool_runner`` runs the spools' disk work (default: a writer thread each)
+        and ``spool_disk`` replaces their write and fsync calls (tests)."""
         super().__init__()
+        self._spool_runner = spool_runner
+        self._spool_disk = spool_disk
+        self._on_fatal = on_fatal
         self.config = config
         self._clock = reactor
         # A new token per process: event ids of an earlier run are never
@@ -168,15 +178,23 @@ class BridgeService(MultiService):
             tls=server_description(config.listen).startswith("ssl:"),
         )
         for upstream in upstreams:
-            upstream.pool.setServiceParent(self)
+            self._adopt(upstream)
         self.web.setServiceParent(self)
+
+    def _adopt(self, upstream: Upstream) -> None:
+        """Start an upstream's services with the bridge (or now, on a reload)."""
+        if upstream.spool is not None and upstream.spool.parent is None:
+            upstream.spool.setServiceParent(self)
+        upstream.pool.setServiceParent(self)
 
     def _upstream(
         self, config: Config, reactor: Any, jitter: Callable[[], float],
         give_up: Callable[[str], None], endpoint: IStreamClientEndpoint | None,
         events: EventHub | None = None,
+        spool: SpooledSend | None = None,
     ) -> Upstream:
-        """One upstream's pool, and its event hub (kept across a reload)."""
+        """One upstream's pool, and its event hub and spool (both kept across
+        a reload)."""
         if events is None:
             events = EventHub(
                 reactor,
@@ -198,7 +216,10 @@ class BridgeService(MultiService):
             config, reactor, endpoint, events.publish_frame, jitter, give_up,
             endpoint_for=endpoint_for, resolver=getattr(reactor, "nameResolver", None),
         )
-        return Upstream(config.name, config, pool, events)
+        if spool is None and config.spool == "disk":
+            spool = SpooledSend(config, pool, reactor, runner=self._spool_runner,
+                                on_fatal=self._on_fatal, disk=self._spool_disk)
+        return Upstream(config.name, config, pool, events, spool)
 
     def _configuration(self) -> dict[str, Any]:
         """What /status says of the configuration."""
@@ -230,8 +251,12 @@ class BridgeService(MultiService):
                 kept.append(name)
                 upstreams.append(previous)
                 continue
+            spool = previous.spool if previous is not None else None
+            if spool is not None:
+                config = self._keep_spool(config, spool)
             upstream = self._upstream(config, self._clock, self._jitter, self._give_up, None,
-                                      events=previous.events if previous else None)
+                                      events=previous.events if previous else None,
+                                      spool=spool)
             if previous is None:
                 added.append(upstream)
                 upstreams.append(upstream)
@@ -251,7 +276,7 @@ class BridgeService(MultiService):
         self.generation += 1
         self.api.configuration = self._configuration()
         for upstream in added:
-            upstream.pool.setServiceParent(self)
+            self._adopt(upstream)
         self.log.info(
             "configuration reloaded (generation {generation}): {changes}",
             generation=self.generation,
@@ -261,7 +286,7 @@ class BridgeService(MultiService):
         )
         drains = [self._retire(current[name], closing=True) for name in removed]
         for previous, successor in changed:
-            successor.pool.setServiceParent(self)
+            self._adopt(successor)
             handover = Handover(
                 self._clock, self.upstreams, previous, successor,
                 within=successor.config.connect_timeout,
@@ -278,9 +303,21 @@ class BridgeService(MultiService):
         return result
 
     def _discard(self, upstream: Upstream) -> Deferred[None] | None:
-        """Stop a pool that never took work (a later reload replaced it)."""
+        """Stop a pool that never took work (a later reload replaced it); its
+        spool, if any, is the old pool's and stays."""
         stopped: Deferred[None] | None = upstream.pool.disownServiceParent()
         return stopped
+
+    def _keep_spool(self, config: Config, spool: SpooledSend) -> Config:
+        """A changed upstream keeps its open spool (the directory is locked by
+        it); changed spool settings wait for a restart."""
+        names = ("spool", "spool_dir", "spool_max_bytes", "spool_fsync")
+        for name in names:
+            if getattr(config, name) != getattr(spool.config, name):
+                self.log.warn("setting {name} of the upstream {upstream} changed; it takes "
+                              "effect only after a restart (still {value!r})", name=name,
+                              upstream=config.name, value=getattr(spool.config, name))
+        return replace(config, **{name: getattr(spool.config, name) for name in names})
 
     def _retire(self, upstream: Upstream, closing: bool) -> Deferred[None]:
         """Drain a pool that takes no more work (as on shutdown), then stop it;
@@ -291,6 +328,8 @@ class BridgeService(MultiService):
         drained = upstream.pool.drain(self._clock, within)
 
         def stop(_: object) -> Deferred[None] | None:
+            if closing and upstream.spool is not None:
+                upstream.spool.disownServiceParent()  # closes it; what is left stays
             stopped: Deferred[None] | None = upstream.pool.disownServiceParent()
             return stopped
 
@@ -328,9 +367,18 @@ class BridgeService(MultiService):
             within = max(self.lifecycle.remaining(), 0.5)
             for upstream in self.upstreams.values():
                 upstream.events.close_all()
+                if upstream.spool is not None:
+                    # Not waiting for the upstream to catch up: what is not
+                    # delivered stays in the spool for the next start.
+                    upstream.spool.stop_delivery()
             drained = DeferredList([upstream.pool.drain(self._clock, within)
                                     for upstream in self.upstreams.values()])
-            return drained.addCallback(lambda _: None)
+            return drained.addCallback(close_spools)
+
+        def close_spools(_: object) -> Deferred[None]:
+            closed = DeferredList([upstream.spool.close() for upstream in self.upstreams.values()
+                                   if upstream.spool is not None])
+            return closed.addCallback(lambda _: None)
 
         def stop_children(_: object) -> Deferred[None]:
             stopped: Deferred[None] = super(BridgeService, self).stopService()

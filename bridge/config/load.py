@@ -12,6 +12,7 @@ flag, adds a named upstream whose settings start from the built-in defaults.
 from __future__ import annotations
 
 import difflib
+import os
 import re
 import tomllib
 from dataclasses import dataclass, field, fields, replace
@@ -218,6 +219,7 @@ def load(
     if has_default:
         check_upstream(bridge)
     bridge = replace(bridge, default_upstream=has_default, named_upstreams=named)
+    _distinct_spool_dirs(bridge)
     bridge = replace(bridge, scoped_tokens=_scoped_tokens(file, bridge))
     return check_bridge(bridge)
 
@@ -250,6 +252,20 @@ def _named_upstreams(
         except ConfigError as error:
             raise ConfigError(f"upstreams.{name}.{error.setting}", error.problem) from None
     return result
+
+
+def _distinct_spool_dirs(bridge: Config) -> None:
+    """Each spooling upstream needs its own directory (a spool has one reader)."""
+    seen: dict[str, str] = {}
+    for name, upstream in bridge.upstreams.items():
+        if upstream.spool != "disk" or upstream.spool_dir is None:
+            continue
+        where = os.path.realpath(upstream.spool_dir)
+        if where in seen:
+            setting = "spool_dir" if name == DEFAULT else f"upstreams.{name}.spool_dir"
+            raise ConfigError(setting, f"{upstream.spool_dir} is also the spool_dir of the "
+                              f"upstream {seen[where]!r}; each upstream needs its own")
+        seen[where] = name
 
 
 def _scoped_tokens(file: ConfigFile, bridge: Config) -> tuple[ScopedToken, ...]:

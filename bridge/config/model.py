@@ -8,7 +8,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Mapping
 
 from bridge import endpoints
-from bridge.config.values import ConfigError, KiB, MiB
+from bridge.config.values import ConfigError, GiB, KiB, MiB
 
 
 @dataclass(frozen=True)
@@ -63,6 +63,10 @@ class Config:
     events_subscribe: tuple[str, ...] = ()
     max_pending: int = 1000
     discard_send_replies: bool = False
+    spool: str = "off"
+    spool_dir: str | None = None
+    spool_max_bytes: int = GiB
+    spool_fsync: str = "always"
     pool_size: int = 1
     min_ready: int = 1
     handshake: tuple[str, ...] = ()
@@ -211,6 +215,15 @@ def check_upstream(config: Config) -> Config:
             and config.send_replies != "discard"):
         raise ConfigError("discard_send_replies", f"contradicts send_replies = "
                           f"{config.send_replies}; set only send_replies")
+    if config.spool == "disk" and not config.spool_dir:
+        raise ConfigError("spool_dir", "must be set when spool is disk (one directory per "
+                          "upstream)")
+    if config.spool_max_bytes < MiB:
+        # Segments are at least 64 KiB; a smaller spool could not reclaim space.
+        raise ConfigError("spool_max_bytes", f"must be at least 1 MiB ({MiB}), got "
+                          f"{config.spool_max_bytes}")
+    if config.spool != "disk" and config.spool_dir is not None:
+        raise ConfigError("spool_dir", "is only used with spool = disk")
     if config.heartbeat_interval is not None and not config.heartbeat_line:
         raise ConfigError("heartbeat_line", "must not be empty when heartbeat_interval is set")
     return config

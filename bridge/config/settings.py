@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 from bridge.config.values import (
+    GiB,
     KiB,
     MiB,
     address_list,
@@ -145,6 +146,20 @@ SETTINGS: tuple[Setting, ...] = (
             "requests awaiting replies per connection before 429 too_many_pending", "N"),
     Setting("discard_send_replies", False, boolean,
             "the same as send_replies discard (kept for compatibility)", "BOOL", "switch"),
+    Setting("spool", "off", choice("off", "disk"),
+            "disk: POST /send answers 202 once its lines are stored in spool_dir, and they are "
+            "delivered when the upstream is connected (at least once, across restarts); off: "
+            "503 while the upstream is down", "off|disk"),
+    Setting("spool_dir", None, optional_text,
+            "the spool's directory, one per upstream and process (required with spool disk; "
+            "created if missing)", "PATH"),
+    Setting("spool_max_bytes", GiB, positive_int,
+            "bytes the spool may hold on disk before POST /send answers 429 spool_full",
+            "BYTES"),
+    Setting("spool_fsync", "always", choice("always", "never"),
+            "always: 202 after an fsync covering the lines (shared by concurrent requests); "
+            "never: 202 once the operating system has them (survives kill -9, not a power cut)",
+            "always|never"),
     Setting("pool_size", 1, positive_int, "connections kept to the upstream", "N"),
     Setting("min_ready", 1, positive_int, "connected members needed for /readyz to pass", "N"),
     Setting("handshake", (), line_list,

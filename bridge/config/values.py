@@ -10,6 +10,7 @@ from typing import Callable
 from bridge import endpoints
 
 MiB = 1024 * 1024
+GiB = 1024 * MiB
 KiB = 1024
 
 

@@ -178,6 +178,8 @@ class BridgeAPI:
             confirm = self._confirm(request)
             timeout = self._timeout(request, target.config) if confirm else 0.0
             lines = self._lines(request, target.config)
+            if target.spool is not None:
+                return self._spool(request, target, lines, confirm)
             if not confirm:
                 target.pool.send(lines)
                 return respond(request, 202, {"sent": lines.count})
@@ -190,6 +192,33 @@ class BridgeAPI:
             callbackArgs=(request, target, started, lines.count, plan),
             errbackArgs=(request, target),
         )
+
+    def _spool(self, request: IRequest, target: Upstream, lines: Lines,
+               confirm: bool) -> Deferred[bytes]:
+        """202 once the lines are stored (spool = "disk"), connected or not."""
+        if confirm:
+            raise BodyError(
+                400, "confirm_unavailable",
+                "?confirm=true waits for the upstream's replies; with spool = disk a /send "
+                "is answered once its lines are stored, and delivered later",
+            )
+        assert target.spool is not None
+        target.pool.plan(lines)  # refuse now what the upstream would misread later
+        stored = target.spool.append(lines)
+        return stored.addCallbacks(
+            lambda _: respond(request, 202, {"sent": lines.count, "spooled": True}),
+            self._not_stored, errbackArgs=(request,),
+        )
+
+    def _not_stored(self, failure: Failure, request: IRequest) -> Any:
+        """429 spool_full or 503 spool_unavailable; nothing for a client gone."""
+        if failure.check(CancelledError):
+            return None  # the record is stored all the same, and delivered
+        if failure.check(BridgeError):
+            error = failure.value
+            assert isinstance(error, BridgeError)
+            return respond_error(request, error)
+        return failure
 
     def request(
         self, request: IRequest, upstream: str = DEFAULT_UPSTREAM

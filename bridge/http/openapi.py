@@ -107,6 +107,17 @@ WORK_ANSWERS: dict[int, Answer] = {
                 "attempt), or the bridge is shutting down; nothing was sent",
                 "upstream_unavailable", "shutting_down", retry_after=True),
 }
+#: /send with spool = "disk" (issue 12) refuses with these too.
+SPOOL_ANSWERS: dict[int, Answer] = {
+    429: _error("SendBusy", "busy, or (with a spool) the spool holds spool_max_bytes: retry "
+                "after Retry-After seconds; nothing was stored", "overloaded",
+                "upstream_congested", "too_many_pending", "spool_full", retry_after=True),
+    503: _error("SendUnavailable",
+                "no live connection to the upstream (Retry-After: seconds until the next "
+                "attempt), or the bridge is shutting down, or (with a spool) the disk refused "
+                "the lines; nothing was sent or stored",
+                "upstream_unavailable", "shutting_down", "spool_unavailable", retry_after=True),
+}
 WAIT_ANSWERS: dict[int, Answer] = {
     502: _error("UpstreamLost",
                 "the connection dropped (or was closed as out of step) while waiting, or a "
@@ -143,14 +154,16 @@ OPERATIONS: dict[str, Operation] = {
         "Write lines to the upstream",
         "A text body is split on LF (a CR right before it is dropped); a JSON body is "
         '{"lines": [...]}.  202 means the lines were written to a live connection; with '
-        "?confirm=true the answer waits for the upstream's answers to every line.",
+        "?confirm=true the answer waits for the upstream's answers to every line.  With "
+        'spool = "disk" 202 means the lines are stored in the spool, connected or not, '
+        '("spooled": true) and they are delivered later.',
         lines_body=True, query=("confirm", "timeout"), tag="lines",
         answers={
-            202: Answer("the lines were written to a live connection",
-                        _json(_ref("Sent"))),
+            202: Answer("the lines were written to a live connection (or stored in the "
+                        "upstream's spool)", _json(_ref("Sent"))),
             200: Answer("(with confirm) the upstream answered every line; error replies are "
                         "listed", _json(_ref("Confirmed"))),
-            **WORK_ANSWERS, **WAIT_ANSWERS,
+            **WORK_ANSWERS, **WAIT_ANSWERS, **SPOOL_ANSWERS,
         },
     ),
     "request": Operation(
@@ -245,7 +258,9 @@ SCHEMAS: dict[str, Any] = {
     },
     "Sent": {
         "type": "object", "required": ["sent"],
-        "properties": {"sent": {"type": "integer", "minimum": 0}},
+        "properties": {"sent": {"type": "integer", "minimum": 0},
+                       "spooled": {"type": "boolean",
+                                   "description": "stored in the spool (spool = disk)"}},
     },
     "Confirmed": {
         "type": "object", "required": ["sent", "errors"],
@@ -297,6 +312,10 @@ SCHEMAS: dict[str, Any] = {
             "counters": {"type": "object", "additionalProperties": {"type": "integer"}},
             "members": {"type": "array", "items": {"type": "object"}},
             "addresses": {"type": "array", "items": {"type": "object"}},
+            "spool": {"type": ["object", "null"],
+                      "description": "with spool = disk: state, directory, fsync, max_bytes, "
+                                     "records, bytes, oldest_age, retired, redelivered, "
+                                     "set_aside"},
             "configuration": {"type": "object",
                               "description": "file, generation and loaded_at of the "
                                              "configuration in use"},

@@ -68,6 +68,7 @@ def upstream_document(upstream: Upstream) -> dict[str, Any]:
         "send_replies": pool.send_mode,
         "fence": pool.fence is not None,
         "events_subscriber": _subscriber(upstream),
+        "spool": upstream.spool.status() if upstream.spool is not None else None,
     }
 
 
@@ -115,8 +116,15 @@ def bridge_document(
 
 
 def readiness(upstream: Upstream) -> dict[str, Any]:
-    """One upstream's readiness (without the bridge's lifecycle)."""
+    """One upstream's readiness (without the bridge's lifecycle).  With a
+    spool it is ready while the spool takes lines, connected or not."""
     pool = upstream.pool
+    spool = upstream.spool
+    if spool is not None:
+        retry_in = pool.retry_in()
+        return {"ready": spool.accepting(), "state": pool.state(), "spool": spool.state(),
+                "retry_in": None if retry_in is None or pool.ready() else round(retry_in, 3),
+                "connected": pool.connected_count(), "pool_size": len(pool.members)}
     if pool.ready():
         return {"ready": True, "state": "connected", "connected": pool.connected_count(),
                 "pool_size": len(pool.members)}

@@ -9,6 +9,7 @@ from typing import Iterator, Mapping
 from bridge.config import Config
 from bridge.http.events import EventHub
 from bridge.upstream.pool import UpstreamPool
+from bridge.upstream.spool.service import SpooledSend
 
 
 @dataclass(frozen=True)
@@ -19,9 +20,14 @@ class Upstream:
     config: Config
     pool: UpstreamPool
     events: EventHub
+    #: With spool = "disk": where POST /send's lines go first.
+    spool: SpooledSend | None = None
 
     @property
     def ready(self) -> bool:
+        """Ready for work: connected, or with a spool, taking lines."""
+        if self.spool is not None:
+            return self.spool.accepting()
         return self.pool.ready()
 
 

@@ -231,6 +231,18 @@ class UpstreamPool(Service):
             return Plan(lines.count)
         return self.framing.plan(split_lines(lines.payload, self.config.delimiter_bytes))
 
+    @property
+    def reply_timeout(self) -> float:
+        return self.config.reply_timeout
+
+    @property
+    def max_pending(self) -> int:
+        return self.config.max_pending
+
+    def expected(self, plan: Plan) -> int | None:
+        """Replies a /send slot awaits for ``plan`` (None: until the fence)."""
+        return self._expected(plan)
+
     def _expected(self, plan: Plan) -> int | None:
         if self.fence is not None and not self.framing.counts_known:
             return None  # the fence, not a count, ends the replies

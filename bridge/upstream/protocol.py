@@ -133,6 +133,7 @@ class UpstreamProtocol(Protocol, StateMachine):
         self._low_water = write_low_water
         self._lost_listeners: list[Callable[[Failure], None]] = []
         self._closing_listeners: list[Callable[[], None]] = []
+        self._resume_waiters: list[Callable[[], None]] = []
 
     # -- what the connection's owners ask and tell (the events of its table) --
 
@@ -290,6 +291,14 @@ class UpstreamProtocol(Protocol, StateMachine):
 
     def resumeProducing(self) -> None:
         self.paused = self.congested = False
+        waiting, self._resume_waiters = self._resume_waiters, []
+        for waiter in waiting:
+            waiter()
+
+    def when_resumed(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once the transport has sent what it held
+        (its next ``resumeProducing``), e.g. to write more."""
+        self._resume_waiters.append(callback)
 
     def stopProducing(self) -> None:
         pass
@@ -343,22 +352,22 @@ class UpstreamProtocol(Protocol, StateMachine):
         timeout: float,
         plan: Plan | None = None,
         fenced: bool = True,
+        on_done: Callable[[bool], None] | None = None,
     ) -> Deferred[list[Frame]] | None:
         """Write lines that await ``expected`` replies (None: until the fence).
 
         For REQUEST the Deferred fires with the frames, or fails with
         ReplyTimeoutError or UpstreamLostError; cancelling it leaves its slot
         to swallow the late replies.  DISCARD and CHECK return None.
+        ``on_done`` (see :class:`ReplySlot`) learns whether the replies came.
         """
         fence = self._fence if fenced else None
         if fence is None and expected is None:
             raise ValueError("a slot without a count needs a fence")
         if self._state is CLOSED:
-            if mode == REQUEST:
-                failed = ReplySlot(mode, expected, timeout)
-                failed.fail(UpstreamLostError("the upstream connection is closed"))
-                return failed.deferred
-            return None
+            failed = ReplySlot(mode, expected, timeout, on_done=on_done)
+            failed.fail(UpstreamLostError("the upstream connection is closed"))
+            return failed.deferred
         nonce: str | None = None
         if fence is not None:
             nonce, fence_line = fence.next()
@@ -366,9 +375,12 @@ class UpstreamProtocol(Protocol, StateMachine):
             self.counters.fences += 1
         self.write_lines(payload, count)
         if nonce is None and expected == 0:
+            if on_done is not None:
+                on_done(True)
             return succeed([]) if mode == REQUEST else None
         return self._queue(ReplySlot(
             mode, expected, timeout, nonce=nonce, plan=plan, on_abandon=self._abandoned,
+            on_done=on_done,
         ))
 
     def ask(self, payload: bytes, timeout: float) -> Deferred[list[Frame]]:

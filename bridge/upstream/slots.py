@@ -26,8 +26,8 @@ CHECK = "check"  # POST /send replies checked for error replies
 class ReplySlot:
     """The frames one request awaits, and what becomes of them."""
 
-    __slots__ = ("_on_abandon", "_timer", "abandoned", "closed", "deferred", "errors",
-                 "expected", "frames", "mode", "nonce", "plan", "received", "timeout")
+    __slots__ = ("_on_abandon", "_on_done", "_timer", "abandoned", "closed", "deferred",
+                 "errors", "expected", "frames", "mode", "nonce", "plan", "received", "timeout")
 
     def __init__(
         self,
@@ -38,7 +38,10 @@ class ReplySlot:
         nonce: str | None = None,
         plan: Plan | None = None,
         on_abandon: Callable[[ReplySlot], None] | None = None,
+        on_done: Callable[[bool], None] | None = None,
     ) -> None:
+        """``on_done`` is called once: True when every frame arrived, False
+        when the connection ended first (the spool retires records with it)."""
         self.mode = mode
         self.expected = expected  # None: every frame until the fence reply
         self.received = 0
@@ -50,6 +53,7 @@ class ReplySlot:
         self.abandoned = mode != REQUEST  # nobody waits for DISCARD/CHECK frames
         self.closed = False  # complete or failed: nothing more may happen to it
         self._on_abandon = on_abandon
+        self._on_done = on_done
         self._timer: IDelayedCall | None = None
         self.deferred: Deferred[list[Frame]] | None = (
             Deferred(self._cancel) if mode == REQUEST else None
@@ -101,6 +105,7 @@ class ReplySlot:
         """Every frame arrived: hand them to the caller, if one still waits."""
         self.closed = True
         self._stop_timer()
+        self._done(True)
         if not self.abandoned and self.deferred is not None:
             self.abandoned = True
             frames, self.frames = self.frames, []
@@ -109,6 +114,7 @@ class ReplySlot:
     def fail(self, reason: Exception) -> None:
         """The connection closed (or went out of step) before the frames came."""
         self.closed = True
+        self._done(False)
         if self.abandoned or self.deferred is None:
             return
         frames = self.frames
@@ -118,6 +124,11 @@ class ReplySlot:
         if isinstance(reason, UpstreamLostError) and not reason.replies:
             reason = UpstreamLostError(reason.message, frames)
         self.deferred.errback(reason)
+
+    def _done(self, arrived: bool) -> None:
+        on_done, self._on_done = self._on_done, None
+        if on_done is not None:
+            on_done(arrived)
 
     def replies_due(self) -> int:
         """Replies not received yet (with a fence and no count: the plan's)."""

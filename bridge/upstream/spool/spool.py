@@ -14,6 +14,7 @@ its results and a fresh :class:`StoreStats`, and the reactor keeps those.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.interfaces import IReactorTime
@@ -48,11 +49,14 @@ class SpoolStats:
     queued: int  # appends waiting for the next group commit
 
 
+_Read = tuple[int, int, bool, "Deferred[list[Record]]"]  # max records, max bytes, wait
+
+
 @dataclass
 class _Job:
     appends: list[tuple[bytes, int, float, Deferred[RecordId]]] = field(default_factory=list)
     retires: list[RecordId] = field(default_factory=list)
-    reads: list[tuple[int, int, Deferred[list[Record]]]] = field(default_factory=list)
+    reads: list[_Read] = field(default_factory=list)
     rewind: bool = False
     close: bool = False
     reserved: int = 0
@@ -123,6 +127,9 @@ class Spool:
         self._reserved = 0  # bytes of appends not yet reflected in _stats.bytes
         self._closed: list[Deferred[None]] | None = None  # waiters, once closing
         self._failing = False  # the last append failed: log the recovery once
+        self._parked: list[_Read] = []  # reads waiting for the next append
+        #: Called after each job that stored records (delivery wakes up).
+        self.on_stored: Callable[[], None] | None = None
 
     @staticmethod
     def log_open(directory: str, report: OpenReport) -> None:
@@ -157,19 +164,34 @@ class Spool:
         self._next.appends.append((payload, lines, self._clock.seconds(), done))
         self._next.reserved += size
         self._reserved += size
+        if self._parked:
+            self._next.reads.extend(self._parked)
+            self._parked = []
         self._kick()
         return done
 
-    def peek_batch(self, max_records: int, max_bytes: int = 4 << 20) -> Deferred[list[Record]]:
+    def peek_batch(self, max_records: int, max_bytes: int = 4 << 20,
+                   wait: bool = False) -> Deferred[list[Record]]:
         """The next records to deliver, oldest first: up to ``max_records``
         (and about ``max_bytes``), continuing after the last batch handed
         out; empty when delivery has caught up.  Handing out is remembered on
         disk, so records handed out again after a restart are counted as
-        redelivered."""
+        redelivered.
+
+        With ``wait``, a read that finds nothing is parked and done again by
+        the job that stores the next appends (one job, not two, per batch of
+        requests once delivery has caught up); :meth:`release_reads` ends
+        the wait with an empty list."""
         done: Deferred[list[Record]] = Deferred()
-        self._next.reads.append((max_records, max_bytes, done))
+        self._next.reads.append((max_records, max_bytes, wait, done))
         self._kick()
         return done
+
+    def release_reads(self) -> None:
+        """Parked reads fire now, with nothing."""
+        parked, self._parked = self._parked, []
+        for _, _, _, done in parked:
+            done.callback([])
 
     def retire(self, record_id: RecordId) -> None:
         """The record is delivered: never hand it out again; its space is
@@ -183,6 +205,15 @@ class Spool:
         the handed-out records went to was lost before they were confirmed)."""
         self._next.rewind = True
         self._kick()
+
+    @property
+    def failing(self) -> bool:
+        """The last append failed (the disk refused)."""
+        return self._failing
+
+    @property
+    def closed(self) -> bool:
+        return self._closed is not None
 
     def stats(self) -> SpoolStats:
         stats = self._stats
@@ -204,6 +235,7 @@ class Spool:
         if self._closed is None:
             self._closed = []
             self._next.close = True
+            self.release_reads()
             self._kick()
         if self._closed is _CLOSED:
             done.callback(None)
@@ -236,7 +268,7 @@ class Spool:
                 outcome.retire_error = error
         if job.rewind:
             store.rewind()
-        for max_records, max_bytes, _ in job.reads:
+        for max_records, max_bytes, _, _ in job.reads:
             try:
                 outcome.reads.append(store.read(max_records, max_bytes))
             except OSError as error:
@@ -260,9 +292,16 @@ class Spool:
         if result.retire_error is not None:
             self.log.warn("spool: could not record retired records ({error}); they may be "
                           "delivered again after a restart", error=result.retire_error)
-        for (_, _, done), read in zip(job.reads, result.reads, strict=True):
+        for request, read in zip(job.reads, result.reads, strict=True):
+            done = request[3]
             if isinstance(read, OSError):
                 done.errback(SpoolUnavailableError(f"cannot read the spool: {read}"))
+            elif not read and request[2] and self._closed is None:
+                if self._next.appends:
+                    # Appends came in while this job ran: read with them.
+                    self._next.reads.append(request)
+                else:
+                    self._parked.append(request)
             else:
                 done.callback(read)
         if job.close and self._closed is not None:
@@ -292,3 +331,5 @@ class Spool:
         for record_id, (_, _, _, done) in zip(outcome.ids, job.appends, strict=True):
             if not done.called:  # cancelled: the record stays and is delivered
                 done.callback(record_id)
+        if self.on_stored is not None:
+            self.on_stored()

@@ -1,0 +1,202 @@
+"""One upstream's spool as a service: opened on start, fed by POST /send,
+emptied by :mod:`.delivery`, closed on stop with what is left kept on disk."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from bridge.config import Config
+from bridge.errors import SpoolUnavailableError
+from bridge.upstream.lines import Lines
+from bridge.upstream.spool.delivery import Delivery, Pool
+from bridge.upstream.spool.lock import SpoolLockedError
+from bridge.upstream.spool.record import HEADER_SIZE
+from bridge.upstream.spool.runner import Runner, WriterThread
+from bridge.upstream.spool.spool import Spool, SpoolStats, open_spool
+from bridge.upstream.spool.store import DiskCalls
+
+#: Exit status for a spool that cannot be used at start (as for bad settings).
+EXIT_SPOOL = 2
+
+OPENING = "opening"
+ACCEPTING = "accepting"
+FULL = "full"
+FAILING = "failing"
+CLOSED = "closed"
+
+
+class SpooledSend(Service):
+    """POST /send's lines for one upstream go to disk first (``spool = "disk"``)."""
+
+    log = Logger()
+
+    def __init__(
+        self,
+        config: Config,
+        pool: Pool,
+        clock: IReactorTime,
+        *,
+        runner: Runner | None = None,
+        on_fatal: Callable[[str, int], None] | None = None,
+        disk: DiskCalls | None = None,
+        segment_bytes: int | None = None,
+    ) -> None:
+        assert config.spool_dir is not None
+        self.config = config
+        self.directory = config.spool_dir
+        self._clock = clock
+        self._thread = WriterThread(clock) if runner is None else None
+        self._runner: Runner = runner if runner is not None else self._thread  # type: ignore[assignment]
+        self._on_fatal = on_fatal
+        self._disk = disk
+        self._segment_bytes = segment_bytes
+        self._pool = pool
+        # Full (not ready) once the largest request might not fit, or a tenth
+        # of the spool is left, whichever is less.
+        self._headroom = min(config.max_body_bytes + HEADER_SIZE, config.spool_max_bytes // 10)
+        self.spool: Spool | None = None
+        self.delivery: Delivery | None = None
+        self.opened: Deferred[None] = Deferred()
+        self._closing: Deferred[None] | None = None
+        self.setName(f"spool-{config.name}")
+
+    # -- start and stop -----------------------------------------------------------
+
+    def startService(self) -> None:
+        super().startService()
+        if self._thread is not None:
+            self._thread.start()
+        config = self.config
+        opening = open_spool(
+            self.directory, config.spool_max_bytes, config.spool_fsync, runner=self._runner,
+            clock=self._clock, segment_bytes=self._segment_bytes, disk=self._disk,
+        )
+        opening.addCallbacks(self._opened, self._unusable)
+
+    def _opened(self, spool: Spool) -> None:
+        if self._closing is not None:
+            spool.close()  # stopped while it was being opened
+            return
+        self.spool = spool
+        delivery = Delivery(spool, self._pool, self._clock, self.config.name)
+        self.delivery = delivery
+        spool.on_stored = delivery.appended
+        stats = spool.stats()
+        self.log.info("spool {name}: {records} records ({bytes} bytes) in {directory} to "
+                      "deliver", name=self.config.name, records=stats.records,
+                      bytes=stats.bytes, directory=self.directory)
+        delivery.start()
+        self.opened.callback(None)
+
+    def _unusable(self, failure: Failure) -> None:
+        if failure.check(SpoolLockedError):
+            message = str(failure.value)
+        else:
+            message = f"setting 'spool_dir': {failure.getErrorMessage()}"
+        self.opened.errback(failure)
+        self.opened.addErrback(lambda _: None)
+        if self._on_fatal is not None:
+            self._on_fatal(message, EXIT_SPOOL)
+        else:
+            self.log.error("{message}", message=message)
+
+    def rebind(self, pool: Pool) -> None:
+        """A reload replaced the upstream's pool: deliver to the new one."""
+        self._pool = pool
+        if self.delivery is not None:
+            self.delivery.pool = pool
+
+    def stop_delivery(self) -> None:
+        """Write nothing more (shutdown): what is not delivered stays spooled."""
+        if self.delivery is not None:
+            self.delivery.stop()
+
+    def close(self) -> Deferred[None]:
+        """Finish the spool's queued work and release it; idempotent."""
+        if self._closing is not None:
+            return _chain(self._closing)
+        self.stop_delivery()
+        spool = self.spool
+        if spool is not None:
+            stats = spool.stats()
+            self.log.info("spool {name}: closing; {records} records ({bytes} bytes) stay in "
+                          "{directory} for the next start", name=self.config.name,
+                          records=stats.records, bytes=stats.bytes, directory=self.directory)
+        closed = spool.close() if spool is not None else succeed(None)
+
+        def stop_thread(_: object) -> None:
+            if self._thread is not None:
+                self._thread.stop()
+
+        self._closing = closed.addBoth(stop_thread)
+        return _chain(self._closing)
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()
+        return self.close()
+
+    # -- what /send, /readyz and /status ask ----------------------------------------
+
+    def append(self, lines: Lines) -> Deferred[int]:
+        """Store one request's lines: fires once stored (per spool_fsync);
+        fails with SpoolFullError or SpoolUnavailableError."""
+        spool = self.spool
+        if spool is None or self._closing is not None:
+            why = "is still being opened" if self._closing is None else "is closed"
+            return fail(SpoolUnavailableError(f"the spool {why}; nothing was stored"))
+        return spool.append(lines.payload, lines.count)
+
+    def state(self) -> str:
+        spool = self.spool
+        if self._closing is not None:
+            return CLOSED
+        if spool is None:
+            return OPENING
+        if spool.failing:
+            return FAILING
+        stats = spool.stats()
+        return FULL if stats.max_bytes - stats.bytes < self._headroom else ACCEPTING
+
+    def accepting(self) -> bool:
+        """Ready to take lines: open and not full.  A disk that refused the
+        last write still counts: each /send tries it again (503 until it
+        works), and a probe that failed would keep the traffic away that
+        shows the disk is back."""
+        return self.state() in (ACCEPTING, FAILING)
+
+    def stats(self) -> SpoolStats | None:
+        return self.spool.stats() if self.spool is not None else None
+
+    def status(self) -> dict[str, Any]:
+        """The spool part of /status."""
+        stats = self.stats()
+        document: dict[str, Any] = {
+            "state": self.state(), "directory": self.directory,
+            "fsync": self.config.spool_fsync, "max_bytes": self.config.spool_max_bytes,
+        }
+        if stats is not None:
+            document.update({
+                "records": stats.records, "bytes": stats.bytes,
+                "oldest_age": None if stats.oldest_age is None else round(stats.oldest_age, 3),
+                "retired": stats.retired, "redelivered": stats.redelivered,
+                "set_aside": stats.set_aside,
+            })
+        return document
+
+
+def _chain(deferred: Deferred[None]) -> Deferred[None]:
+    """A new Deferred that fires when ``deferred`` has (several may wait)."""
+    result: Deferred[None] = Deferred()
+
+    def fire(value: object) -> object:
+        result.callback(None)
+        return value
+
+    deferred.addBoth(fire)
+    return result
