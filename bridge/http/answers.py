@@ -26,6 +26,17 @@ def reason(code: int) -> bytes:
     return _REASONS.get(code) or RESPONSES.get(code, b"Unknown")
 
 
+# Formatted once: every answer of the channel starts with one of these.
+_STATUS_LINES = {code: b"HTTP/1.1 %d %s\r\n" % (code, reason(code))
+                 for code in (*RESPONSES, *_REASONS)}
+
+
+def status_line(code: int) -> bytes:
+    """``HTTP/1.1 <code> <reason>\\r\\n``."""
+    line = _STATUS_LINES.get(code)
+    return line if line is not None else b"HTTP/1.1 %d %s\r\n" % (code, reason(code))
+
+
 def error_document(error: BridgeError) -> dict[str, Any]:
     document: dict[str, Any] = {"error": error.code, "message": error.message}
     replies = getattr(error, "replies", None)

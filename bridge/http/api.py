@@ -118,7 +118,8 @@ class BridgeAPI:
         )
 
     def _query(self, request: IRequest, name: bytes) -> str | None:
-        values = request.args.get(name) if request.args else None
+        args = request.args
+        values = args.get(name) if args else None
         if not values:
             return None
         return values[0].decode("ascii", "replace")
