@@ -135,9 +135,10 @@ class WriteNowTests(SynchronousTestCase):
         write_now(connection, b"late")
         self.assertRaises(BlockingIOError, other.recv, 100)
         self.assertEqual(unsent_bytes(connection), 4)
+        self.assertEqual(reactor.getWriters(), [connection])
 
     def test_a_lost_peer_is_left_to_write_and_doWrite(self) -> None:
-        connection, other, reactor = self.connection()
+        connection, other, _ = self.connection()
         other.close()
         write_now(connection, b"answer")  # the kernel says EPIPE: buffered
         self.assertEqual(unsent_bytes(connection), 6)
