@@ -9,10 +9,9 @@ No sockets, no reactor loop: what is left is the Python work per request,
 which is what this is for.  Under callgrind the instruction count is
 repeatable to a fraction of a percent on a noisy machine::
 
-    valgrind --tool=callgrind --callgrind-out-file=/tmp/cg.out \\
-        .venv/bin/python bench/channel_cost.py --requests 2000
-    .venv/bin/python bench/channel_cost.py --requests 2000 --warm 0 --baseline
-        # the same process without the requests: subtract it
+    for n in 200 1200; do valgrind --tool=callgrind --callgrind-out-file=/tmp/cg.$n \\
+        .venv/bin/python bench/channel_cost.py --requests $n; done
+    # (Collected at 1200 - Collected at 200) / 1000 = instructions per request
 
 or time it (``--repeat``), or profile it (``--cprofile``).
 """
