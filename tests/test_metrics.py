@@ -3,8 +3,11 @@ own parser, with exact values after each kind of event."""
 
 from __future__ import annotations
 
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
+from twisted.trial.unittest import SynchronousTestCase
 
+from bridge.metrics import _LATENCY_BUCKETS, _HttpAnswers
 from tests.http_harness import Harness, HarnessTestCase, chunked
 
 Labels = tuple[tuple[str, str], ...]
@@ -265,3 +268,39 @@ class MetricsTests(HarnessTestCase):
         self.assertEqual(value(scrape(one), "bridge_lines_sent_total"), 1.0)
         self.assertEqual(value(scrape(other), "bridge_lines_sent_total"), 0.0)
         self.assertEqual(http_counts(scrape(other)), {("/metrics", "200"): 1.0})
+
+
+class HttpAnswersExpositionTests(SynchronousTestCase):
+    """The HTTP answer metrics are counted in plain dicts (bridge.metrics):
+    their exposition must be what prometheus_client's own Counter and
+    Histogram write for the same answers, line for line."""
+
+    def test_same_text_as_counter_and_histogram(self) -> None:
+        answers = [("/send", 202, 0.0001), ("/send", 202, 0.0005), ("/send", 429, 0.003),
+                   ("other", 404, 0.7), ("/status", 200, None), ("/send", 202, 75.0),
+                   ("/request", 504, 30.0), ("/send", 202, -1.0)]
+        ours = CollectorRegistry()
+        collector = _HttpAnswers(_LATENCY_BUCKETS)
+        ours.register(collector)
+        theirs = CollectorRegistry()
+        counter = Counter("bridge_http_requests", "HTTP requests answered", ["route", "code"],
+                          registry=theirs)
+        histogram = Histogram("bridge_http_request_duration_seconds",
+                              "Time from request received to answer", ["route"],
+                              buckets=_LATENCY_BUCKETS, registry=theirs)
+        for route, code, seconds in answers:
+            collector.record(route, code, seconds)
+            counter.labels(route, str(code)).inc()
+            if seconds is not None:
+                histogram.labels(route).observe(seconds)
+
+        def without_created(registry: CollectorRegistry) -> list[str]:
+            return [line for line in generate_latest(registry).decode().splitlines()
+                    if "_created{" not in line]
+
+        expected = without_created(theirs)
+        self.assertIn('bridge_http_requests_total{code="202",route="/send"} 4.0', expected)
+        self.assertEqual(without_created(ours), expected)
+        created = [line for line in generate_latest(ours).decode().splitlines()
+                   if "_created{" in line]
+        self.assertEqual(len(created), 5 + 3)  # one per (route, code), one per timed route

@@ -15,7 +15,7 @@ from twisted.application.internet import ClientService
 from twisted.internet import abstract, tcp
 from twisted.internet.error import ConnectionDone
 from twisted.internet.protocol import Protocol
-from twisted.internet.testing import MemoryReactorClock
+from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.protocols.tls import TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
@@ -26,6 +26,7 @@ from bridge.twisted_private import (
     tell_client_service_lost,
     tune_send_buffer,
     unsent_bytes,
+    write_now,
 )
 
 
@@ -73,6 +74,80 @@ class FileDescriptorInternalsTests(SynchronousTestCase):
 
         bottom = Socketish()
         self.assertIs(innermost_transport(Layer(Layer(bottom))), bottom)
+
+
+class WriteNowTests(SynchronousTestCase):
+    """write_now on a real socket pair: at once when nothing waits, else
+    through write() behind what waits; Twisted's buffer attributes as read."""
+
+    def connection(self) -> tuple[tcp.Connection, socket.socket, MemoryReactorClock]:
+        one, other = socket.socketpair()
+        one.setblocking(False)
+        other.setblocking(False)
+        self.addCleanup(one.close)
+        self.addCleanup(other.close)
+        reactor = MemoryReactorClock()
+        connection = tcp.Connection(one, Protocol(), reactor)
+        connection.connected = True
+        self.assertIs(type(connection).writeSomeData, tcp.Connection.writeSomeData)
+        self.assertFalse(connection.TLS)
+        for name in ("disconnecting", "_writeDisconnecting", "_writeDisconnected"):
+            self.assertIs(bool(getattr(connection, name)), False, name)
+        return connection, other, reactor
+
+    def test_nothing_buffered_goes_to_the_kernel_at_once(self) -> None:
+        connection, other, reactor = self.connection()
+        write_now(connection, b"HTTP/1.1 202 Accepted\r\n")
+        self.assertEqual(other.recv(100), b"HTTP/1.1 202 Accepted\r\n")
+        self.assertEqual(unsent_bytes(connection), 0)
+        self.assertEqual(reactor.getWriters(), [])  # no writable event asked for
+
+    def test_behind_buffered_bytes_it_waits_its_turn(self) -> None:
+        connection, other, reactor = self.connection()
+        connection.write(b"first ")
+        write_now(connection, b"second")
+        self.assertRaises(BlockingIOError, other.recv, 100)
+        self.assertEqual(unsent_bytes(connection), 12)
+        self.assertEqual(reactor.getWriters(), [connection])
+        connection.doWrite()
+        self.assertEqual(other.recv(100), b"first second")
+
+    def test_what_the_kernel_does_not_take_is_buffered(self) -> None:
+        connection, other, reactor = self.connection()
+        connection.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        data = bytes(range(256)) * 4096  # 1 MiB: more than the socket takes
+        write_now(connection, data)
+        left = unsent_bytes(connection)
+        self.assertGreater(left, 0)
+        self.assertLess(left, len(data))
+        self.assertEqual(reactor.getWriters(), [connection])
+        received = bytearray()
+        while len(received) < len(data):
+            try:
+                received += other.recv(1 << 16)
+            except BlockingIOError:
+                connection.doWrite()
+        self.assertEqual(bytes(received), data)
+
+    def test_a_closing_connection_takes_the_ordinary_way(self) -> None:
+        connection, other, reactor = self.connection()
+        connection.disconnecting = True
+        write_now(connection, b"late")
+        self.assertRaises(BlockingIOError, other.recv, 100)
+        self.assertEqual(unsent_bytes(connection), 4)
+        self.assertEqual(reactor.getWriters(), [connection])
+
+    def test_a_lost_peer_is_left_to_write_and_doWrite(self) -> None:
+        connection, other, _ = self.connection()
+        other.close()
+        write_now(connection, b"answer")  # the kernel says EPIPE: buffered
+        self.assertEqual(unsent_bytes(connection), 6)
+        self.assertIsInstance(connection.doWrite(), Exception)  # Twisted's CONNECTION_LOST
+
+    def test_other_transports_get_write(self) -> None:
+        transport = StringTransport()
+        write_now(transport, b"answer")
+        self.assertEqual(transport.value(), b"answer")
 
 
 class ClientServiceInternalsTests(SynchronousTestCase):

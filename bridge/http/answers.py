@@ -26,6 +26,17 @@ def reason(code: int) -> bytes:
     return _REASONS.get(code) or RESPONSES.get(code, b"Unknown")
 
 
+# Formatted once: every answer of the channel starts with one of these.
+_STATUS_LINES = {code: b"HTTP/1.1 %d %s\r\n" % (code, reason(code))
+                 for code in (*RESPONSES, *_REASONS)}
+
+
+def status_line(code: int) -> bytes:
+    """``HTTP/1.1 <code> <reason>\\r\\n``."""
+    line = _STATUS_LINES.get(code)
+    return line if line is not None else b"HTTP/1.1 %d %s\r\n" % (code, reason(code))
+
+
 def error_document(error: BridgeError) -> dict[str, Any]:
     document: dict[str, Any] = {"error": error.code, "message": error.message}
     replies = getattr(error, "replies", None)
@@ -47,6 +58,17 @@ def respond(
     request.setHeader(b"Content-Length", b"%d" % len(body))
     if retry_after is not None:
         request.setHeader(b"Retry-After", b"%d" % retry_after)
+    return body
+
+
+def accepted(request: Any, count: int) -> bytes:
+    """The 202 of ``POST /send``: the bytes of ``respond(request, 202,
+    {"sent": count})``, from a template (json.dumps costs more than the rest
+    of a one-line /send's answer)."""
+    body = b'{"sent": %d}' % count
+    request.setResponseCode(202)
+    request.setHeader(b"Content-Type", JSON)
+    request.setHeader(b"Content-Length", b"%d" % len(body))
     return body
 
 

@@ -31,7 +31,7 @@ from bridge.errors import (
     UpstreamReplyError,
 )
 from bridge.http import openapi
-from bridge.http.answers import JSON, respond, respond_error
+from bridge.http.answers import JSON, accepted, respond, respond_error
 from bridge.http.body import Lines, parse_body
 from bridge.http.limits import ClientError
 from bridge.http.page import SECURITY_HEADERS, StaticFile, StatusPage, wants_html
@@ -118,7 +118,8 @@ class BridgeAPI:
         )
 
     def _query(self, request: IRequest, name: bytes) -> str | None:
-        values = request.args.get(name) if request.args else None
+        args = request.args
+        values = args.get(name) if args else None
         if not values:
             return None
         return values[0].decode("ascii", "replace")
@@ -182,7 +183,7 @@ class BridgeAPI:
                 return self._spool(request, target, lines, confirm)
             if not confirm:
                 target.pool.send(lines)
-                return respond(request, 202, {"sent": lines.count})
+                return accepted(request, lines.count)
             plan, replies = target.pool.send_confirmed(lines, timeout)
         except BridgeError as error:
             return respond_error(request, error)

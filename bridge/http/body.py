@@ -19,7 +19,9 @@ _CRLF = b"\r\n"
 
 
 def is_json(content_type: bytes | None) -> bool:
-    return bool(content_type) and media_type(content_type) == b"application/json"  # type: ignore[arg-type]
+    # The substring test first: it is all most requests (text/plain) need.
+    return (content_type is not None and b"json" in content_type.lower()
+            and media_type(content_type) == b"application/json")
 
 
 def parse_text(body: bytes, max_line_bytes: int, delimiter: bytes) -> Lines:

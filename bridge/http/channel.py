@@ -43,7 +43,7 @@ from twisted.web.server import NOT_DONE_YET
 from zope.interface import implementer
 
 from bridge.errors import BridgeError
-from bridge.http.answers import reason, respond_error
+from bridge.http.answers import respond_error, status_line
 from bridge.http.deadline import ABORT_AFTER, Deadline, timed_out
 from bridge.http.limits import (
     MAX_HEAD,
@@ -54,8 +54,9 @@ from bridge.http.limits import (
     head_too_large,
 )
 from bridge.http.request import HotRequest
-from bridge.http.routes import Decision, Target, normalize_target
+from bridge.http.routes import Decision, RouteTable, Target, normalize_target
 from bridge.http.webrequest import WebRequest
+from bridge.twisted_private import write_now
 
 if TYPE_CHECKING:
     from bridge.http.site import BridgeSite
@@ -117,6 +118,7 @@ class Channel(Protocol):
         self._deadline: Deadline | None = None
         self._abort: IDelayedCall | None = None
         self._disconnected = False
+        self._last_route: tuple[bytes, bytes, RouteTable, Target, Decision] | None = None
 
     # -- the connection ---------------------------------------------------------
 
@@ -222,23 +224,39 @@ class Channel(Protocol):
         message = self._message
         assert message is not None
         parser = self._parser
-        message.method = parser.get_method()
-        message.version = parser.get_http_version()
+        message.method = method = parser.get_method()
+        message.version = version = parser.get_http_version()
         # HTTP/1.0 connections close after each answer (as twisted.web's did).
-        message.keep_alive = (parser.should_keep_alive() and message.version == "1.1"
+        message.keep_alive = (parser.should_keep_alive() and version == "1.1"
                               and not parser.should_upgrade())
         message.decision = HEAD_OVER  # (see on_header) until the route is decided
+        site = self.site
         try:
-            message.target = target = normalize_target(message.raw_target)
-            message.decision = decision = self.site.routes.decide(message.method, target.path)
+            message.target, decision = self._route(method, message.raw_target)
+            message.decision = decision
             route = decision.route
-            continue_due = check_head(message.version, message.headers,
-                                      self.site.max_body_bytes, route is not None and route.work)
+            continue_due = check_head(version, message.headers, site.max_body_bytes,
+                                      route is not None and route.work)
         except ClientError as error:
             raise self._refusing(error) from None
         if continue_due:
             message.continue_due = True
             self._maybe_continue()
+
+    def _route(self, method: bytes, raw_target: bytes) -> tuple[Target, Decision]:
+        """The target and the route's decision: a keep-alive client mostly
+        asks for the same target again, so the last one that matched a route
+        is remembered (for the same route table: a reload replaces it)."""
+        routes = self.site.routes
+        last = self._last_route
+        if (last is not None and last[0] == raw_target and last[1] == method
+                and last[2] is routes):
+            return last[3], last[4]
+        target = normalize_target(raw_target)
+        decision = routes.decide(method, target.path)
+        if decision.route is not None:
+            self._last_route = (raw_target, method, routes, target, decision)
+        return target, decision
 
     def on_body(self, chunk: bytes) -> None:
         message = self._message
@@ -365,17 +383,17 @@ class Channel(Protocol):
             return  # the connection was lost meanwhile
         transport = self.transport
         assert transport is not None
-        code = request.code
-        head = [b"HTTP/1.1 %d %s\r\nDate: %s\r\n" % (
-            code, reason(code), self.site.http_date())]
+        site = self.site
+        head = [status_line(request.code), site.date_line()]
         for name, value in request.response_headers:
-            head.append(name + b": " + value + b"\r\n")
+            head += (name, b": ", value, b"\r\n")
         head.append(b"Content-Length: %d\r\n\r\n" % len(body))
         if request.method == b"HEAD":
             body = b""
-        transport.write(b"".join(head) + body)
+        head.append(body)
+        write_now(transport, b"".join(head))
         request.sentLength = len(body)
-        self.site.log(request)
+        site.log(request)
         self._answered(request.wants_close())
 
     def web_request_done(self, request: WebRequest) -> None:

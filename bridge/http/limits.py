@@ -83,7 +83,8 @@ def check_head(
                 raise bad_request("the only Transfer-Encoding accepted is one 'chunked'")
             chunked = True
         elif name == b"content-type":
-            if work and media_type(value).startswith(b"multipart/"):
+            if (work and b"multipart/" in value.lower()
+                    and media_type(value).startswith(b"multipart/")):
                 raise ClientError(
                     415, "unsupported_media_type",
                     "multipart bodies are not taken; send the lines as text "

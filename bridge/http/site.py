@@ -54,6 +54,7 @@ class BridgeSite(ServerFactory):
         self._on_request = on_request
         self._date_second = -1
         self._date = b""
+        self._date_line = b""
 
     def configure(self, max_body_bytes: int, request_timeout: float, access_log: bool) -> None:
         """New limits from a reload: they apply to the requests that follow."""
@@ -72,7 +73,13 @@ class BridgeSite(ServerFactory):
         if now != self._date_second:
             self._date_second = now
             self._date = datetimeToString(now)
+            self._date_line = b"Date: " + self._date + b"\r\n"
         return self._date
+
+    def date_line(self) -> bytes:
+        """``Date: <http_date()>\\r\\n``."""
+        self.http_date()
+        return self._date_line
 
     def log(self, request: Any) -> None:
         """One answer was written: count it, and log it when asked to."""

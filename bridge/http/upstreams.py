@@ -53,6 +53,9 @@ class Upstreams(Mapping[str, Upstream]):
     def __getitem__(self, name: str) -> Upstream:
         return self._by_name[name]
 
+    def get(self, name: str, default: Upstream | None = None) -> Upstream | None:  # type: ignore[override]
+        return self._by_name.get(name, default)  # per request: Mapping.get is two calls
+
     def __iter__(self) -> Iterator[str]:
         return iter(self._by_name)
 
