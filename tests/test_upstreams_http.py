@@ -153,8 +153,9 @@ class ReadinessTests(UpstreamsTestCase):
         harness = self.bridge(connect=(DEFAULT, LOGS))
         response = harness.call("GET", "/readyz")
         self.assertEqual(response.status, 503)
-        self.assertEqual((response.json()["ready"], response.json()["state"]),
-                         (False, "connecting"))
+        self.assertEqual(
+            (response.json()["ready"], response.json()["upstream"], response.json()["state"]),
+            (False, "cache", "connecting"))
         self.connections[CACHE] = harness.connect_upstream(CACHE)
         self.assertEqual(harness.call("GET", "/readyz").status, 200)
 

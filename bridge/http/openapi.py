@@ -286,10 +286,15 @@ SCHEMAS: dict[str, Any] = {
         "type": "object", "required": ["ready", "state"],
         "properties": {
             "ready": {"type": "boolean"},
+            "upstream": {"type": "string", "description":
+                         "with several upstreams: the one whose state the document shows "
+                         "(the first not ready, else the first)"},
             "state": {"type": "string"},
             "retry_in": {"type": ["number", "null"]},
             "connected": {"type": "integer"},
             "pool_size": {"type": "integer"},
+            "upstreams": {"type": "object", "description":
+                          "with several upstreams: the readiness of each, by name"},
         },
         "additionalProperties": True,
     },

@@ -144,15 +144,17 @@ def bridge_readiness(upstreams: Upstreams, refusing: bool) -> dict[str, Any]:
     """/readyz: ready while running and every required upstream is ready.
 
     With one upstream the document is that upstream's; with several, it is
-    the first one not ready (or the first one), plus one entry per upstream.
+    the first one not ready (or the first one), named in ``upstream``, plus
+    one entry per upstream.
     """
     each = {name: (shutting_down(u) if refusing else readiness(u))
             for name, u in upstreams.items()}
     required = [name for name, u in upstreams.items() if u.config.required]
     failing = [name for name in required if not each[name]["ready"]]
     shown = failing[0] if failing else next(iter(each))
-    document = dict(each[shown])
-    document["ready"] = not refusing and not failing
-    if len(each) > 1:
-        document["upstreams"] = each
-    return document
+    ready = not refusing and not failing
+    if len(each) == 1:
+        return {**each[shown], "ready": ready}
+    return {"ready": ready, "upstream": shown, **{key: value for key, value in
+                                                  each[shown].items() if key != "ready"},
+            "upstreams": each}
