@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import os
 
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
@@ -11,7 +12,7 @@ from bridge.errors import SpoolFullError, SpoolUnavailableError
 from bridge.upstream.spool.lock import SpoolLockedError
 from bridge.upstream.spool.record import HEADER_SIZE
 from bridge.upstream.spool.runner import inline
-from bridge.upstream.spool.spool import Spool, open_spool
+from bridge.upstream.spool.spool import Spool, filesystem_bytes, open_spool, segment_size
 from bridge.upstream.spool.store import DiskCalls
 from tests.spool_support import FlakyDisk, StepRunner, scratch
 
@@ -87,6 +88,23 @@ class AppendTests(SpoolTestCase):
     def test_an_unknown_fsync_mode_is_refused(self) -> None:
         with self.assertRaises(ValueError):
             open_spool(self.directory, 1 << 20, "sometimes", runner=inline, clock=self.clock)
+
+
+class SegmentSizeTests(SynchronousTestCase):
+    def test_a_sixteenth_of_the_limit_or_of_the_filesystem_whichever_is_smaller(self) -> None:
+        self.assertEqual(segment_size(16 << 20), 1 << 20)
+        self.assertEqual(segment_size(1 << 30), 64 << 20)
+        # 1 GiB allowed on a 512 KiB filesystem: the filesystem decides.
+        self.assertEqual(segment_size(1 << 30, 512 << 10), 64 << 10)
+        self.assertEqual(segment_size(1 << 30, 256 << 20), 16 << 20)
+        self.assertEqual(segment_size(16 << 20, 100 << 30), 1 << 20)
+
+    def test_the_filesystem_size_is_that_of_the_directory(self) -> None:
+        directory = scratch(self)
+        os.makedirs(directory)
+        info = os.statvfs(directory)
+        self.assertEqual(filesystem_bytes(directory), info.f_blocks * info.f_frsize)
+        self.assertIsNone(filesystem_bytes(os.path.join(directory, "missing")))
 
 
 class LimitTests(SpoolTestCase):

@@ -6,7 +6,8 @@
   order; requests that arrived twice are no more than the records the
   bridges logged as handed out again;
 * Redis down for the whole load, then started: everything arrives, in order;
-* a second bridge on the same spool directory: exit status 2, one line;
+* a second bridge on the same spool directory: exit status 2, one line, and
+  it never listens (the directory is locked before the HTTP port is opened);
 * a spool whose files the kernel refuses to let grow (RLIMIT_FSIZE in the
   bridge's process: write(2) fails with EFBIG, as it fails with ENOSPC on a
   full disk; no root needed): 503 spool_unavailable, nothing acknowledged
@@ -20,12 +21,13 @@ import json
 import os
 import random
 import resource
+import socket
 import subprocess
 import sys
 import threading
 import time
 from collections import Counter
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -41,11 +43,13 @@ class Bridge:
     """One run of ``python -m bridge`` with a spool; JSON logs in a file."""
 
     def __init__(self, case: SynchronousTestCase, redis_port: int, spool_dir: str,
-                 *extra: str, preexec: Callable[[], None] | None = None) -> None:
+                 *extra: str, preexec: Callable[[], None] | None = None,
+                 prefix: Sequence[str] = ()) -> None:
+        """``prefix`` goes before the command (a wrapper that execs it)."""
         self.log_path = f"{spool_dir}.{time.monotonic_ns()}.log"
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "bridge", "--listen", "127.0.0.1:0",
+                [*prefix, sys.executable, "-m", "bridge", "--listen", "127.0.0.1:0",
                  "--upstream", f"127.0.0.1:{redis_port}", "--reply-framing", "resp",
                  "--spool", "disk", "--spool-dir", spool_dir, "--no-access-log",
                  "--log-format", "json", "--backoff-initial", "0.1", "--backoff-max", "0.5",
@@ -236,15 +240,26 @@ class CrashTests(SynchronousTestCase):
 
     def test_a_second_bridge_on_the_same_directory_exits_2_with_one_line(self) -> None:
         first = self.bridge()
-        second = subprocess.run(
-            [sys.executable, "-m", "bridge", "--listen", "127.0.0.1:0", "--upstream",
-             f"127.0.0.1:{self.redis_port}", "--spool", "disk", "--spool-dir", self.directory],
-            cwd=ROOT, capture_output=True, text=True, timeout=60)
-        self.assertEqual(second.returncode, 2)
-        errors = [line for line in second.stderr.splitlines() if line.startswith("bridge:")]
-        self.assertEqual(errors, [
-            f"bridge: error: the spool directory {self.directory} is in use by another process "
-            f"(pid {first.process.pid}); each upstream needs its own spool_dir"])
+        # The second bridge's port is bound here (not listening): had it tried
+        # to listen before checking the spool directory, it would have failed
+        # with "cannot listen" instead.
+        with socket.socket() as taken:
+            taken.bind(("127.0.0.1", 0))
+            port = taken.getsockname()[1]
+            second = subprocess.run(
+                [sys.executable, "-m", "bridge", "--listen", f"127.0.0.1:{port}", "--upstream",
+                 f"127.0.0.1:{self.redis_port}", "--spool", "disk", "--spool-dir",
+                 self.directory, "--log-format", "json"],
+                cwd=ROOT, capture_output=True, text=True, timeout=60)
+        line = (f"the spool directory {self.directory} is in use by another process "
+                f"(pid {first.process.pid}); each upstream needs its own spool_dir")
+        self.assertEqual((second.returncode, second.stderr), (2, f"bridge: error: {line}\n"))
+        logged = [json.loads(entry) for entry in second.stdout.splitlines()]
+        self.assertEqual([entry["event"] for entry in logged if entry["level"] != "info"],
+                         [line])
+        self.assertEqual([entry["event"] for entry in logged
+                          if "listening" in entry["event"] or "starting on" in entry["event"]],
+                         [])
         self.assertEqual(first.call("POST", "/send", b"RPUSH spooled x\n")[0], 202)
 
 

@@ -9,10 +9,12 @@ import os
 from typing import Any
 
 from bridge.app.handover import CHECK_INTERVAL
+from bridge.app.service import BridgeService
+from bridge.config import Config
 from bridge.upstream.spool.delivery import RETRY
 from bridge.upstream.spool.runner import inline
-from bridge.upstream.spool.store import DiskCalls
-from tests.http_harness import Harness, HarnessTestCase
+from bridge.upstream.spool.store import DiskCalls, SegmentStore
+from tests.http_harness import Harness, HarnessTestCase, Reactor
 from tests.spool_support import FlakyDisk, StepRunner, flip, scratch, segments
 
 
@@ -303,3 +305,59 @@ class CongestionTests(SpoolCase):
         upstream.kernel_takes(len(upstream.value()))
         self.assertEqual(len(upstream.value()), 3 * 600)
         self.assertEqual(self.counts(harness), (0, 3, 0, 0))
+
+
+class ClaimTests(SpoolCase):
+    """The spool directory is locked before the bridge listens: a bridge that
+    cannot have it stops (status 2) without ever opening its port."""
+
+    def unstarted(self, directory: str, **values: Any) -> tuple[BridgeService, Reactor,
+                                                                 list[tuple[str, int]]]:
+        reactor = Reactor()
+        fatal: list[tuple[str, int]] = []
+        config = Config().with_values(upstream="tcp:127.0.0.1:1", spool="disk",
+                                      spool_dir=directory, **values)
+        service = BridgeService(config, reactor, jitter=lambda: 0.0,
+                                on_fatal=lambda message, status: fatal.append((message, status)),
+                                spool_runner=inline)
+        return service, reactor, fatal
+
+    def test_a_directory_held_by_another_bridge_stops_this_one_before_it_listens(
+            self) -> None:
+        first = self.spooled()
+        service, reactor, fatal = self.unstarted(self.directory)
+        service.startService()
+        self.assertEqual(fatal, [(
+            f"the spool directory {self.directory} is in use by another process (pid "
+            f"{os.getpid()}); each upstream needs its own spool_dir", 2)])
+        self.assertEqual((reactor.tcpServers, reactor.tcpClients), ([], []))
+        self.assertFalse(service.running)
+        self.assertIsNone(self.successResultOf(service.stopService()))
+        self.assertJSONResponse(first.call("POST", "/send", b"x\n"), 202,
+                                {"sent": 1, "spooled": True})
+
+    def test_an_unusable_directory_stops_the_bridge_before_it_listens(self) -> None:
+        directory = scratch(self)
+        with open(directory, "w") as blocker:
+            blocker.write("a file, not a directory")
+        service, reactor, fatal = self.unstarted(directory)
+        service.startService()
+        self.assertEqual(len(fatal), 1)
+        message, status = fatal[0]
+        self.assertEqual(status, 2)
+        self.assertTrue(message.startswith(
+            f"setting 'spool_dir': cannot open the spool in {directory}: "), message)
+        self.assertEqual(reactor.tcpServers, [])
+
+    def test_when_one_of_two_spools_is_refused_the_other_is_released(self) -> None:
+        held = self.spooled()
+        free = scratch(self)
+        metrics = Config().with_values(name="metrics", upstream="tcp:127.0.0.1:2",
+                                       spool="disk", spool_dir=self.directory)
+        service, reactor, fatal = self.unstarted(free, named_upstreams={"metrics": metrics})
+        service.startService()
+        self.assertEqual([status for _, status in fatal], [2])
+        self.assertEqual(reactor.tcpServers, [])
+        # The directory this bridge did claim is free again.
+        self.assertEqual(SegmentStore.open(free, fsync=True)[0].close(), None)
+        self.assertEqual(held.call("POST", "/send", b"x\n").status, 202)

@@ -276,6 +276,49 @@ class DiskErrorTests(StoreTestCase):
         self.assertEqual((self.report.set_aside, self.report.torn_bytes), (0, 0))
         self.assertEqual(self.read_all(store), [1, 2, 3])
 
+    def test_after_a_refused_write_a_delivered_segment_goes_before_the_next_write(
+            self) -> None:
+        disk = FlakyDisk()
+        store = self.open(segment_bytes=1 << 20, disk=DiskCalls(disk.write, disk.sync))
+        self.fill(store, 10, size=100)
+        store.retire(self.read_all(store))
+        # Delivered, but far too small to be worth a new file: it stays...
+        self.assertEqual((len(segments(self.directory)), store.stats().bytes), (1, 1360))
+        disk.failure = errno.ENOSPC  # ...until the disk is full
+        with self.assertRaises(OSError):
+            self.fill(store, 1)
+        disk.failure = None
+        self.assertEqual(store.append([(b"after\r\n", 1, 0.0)]), [11])
+        self.assertEqual(segments(self.directory),
+                         [os.path.join(self.directory, f"{11:020d}.seg")])
+        self.assertEqual(store.stats().bytes, HEADER_SIZE + 7)
+
+    def test_after_a_refused_write_delivering_everything_frees_the_segment(self) -> None:
+        disk = FlakyDisk()
+        store = self.open(segment_bytes=1 << 20, disk=DiskCalls(disk.write, disk.sync))
+        self.fill(store, 10, size=100)
+        disk.failure = errno.ENOSPC
+        with self.assertRaises(OSError):
+            self.fill(store, 1)
+        disk.failure = None
+        store.retire(self.read_all(store))
+        self.assertEqual(segments(self.directory),
+                         [os.path.join(self.directory, f"{11:020d}.seg")])
+        self.assertEqual((store.stats().bytes, store.stats().records), (0, 0))
+        self.assertEqual(self.fill(store, 1), [11])
+
+    def test_a_shorter_retire_state_written_over_a_longer_one_is_cut_to_length(self) -> None:
+        store = self.open()
+        self.fill(store, 300)
+        store.retire(list(range(2, 301, 2)))  # out of order: a long list
+        store.retire([1])  # still long, in the other slot
+        slots = [os.path.join(self.directory, name) for name in retire_state.NAMES]
+        self.assertGreater(min(os.path.getsize(path) for path in slots), 500)
+        store.retire(list(range(3, 301, 2)))  # everything: a short list over a long one
+        self.assertLess(min(os.path.getsize(path) for path in slots), 100)
+        state = retire_state.StateFile(self.directory).load()
+        self.assertEqual((state.retired_below, state.retired), (301, set()))
+
     def test_a_failed_fsync_is_a_failed_append(self) -> None:
         disk = FlakyDisk()
         store = self.open(disk=DiskCalls(disk.write, disk.sync))

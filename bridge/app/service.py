@@ -34,7 +34,7 @@ from bridge.http.upstreams import Upstream, Upstreams
 from bridge.metrics import Metrics
 from bridge.upstream.pool import UpstreamPool
 from bridge.upstream.spool.runner import Runner
-from bridge.upstream.spool.service import SpooledSend
+from bridge.upstream.spool.service import EXIT_SPOOL, SpooledSend
 from bridge.upstream.spool.store import DiskCalls
 
 
@@ -357,8 +357,30 @@ class BridgeService(MultiService):
                 counts["work_errors"] += 1
         self.metrics.request_done(label, code, seconds)
 
+    def startService(self) -> None:
+        """Claim every spool directory, then start the children (the web
+        server last).  A directory another process holds, or one that cannot
+        be used, stops the bridge (status 2) before it ever listens."""
+        claimed: list[SpooledSend] = []
+        for upstream in self.upstreams.values():
+            if upstream.spool is None:
+                continue
+            problem = upstream.spool.claim()
+            if problem is not None:
+                for spool in claimed:
+                    spool.unclaim()
+                if self._on_fatal is not None:
+                    self._on_fatal(problem, EXIT_SPOOL)
+                else:
+                    self.log.error("{message}", message=problem)
+                return
+            claimed.append(upstream.spool)
+        super().startService()
+
     def stopService(self) -> Deferred[None]:
         """Drain (see bridge.app.lifecycle), then stop the children."""
+        if not self.running:
+            return succeed(None)  # never started (a spool could not be claimed)
         drained = self.lifecycle.shutdown()
         for handover in list(self._handovers):
             handover.stop()

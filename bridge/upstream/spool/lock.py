@@ -6,6 +6,7 @@ included, so a crash never leaves a stale lock behind.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 
@@ -15,6 +16,15 @@ NAME = "lock"
 class SpoolLockedError(Exception):
     """Another process holds the spool directory.  ``str()`` is the one line
     the command line prints before exiting with status 2."""
+
+
+def claim(directory: str) -> DirectoryLock:
+    """Create ``directory`` if needed and lock it: SpoolLockedError when
+    another process holds it, OSError when it cannot be used."""
+    os.makedirs(directory, exist_ok=True)
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise PermissionError(errno.EACCES, "cannot create files in it", directory)
+    return DirectoryLock.acquire(directory)
 
 
 class DirectoryLock:

@@ -15,7 +15,7 @@ from bridge.config import Config
 from bridge.errors import SpoolUnavailableError
 from bridge.upstream.lines import Lines
 from bridge.upstream.spool.delivery import Delivery, Pool
-from bridge.upstream.spool.lock import SpoolLockedError
+from bridge.upstream.spool.lock import DirectoryLock, SpoolLockedError, claim
 from bridge.upstream.spool.record import HEADER_SIZE
 from bridge.upstream.spool.runner import Runner, WriterThread
 from bridge.upstream.spool.spool import Spool, SpoolStats, open_spool
@@ -61,6 +61,7 @@ class SpooledSend(Service):
         # of the spool is left, whichever is less.
         self._headroom = min(config.max_body_bytes + HEADER_SIZE, config.spool_max_bytes // 10)
         self.spool: Spool | None = None
+        self._lock: DirectoryLock | None = None  # claimed, not yet handed to the spool
         self.delivery: Delivery | None = None
         self.opened: Deferred[None] = Deferred()
         self._closing: Deferred[None] | None = None
@@ -68,14 +69,37 @@ class SpooledSend(Service):
 
     # -- start and stop -----------------------------------------------------------
 
+    def claim(self) -> str | None:
+        """Lock the spool directory now, on the calling thread (the bridge
+        does this before it listens, so that a second bridge on the same
+        directory never opens its port).  Returns the one line to exit with
+        when the directory is held by another process or unusable."""
+        if self._lock is not None:
+            return None
+        try:
+            self._lock = claim(self.directory)
+        except SpoolLockedError as error:
+            return str(error)
+        except OSError as error:
+            return f"setting 'spool_dir': cannot open the spool in {self.directory}: {error}"
+        return None
+
+    def unclaim(self) -> None:
+        """Give up a claim that was not used (another spool's claim failed)."""
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
     def startService(self) -> None:
         super().startService()
         if self._thread is not None:
             self._thread.start()
         config = self.config
+        # Without a claim (an upstream added by a reload) the writer thread locks.
+        lock, self._lock = self._lock, None
         opening = open_spool(
             self.directory, config.spool_max_bytes, config.spool_fsync, runner=self._runner,
-            clock=self._clock, segment_bytes=self._segment_bytes, disk=self._disk,
+            clock=self._clock, segment_bytes=self._segment_bytes, disk=self._disk, lock=lock,
         )
         opening.addCallbacks(self._opened, self._unusable)
 

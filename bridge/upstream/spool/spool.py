@@ -13,6 +13,7 @@ its results and a fresh :class:`StoreStats`, and the reactor keeps those.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -22,6 +23,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from bridge.errors import SpoolFullError, SpoolUnavailableError
+from bridge.upstream.spool.lock import DirectoryLock, claim
 from bridge.upstream.spool.record import HEADER_SIZE
 from bridge.upstream.spool.runner import Runner
 from bridge.upstream.spool.store import DiskCalls, OpenReport, Record, SegmentStore, StoreStats
@@ -74,26 +76,41 @@ class _Outcome:
     stats: StoreStats | None = None
 
 
-def segment_size(max_bytes: int) -> int:
-    """Segments small enough that retiring frees space well before the limit."""
-    return max(MIN_SEGMENT, min(MAX_SEGMENT, max_bytes // 16))
+def segment_size(max_bytes: int, filesystem_bytes: int | None = None) -> int:
+    """Segments small enough that retiring frees space well before the
+    limit, or before the filesystem is full when it is the smaller."""
+    limit = max_bytes if filesystem_bytes is None else min(max_bytes, filesystem_bytes)
+    return max(MIN_SEGMENT, min(MAX_SEGMENT, limit // 16))
+
+
+def filesystem_bytes(directory: str) -> int | None:
+    """The size of the filesystem ``directory`` is on, or None if unknown."""
+    try:
+        info = os.statvfs(directory)
+    except OSError:
+        return None
+    return info.f_blocks * info.f_frsize or None
 
 
 def open_spool(
     directory: str, max_bytes: int, fsync: str, *, runner: Runner, clock: IReactorTime,
     segment_bytes: int | None = None, disk: DiskCalls | None = None,
+    lock: DirectoryLock | None = None,
 ) -> Deferred[Spool]:
-    """Open (scanning and repairing) the spool in ``directory``.
+    """Open (scanning and repairing) the spool in ``directory``, locking it
+    unless ``lock`` (from :func:`.lock.claim`) holds it already.
 
     Fails with SpoolLockedError when another process holds the directory,
     SpoolUnavailableError when the directory is unusable."""
     if fsync not in (ALWAYS, NEVER):
         raise ValueError(f"fsync must be {ALWAYS} or {NEVER}, got {fsync!r}")
-    size = segment_bytes if segment_bytes is not None else segment_size(max_bytes)
 
     def opening() -> tuple[SegmentStore, OpenReport, StoreStats]:
+        held = lock if lock is not None else claim(directory)
+        size = segment_bytes if segment_bytes is not None else segment_size(
+            max_bytes, filesystem_bytes(directory))
         store, report = SegmentStore.open(directory, fsync=fsync == ALWAYS, segment_bytes=size,
-                                          disk=disk)
+                                          disk=disk, lock=held)
         return store, report, store.stats()
 
     def opened(result: tuple[SegmentStore, OpenReport, StoreStats]) -> Spool:
@@ -127,6 +144,7 @@ class Spool:
         self._reserved = 0  # bytes of appends not yet reflected in _stats.bytes
         self._closed: list[Deferred[None]] | None = None  # waiters, once closing
         self._failing = False  # the last append failed: log the recovery once
+        self._retire_failing = False  # the same for recording retires
         self._parked: list[_Read] = []  # reads waiting for the next append
         #: Called after each job that stored records (delivery wakes up).
         self.on_stored: Callable[[], None] | None = None
@@ -289,9 +307,8 @@ class Spool:
         if result.stats is not None:
             self._stats = result.stats
         self._settle_appends(job, result)
-        if result.retire_error is not None:
-            self.log.warn("spool: could not record retired records ({error}); they may be "
-                          "delivered again after a restart", error=result.retire_error)
+        if job.retires:
+            self._note_retire_error(result.retire_error)
         for request, read in zip(job.reads, result.reads, strict=True):
             done = request[3]
             if isinstance(read, OSError):
@@ -310,6 +327,15 @@ class Spool:
                 waiter.callback(None)
             return
         self._kick()
+
+    def _note_retire_error(self, error: OSError | None) -> None:
+        """One line when recording retires starts failing, one when it works again."""
+        if error is not None and not self._retire_failing:
+            self.log.warn("spool: could not record retired records ({error}); they may be "
+                          "delivered again after a restart", error=error)
+        elif error is None and self._retire_failing:
+            self.log.info("spool: recording retired records again")
+        self._retire_failing = error is not None
 
     def _settle_appends(self, job: _Job, outcome: _Outcome) -> None:
         if not job.appends:

@@ -68,6 +68,9 @@ class StateFile:
     Overwriting a slot in place costs a write; a rename over an existing
     file made ext4 flush data first (about 3 ms a retire batch here).  A
     slot torn by a crash fails its CRC and the other, one save older, is used.
+    The bytes are written over the old ones before the file is cut to length
+    (not truncated first), so a save needs no new disk space unless the state
+    grew: retiring goes on while a full disk refuses new records.
     """
 
     def __init__(self, directory: str) -> None:
@@ -90,8 +93,15 @@ class StateFile:
         body = json.dumps({"sequence": self._sequence, "retired_below": state.retired_below,
                            "retired": sorted(state.retired),
                            "handed_out": state.handed_out}).encode("ascii")
-        with open(self._paths[self._sequence % 2], "wb") as target:
-            target.write(body + b"\n%d" % zlib.crc32(body))
+        data = memoryview(body + b"\n%d" % zlib.crc32(body))
+        fd = os.open(self._paths[self._sequence % 2], os.O_WRONLY | os.O_CREAT, 0o644)
+        try:
+            written = 0
+            while written < len(data):
+                written += os.pwrite(fd, data[written:], written)
+            os.ftruncate(fd, len(data))
+        finally:
+            os.close(fd)
 
 
 def _read_slot(path: str) -> tuple[int, RetireState] | None:

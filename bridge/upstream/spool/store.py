@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from bridge.upstream.spool import state as retire_state
-from bridge.upstream.spool.lock import DirectoryLock
+from bridge.upstream.spool.lock import DirectoryLock, claim
 from bridge.upstream.spool.record import encode
 from bridge.upstream.spool.walk import Damaged, Intact, walk
 
@@ -107,20 +107,27 @@ class SegmentStore:
         self._cursor: _Segment | None = None
         self._offset = 0
         self._walk_next = 0  # the id the cursor expects next (gaps are damage)
-        self._cut_to: int | None = None  # a failed write left bytes past this offset
+        # A failed write may have left bytes in this segment past its size.
+        self._uncut: _Segment | None = None
+        # The disk refused a write since the last segment was started: once
+        # every record is retired, start another so that this one can go.
+        self._refused = False
         self.retired = self.redelivered = self.set_aside = 0
 
     # -- opening ------------------------------------------------------------------
 
     @classmethod
     def open(cls, directory: str, *, fsync: bool, segment_bytes: int = 64 << 20,
-             disk: DiskCalls | None = None) -> tuple[SegmentStore, OpenReport]:
-        """Lock the directory, scan every segment, cut a torn end, set damage aside.
+             disk: DiskCalls | None = None,
+             lock: DirectoryLock | None = None) -> tuple[SegmentStore, OpenReport]:
+        """Lock the directory (unless ``lock`` holds it already: see
+        :func:`.lock.claim`), scan every segment, cut a torn end, set damage
+        aside.  The store owns the lock from here on, also when this fails.
 
         Raises SpoolLockedError when another process holds the directory and
         OSError when the directory is unusable."""
-        os.makedirs(directory, exist_ok=True)
-        lock = DirectoryLock.acquire(directory)
+        if lock is None:
+            lock = claim(directory)
         try:
             store = cls(directory, lock, fsync, segment_bytes, disk or DiskCalls())
             report = store._scan()
@@ -168,6 +175,8 @@ class SegmentStore:
             self._new_segment()
         self._reclaim()
         self.rewind()
+        # Both slots, so that each holds its disk space from the start.
+        self._state_file.save(state)
         self._state_file.save(state)
         return OpenReport(self.records(), len(self._segments), self.set_aside, damaged_bytes,
                           torn, os.path.join(self.directory, DAMAGED))
@@ -207,13 +216,14 @@ class SegmentStore:
         """Write ``(payload, lines, accepted_at)`` records in one write, then
         (with fsync) one fdatasync: durable when this returns.  OSError when
         the disk refuses; then nothing of the batch counts."""
-        if self._cut_to is not None:
-            os.ftruncate(self._segments[-1].fd, self._cut_to)
-            self._segments[-1].size = self._cut_to
-            self._cut_to = None
+        if self._uncut is not None:
+            if self._uncut in self._segments:
+                os.ftruncate(self._uncut.fd, self._uncut.size)
+            self._uncut = None
         segment = self._segments[-1]
-        if segment.size >= self._segment_bytes:
+        if segment.size >= self._segment_bytes or self._spent(segment):
             segment = self._new_segment()
+            self._reclaim()
         first = self._next_id
         parts: list[bytes] = []
         for index, (payload, lines, accepted_at) in enumerate(batch):
@@ -227,10 +237,11 @@ class SegmentStore:
             if self._fsync:
                 self._disk.sync(segment.fd)
         except OSError:
-            self._cut_to = segment.size
+            self._refused = True
+            self._uncut = segment
             try:
                 os.ftruncate(segment.fd, segment.size)
-                self._cut_to = None
+                self._uncut = None
             except OSError:
                 pass  # tried again before the next write
             raise
@@ -238,9 +249,15 @@ class SegmentStore:
         self._next_id = first + len(batch)
         return list(range(first, self._next_id))
 
+    def _spent(self, segment: _Segment) -> bool:
+        """The disk refused a write and everything in the active segment
+        is retired: its space is worth more than the files a new one costs."""
+        return self._refused and segment.size > 0 and self.records() == 0
+
     def _new_segment(self) -> _Segment:
         segment = _Segment(self.directory, self._next_id, create=True)
         self._segments.append(segment)
+        self._refused = False
         if self._fsync:
             # The new file's name must be durable before records in it are acknowledged.
             directory = os.open(self.directory, os.O_RDONLY)
@@ -290,7 +307,12 @@ class SegmentStore:
                 self._in_flight[record.record_id] = record.accepted_at
             if records[-1].record_id > state.handed_out:
                 state.handed_out = records[-1].record_id
-                self._state_file.save(state)
+                try:
+                    self._state_file.save(state)
+                except OSError:
+                    # Only the redelivered count after a restart needs it:
+                    # never a reason not to deliver.  Saved with the next retire.
+                    pass
         return records
 
     def rewind(self) -> None:
@@ -313,7 +335,8 @@ class SegmentStore:
             self._in_flight.pop(record_id, None)
         if changed:
             active = self._segments[-1]
-            if self.records() == 0 and active.size >= self._segment_bytes // 4:
+            if self.records() == 0 and (active.size >= self._segment_bytes // 4
+                                        or self._spent(active)):
                 # Everything delivered: start afresh so the full segment can go,
                 # rather than wait for the next append to roll it.
                 self._new_segment()
