@@ -17,6 +17,7 @@ import functools
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 from typing import Any
 
@@ -110,8 +111,9 @@ class FullFilesystemTests(SynchronousTestCase):
         wait_for(lambda: bridge.spool()["records"] == 0, "the spool to be delivered", 60)
         emptied = bridge.spool()
         self.assertLess(emptied["bytes"], full["bytes"])
+        filled = len(acked)
         # The space is back: as much again goes in, and on to Redis.
-        for sequence in range(len(acked)):
+        for sequence in range(filled):
             name = f"after{sequence}"
             status, body = self.send(name)
             self.assertEqual((status, body), (202, {"sent": LINES, "spooled": True}), name)
@@ -122,3 +124,7 @@ class FullFilesystemTests(SynchronousTestCase):
         self.assertEqual(bridge.spool()["redelivered"], 0)
         self.assertEqual(len(self.problems()), 1, self.problems())
         self.assertEqual(bridge.call("GET", "/readyz")[0], 200)
+        # What the run saw, for whoever reads the test output.
+        print(f"\nfull tmpfs: {filled} requests ({full['bytes']} bytes) acknowledged before "
+              f"ENOSPC, {emptied['bytes']} bytes left once delivered, {len(acked)} requests "
+              "in Redis in order", file=sys.stderr)
