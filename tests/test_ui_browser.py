@@ -11,8 +11,10 @@ down until its test starts it: ``default`` with a spool, ``tiny`` with a
 Skipped, with the reason, where Chromium, chromium-driver, Selenium or
 redis-server cannot be had (.ci/run installs the Debian packages).
 
-``BRIDGE_UI_SCREENSHOT=docs/status-page.png`` also writes the screenshot the
-README shows (reduced to a small palette when Pillow is installed).
+``BRIDGE_UI_SCREENSHOT=docs/status-page.png`` also writes the screenshots the
+README shows (reduced to a small palette when Pillow is installed): the page,
+and its upstreams with spools (``docs/status-page-spool.png``, the name with
+``-spool`` added).
 """
 
 from __future__ import annotations
@@ -538,6 +540,7 @@ class SpoolPageBrowserTests(SynchronousTestCase):
         self.assertEqual(page.text(field_of("tiny", "spool-bytes")),
                          f"{tiny['bytes'] / 1024:.1f} KiB of 1.0 MiB")
         self.assertEqual(page.text(field_of("tiny", "spool-records")), f"{tiny['records']} records")
+        self.screenshot()
 
         # The upstream starts: the record is delivered and retired.
         self.redis.start()
@@ -557,6 +560,21 @@ class SpoolPageBrowserTests(SynchronousTestCase):
         self.assertEqual([entry["message"] for entry in page.errors()],
                          [f"{url}/u/direct/send - Failed to load resource: the server "
                           "responded with a status of 503 (Service Unavailable)"])
+
+    def screenshot(self) -> None:
+        """A screenshot of the upstreams' cards (always taken; written next to
+        BRIDGE_UI_SCREENSHOT's file, ``-spool`` added to its name, when set)."""
+        assert self.browser is not None
+        directory = tempfile.mkdtemp(prefix="bridge-screenshot-")
+        self.addCleanup(shutil.rmtree, directory, True)
+        path = os.path.join(directory, "spool.png")
+        self.browser.element_screenshot("#upstreams", path)
+        with open(path, "rb") as handle:
+            self.assertEqual(handle.read(8), b"\x89PNG\r\n\x1a\n")
+        target = os.environ.get("BRIDGE_UI_SCREENSHOT")
+        if target:
+            stem, extension = os.path.splitext(target)
+            shrink_png(path, os.path.join(REPO, stem + "-spool" + extension))
 
 
 def shrink_png(source: str, target: str) -> None:
