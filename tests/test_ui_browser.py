@@ -6,7 +6,8 @@ panel offers the choice; the token test has a bridge of its own.
 
 The spool's class has a bridge of its own whose upstreams' redis-server is
 down until its test starts it: ``default`` with a spool, ``tiny`` with a
-1 MiB spool (filled up), ``direct`` without one.
+1 MiB spool (filled up), ``direct`` without one, and (where a tmpfs can be
+mounted: root) ``small``, whose spool is on a 256 KiB tmpfs that runs out.
 
 Skipped, with the reason, where Chromium, chromium-driver, Selenium or
 redis-server cannot be had (.ci/run installs the Debian packages).
@@ -24,13 +25,14 @@ import os
 import re
 import shutil
 import socket
+import subprocess
 import tempfile
 import time
 import urllib.error
 import urllib.request
 from typing import Any, ClassVar
 
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from tests.browser import Browser, chromium_or_skip
 from tests.polling import wait_for
@@ -424,9 +426,10 @@ backoff_max = 1
 """
 
 
-def spooled_upstreams(directory: str, port: int) -> str:
-    """A configuration file: three upstreams on one redis-server, ``default``
-    with a spool, ``tiny`` with a spool of 1 MiB, ``direct`` without."""
+def spooled_upstreams(directory: str, port: int, small: str | None) -> str:
+    """A configuration file: upstreams on one redis-server, ``default`` with
+    a spool, ``tiny`` with a spool of 1 MiB, ``direct`` without, and
+    ``small`` with its spool in the directory ``small`` (when given)."""
     path = os.path.join(directory, "spool.toml")
     spool = os.path.join(directory, "spool")
     with open(path, "w", encoding="utf-8") as handle:
@@ -436,7 +439,21 @@ def spooled_upstreams(directory: str, port: int) -> str:
                      + f'spool = "disk"\nspool_dir = "{spool}-tiny"\n'
                      + "spool_max_bytes = 1048576\n"
                      + "\n[upstreams.direct]\n" + SPOOLED.format(port=port))
+        if small is not None:
+            handle.write("\n[upstreams.small]\n" + SPOOLED.format(port=port)
+                         + f'spool = "disk"\nspool_dir = "{small}/spool"\n')
     return path
+
+
+def mount_tmpfs(directory: str, size: str) -> str | None:
+    """Mount a tmpfs of ``size`` on ``directory`` (made here): None when it
+    cannot be done (not root), else the reason it could not, for a skip."""
+    os.makedirs(directory)
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", directory],
+                            capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        return f"cannot mount a tmpfs here (needs root): {result.stderr.strip()}"
+    return None
 
 
 def status_of(url: str, upstream: str) -> dict[str, Any]:
@@ -457,15 +474,20 @@ class SpoolPageBrowserTests(SynchronousTestCase):
     bridge: ClassVar[BridgeProcess | None] = None
     url: ClassVar[str] = ""
     directory: ClassVar[str] = ""
+    small: ClassVar[str] = ""  # the tmpfs of the upstream named small
+    no_small: ClassVar[str | None] = None  # why there is none
 
     @classmethod
     def setUpClass(cls) -> None:
         chromium_or_skip()
         cls.directory = tempfile.mkdtemp(prefix="bridge-ui-spool-test-")
+        cls.small = os.path.join(cls.directory, "small")
         try:
+            cls.no_small = mount_tmpfs(cls.small, "256k")
             cls.redis = redis_process(unused_port())  # not started: the upstream is down
-            cls.bridge = launch_bridge("--config", spooled_upstreams(cls.directory,
-                                                                      cls.redis.port))
+            config = spooled_upstreams(cls.directory, cls.redis.port,
+                                       None if cls.no_small else cls.small)
+            cls.bridge = launch_bridge("--config", config)
             cls.browser = Browser.start()  # while the bridge starts
             cls.url = bridge_url(cls.bridge)
         except BaseException:
@@ -483,7 +505,27 @@ class SpoolPageBrowserTests(SynchronousTestCase):
         if cls.redis is not None:
             cls.redis.close()
             cls.redis = None
+        if cls.no_small is None and os.path.ismount(cls.small):
+            subprocess.run(["umount", cls.small], check=True)
         shutil.rmtree(cls.directory, ignore_errors=True)
+
+    def test_a_disk_that_refuses_lines_shows_unavailable(self) -> None:
+        if self.no_small:
+            raise SkipTest(self.no_small)
+        assert self.browser is not None
+        page, url = self.browser, self.url
+        page.open(url + "/")
+        self.addCleanup(page.open, "about:blank")
+        state = field_of("small", "spool-state")
+        page.wait_text(state, lambda text: text == "accepting", "the spool of small")
+        # 300 kB on a 256 KiB filesystem: no space left, nothing stored.
+        body = (b"SET page-small " + b"y" * 1000 + b"\n") * 300
+        status, answer = call(url + "/u/small/send", body)
+        self.assertEqual((status, json.loads(answer)["error"]), (503, "spool_unavailable"))
+        page.wait_text(state, lambda text: text == "unavailable", "the spool of small refusing")
+        self.assertEqual(page.text(field_of("small", "spool-accepts")),
+                         "the disk refused the last write: /send answers 503 spool_unavailable")
+        self.assertEqual(page.text(field_of("small", "spool-records")), "0 records")
 
     def test_spool_waiting_then_delivered(self) -> None:
         assert self.browser is not None and self.redis is not None
