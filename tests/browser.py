@@ -170,6 +170,29 @@ class Browser:
     def click(self, selector: str) -> None:
         self.driver.find_element("css selector", selector).click()
 
+    def element_screenshot(self, selector: str, path: str) -> None:
+        """A PNG of one element (the first matching ``selector``), whole: the
+        window is made as tall as the page first (no scrollbar to change the
+        layout while the picture is taken), then given its size back."""
+        import base64
+
+        driver = self.driver
+        size = driver.get_window_size()
+        page, inner = self.run("window.scrollTo(0, 0); return [document.documentElement."
+                               "scrollHeight, window.innerHeight];")
+        driver.set_window_size(size["width"], size["height"] - inner + page)
+        try:
+            x, y, width, height = self.run(
+                "const r = document.querySelector(arguments[0]).getBoundingClientRect();"
+                "return [r.left + scrollX, r.top + scrollY, r.width, r.height];", selector)
+            shot = driver.execute_cdp_cmd("Page.captureScreenshot", {"format": "png", "clip": {
+                "x": max(0, x - 4), "y": max(0, y - 4), "width": width + 8,
+                "height": height + 8, "scale": 1}})
+        finally:
+            driver.set_window_size(size["width"], size["height"])
+        with open(path, "wb") as target:
+            target.write(base64.b64decode(shot["data"]))
+
     def screenshot(self, path: str) -> None:
         """A PNG of the whole page (the window is made as tall as the page
         for it, then given its size back)."""

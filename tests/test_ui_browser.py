@@ -4,11 +4,18 @@ by their PIDs).  The class's bridge has two upstreams, ``default`` and
 ``cache`` (one redis-server each), so the page shows both and the try-it
 panel offers the choice; the token test has a bridge of its own.
 
+The spool's class has a bridge of its own whose upstreams' redis-server is
+down until its test starts it: ``default`` with a spool, ``tiny`` with a
+1 MiB spool (filled up), ``direct`` without one, and (where a tmpfs can be
+mounted: root) ``small``, whose spool is on a 256 KiB tmpfs that runs out.
+
 Skipped, with the reason, where Chromium, chromium-driver, Selenium or
 redis-server cannot be had (.ci/run installs the Debian packages).
 
-``BRIDGE_UI_SCREENSHOT=docs/status-page.png`` also writes the screenshot the
-README shows (reduced to a small palette when Pillow is installed).
+``BRIDGE_UI_SCREENSHOT=docs/status-page.png`` also writes the screenshots the
+README shows (reduced to a small palette when Pillow is installed): the page,
+and its upstreams with spools (``docs/status-page-spool.png``, the name with
+``-spool`` added).
 """
 
 from __future__ import annotations
@@ -18,13 +25,14 @@ import os
 import re
 import shutil
 import socket
+import subprocess
 import tempfile
 import time
 import urllib.error
 import urllib.request
 from typing import Any, ClassVar
 
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from tests.browser import Browser, chromium_or_skip
 from tests.polling import wait_for
@@ -409,6 +417,206 @@ class StatusPageBrowserTests(SynchronousTestCase):
             if number % 11 == 0:
                 call(url + "/request", b"NOSUCHCOMMAND\n")
             time.sleep(0.05)  # the pace of the traffic, not a wait for a condition
+
+
+SPOOLED = """upstream = "127.0.0.1:{port}"
+reply_framing = "resp"
+backoff_initial = 0.5
+backoff_max = 1
+"""
+
+
+def spooled_upstreams(directory: str, port: int, small: str | None) -> str:
+    """A configuration file: upstreams on one redis-server, ``default`` with
+    a spool, ``tiny`` with a spool of 1 MiB, ``direct`` without, and
+    ``small`` with its spool in the directory ``small`` (when given)."""
+    path = os.path.join(directory, "spool.toml")
+    spool = os.path.join(directory, "spool")
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write(SPOOLED.format(port=port)
+                     + f'spool = "disk"\nspool_dir = "{spool}-default"\n'
+                     + "\n[upstreams.tiny]\n" + SPOOLED.format(port=port)
+                     + f'spool = "disk"\nspool_dir = "{spool}-tiny"\n'
+                     + "spool_max_bytes = 1048576\n"
+                     + "\n[upstreams.direct]\n" + SPOOLED.format(port=port))
+        if small is not None:
+            handle.write("\n[upstreams.small]\n" + SPOOLED.format(port=port)
+                         + f'spool = "disk"\nspool_dir = "{small}/spool"\n')
+    return path
+
+
+def mount_tmpfs(directory: str, size: str) -> str | None:
+    """Mount a tmpfs of ``size`` on ``directory`` (made here): None when it
+    cannot be done (not root), else the reason it could not, for a skip."""
+    os.makedirs(directory)
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", directory],
+                            capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        return f"cannot mount a tmpfs here (needs root): {result.stderr.strip()}"
+    return None
+
+
+def status_of(url: str, upstream: str) -> dict[str, Any]:
+    """One upstream's part of /status, read from outside the browser."""
+    status, body = call(url + "/status")
+    assert status == 200, body
+    document: dict[str, Any] = json.loads(body)["upstreams"][upstream]
+    return document
+
+
+class SpoolPageBrowserTests(SynchronousTestCase):
+    """The spool on the page: one Chromium, one bridge (upstreams default and
+    tiny with a spool, direct without) and one redis-server for all three,
+    down until the test starts it."""
+
+    browser: ClassVar[Browser | None] = None
+    redis: ClassVar[ServerProcess | None] = None
+    bridge: ClassVar[BridgeProcess | None] = None
+    url: ClassVar[str] = ""
+    directory: ClassVar[str] = ""
+    small: ClassVar[str] = ""  # the tmpfs of the upstream named small
+    no_small: ClassVar[str | None] = None  # why there is none
+
+    @classmethod
+    def setUpClass(cls) -> None:
+        chromium_or_skip()
+        cls.directory = tempfile.mkdtemp(prefix="bridge-ui-spool-test-")
+        cls.small = os.path.join(cls.directory, "small")
+        try:
+            cls.no_small = mount_tmpfs(cls.small, "256k")
+            cls.redis = redis_process(unused_port())  # not started: the upstream is down
+            config = spooled_upstreams(cls.directory, cls.redis.port,
+                                       None if cls.no_small else cls.small)
+            cls.bridge = launch_bridge("--config", config)
+            cls.browser = Browser.start()  # while the bridge starts
+            cls.url = bridge_url(cls.bridge)
+        except BaseException:
+            cls.tearDownClass()
+            raise
+
+    @classmethod
+    def tearDownClass(cls) -> None:
+        if cls.browser is not None:
+            cls.browser.quit()
+            cls.browser = None
+        if cls.bridge is not None:
+            cls.bridge.stop_now()
+            cls.bridge = None
+        if cls.redis is not None:
+            cls.redis.close()
+            cls.redis = None
+        if cls.no_small is None and os.path.ismount(cls.small):
+            subprocess.run(["umount", cls.small], check=True)
+        shutil.rmtree(cls.directory, ignore_errors=True)
+
+    def test_a_disk_that_refuses_lines_shows_unavailable(self) -> None:
+        if self.no_small:
+            raise SkipTest(self.no_small)
+        assert self.browser is not None
+        page, url = self.browser, self.url
+        page.open(url + "/")
+        self.addCleanup(page.open, "about:blank")
+        state = field_of("small", "spool-state")
+        page.wait_text(state, lambda text: text == "accepting", "the spool of small")
+        # 300 kB on a 256 KiB filesystem: no space left, nothing stored.
+        body = (b"SET page-small " + b"y" * 1000 + b"\n") * 300
+        status, answer = call(url + "/u/small/send", body)
+        self.assertEqual((status, json.loads(answer)["error"]), (503, "spool_unavailable"))
+        page.wait_text(state, lambda text: text == "unavailable", "the spool of small refusing")
+        self.assertEqual(page.text(field_of("small", "spool-accepts")),
+                         "the disk refused the last write: /send answers 503 spool_unavailable")
+        self.assertEqual(page.text(field_of("small", "spool-records")), "0 records")
+
+    def test_spool_waiting_then_delivered(self) -> None:
+        assert self.browser is not None and self.redis is not None
+        page, url = self.browser, self.url
+        page.open(url + "/")
+        self.addCleanup(page.open, "about:blank")
+        spool = field_of("default", "spool-state")
+        page.wait_text(spool, lambda text: text == "accepting", "the spool of default")
+        self.assertEqual(page.text(field_of("default", "spool-accepts")),
+                         "/send stores lines (202, spooled)")
+        self.assertEqual(page.text(state_of("default")), "disconnected")
+        self.assertEqual(page.text(field_of("default", "spool-records")), "0 records")
+        self.assertEqual(page.text(field_of("default", "spool-oldest")), NOTHING)
+        # No spool, nothing shown.
+        self.assertTrue(page.visible(field_of("default", "spool")))
+        self.assertFalse(page.visible(field_of("direct", "spool")))
+        self.assertEqual(page.text(state_of("direct")), "disconnected")
+
+        # Try it: /send to the spool while the upstream is down, answered as it came.
+        page.select("#try-upstream", "default")
+        page.fill("#try-body", "SET page-spooled from-the-spool")
+        page.click('#try-form input[value="send"]')
+        page.click("#try-submit")
+        page.wait_text("#try-status", lambda text: text.startswith("202"), "202")
+        self.assertEqual(page.text("#try-answer"), '{"sent": 1, "spooled": true}')
+        self.assertEqual(page.text("#try-target"), "POST /send")
+        page.wait_text(field_of("default", "spool-records"), lambda text: text == "1 record",
+                       "1 record waiting")
+        self.assertRegex(page.text(field_of("default", "spool-oldest")), r"^\d+s$")
+        on_disk = status_of(url, "default")["spool"]["bytes"]
+        self.assertGreater(on_disk, 0)
+        self.assertEqual(page.text(field_of("default", "spool-bytes")),
+                         f"{on_disk} B of 1.0 GiB")
+        self.assertEqual([page.text(field_of("default", f"spool-{name}"))
+                          for name in ("retired", "redelivered", "set-aside")], ["0", "0", "0"])
+        # Without a spool, /send still needs the upstream.
+        page.select("#try-upstream", "direct")
+        page.click("#try-submit")
+        page.wait_text("#try-target", lambda text: text == "POST /u/direct/send", "direct")
+        page.wait_text("#try-status", lambda text: text.startswith("503"), "503")
+        self.assertEqual(json.loads(page.text("#try-answer"))["error"], "upstream_unavailable")
+
+        # A full spool: tiny (1 MiB) takes 100 kB bodies until it answers 429
+        # (full: less room left than the largest request, a tenth of it).
+        body = (b"SET page-tiny " + b"x" * 1000 + b"\n") * 100
+        answers = [call(url + "/u/tiny/send", body)[0] for _ in range(12)]
+        self.assertEqual(answers[:9], [202] * 9)
+        self.assertIn(429, answers)
+        page.wait_text(field_of("tiny", "spool-state"), lambda text: text == "full",
+                       "the spool of tiny full")
+        self.assertEqual(page.text(field_of("tiny", "spool-accepts")),
+                         "/send answers 429 spool_full")
+        tiny = status_of(url, "tiny")["spool"]
+        self.assertEqual(page.text(field_of("tiny", "spool-bytes")),
+                         f"{tiny['bytes'] / 1024:.1f} KiB of 1.0 MiB")
+        self.assertEqual(page.text(field_of("tiny", "spool-records")), f"{tiny['records']} records")
+        self.screenshot()
+
+        # The upstream starts: the record is delivered and retired.
+        self.redis.start()
+        page.wait_text(field_of("default", "spool-retired"), lambda text: text == "1",
+                       "1 retired")
+        page.wait_text(field_of("default", "spool-records"), lambda text: text == "0 records",
+                       "0 records waiting")
+        self.assertEqual(page.text(field_of("default", "spool-oldest")), NOTHING)
+        self.assertEqual(page.text(state_of("default")), "connected")
+        self.assertEqual(redis_get(self.redis.port, "page-spooled"),
+                         b"$14\r\nfrom-the-spool\r\n")
+
+        requests = page.requests_of(url)
+        self.assertEqual([r.url for r in requests if not r.url.startswith(url + "/")], [],
+                         "requests outside the bridge's origin")
+        # The one console error: Chromium's own line for the 503 asked for above.
+        self.assertEqual([entry["message"] for entry in page.errors()],
+                         [f"{url}/u/direct/send - Failed to load resource: the server "
+                          "responded with a status of 503 (Service Unavailable)"])
+
+    def screenshot(self) -> None:
+        """A screenshot of the upstreams' cards (always taken; written next to
+        BRIDGE_UI_SCREENSHOT's file, ``-spool`` added to its name, when set)."""
+        assert self.browser is not None
+        directory = tempfile.mkdtemp(prefix="bridge-screenshot-")
+        self.addCleanup(shutil.rmtree, directory, True)
+        path = os.path.join(directory, "spool.png")
+        self.browser.element_screenshot("#upstreams", path)
+        with open(path, "rb") as handle:
+            self.assertEqual(handle.read(8), b"\x89PNG\r\n\x1a\n")
+        target = os.environ.get("BRIDGE_UI_SCREENSHOT")
+        if target:
+            stem, extension = os.path.splitext(target)
+            shrink_png(path, os.path.join(REPO, stem + "-spool" + extension))
 
 
 def shrink_png(source: str, target: str) -> None:

@@ -89,7 +89,8 @@
   function bytes(count) {
     if (count < 1024) return count + " B";
     if (count < 1024 * 1024) return (count / 1024).toFixed(1) + " KiB";
-    return (count / 1024 / 1024).toFixed(1) + " MiB";
+    if (count < 1024 * 1024 * 1024) return (count / 1024 / 1024).toFixed(1) + " MiB";
+    return (count / 1024 / 1024 / 1024).toFixed(1) + " GiB";
   }
 
   function rate(value) {
@@ -268,6 +269,7 @@
     field(card, "congestion").textContent = congestion(up);
     field(card, "error").textContent = up.last_error || "–";
     field(card, "rate").textContent = rate(upstreamRate(up.name));
+    fillSpool(card, up.spool);
     const body = field(card, "members");
     body.textContent = "";
     for (const member of up.members || []) {
@@ -285,6 +287,50 @@
       row.appendChild(retry);
       body.appendChild(row);
     }
+  }
+
+  // What the spool's state means for POST /send (the badge, then why).
+  const SPOOL_STATES = {
+    accepting: ["accepting", "/send stores lines (202, spooled)"],
+    full: ["full", "/send answers 429 spool_full"],
+    failing: ["unavailable", "the disk refused the last write: /send answers 503 spool_unavailable"],
+    opening: ["opening", "/send answers 503 until it is open"],
+    closed: ["closed", "/send answers 503"],
+  };
+
+  function numberText(value) {
+    return typeof value === "number" ? String(value) : "–";
+  }
+
+  // An upstream with a spool: what waits in it and what became of the rest.
+  // Without one (spool null) the part stays hidden.
+  function fillSpool(card, spool) {
+    const box = field(card, "spool");
+    box.hidden = !spool || typeof spool !== "object";
+    if (box.hidden) return;
+    const [word, meaning] = SPOOL_STATES[spool.state] || [spool.state || "unknown", ""];
+    const state = field(card, "spool-state");
+    state.textContent = word;
+    state.dataset.state = "spool-" + word;
+    state.title = spool.directory ? "spool_dir " + spool.directory : "";
+    field(card, "spool-accepts").textContent = meaning;
+    const records = spool.records;
+    field(card, "spool-records").textContent = typeof records === "number"
+      ? records + (records === 1 ? " record" : " records") : "–";
+    const oldest = field(card, "spool-oldest");
+    if (typeof spool.oldest_age === "number") {
+      oldest.dataset.age = spool.oldest_age;
+    } else {
+      delete oldest.dataset.age;
+    }
+    field(card, "spool-bytes").textContent = typeof spool.bytes === "number"
+      ? bytes(spool.bytes) + (typeof spool.max_bytes === "number" ? " of " + bytes(spool.max_bytes) : "")
+      : "–";
+    field(card, "spool-retired").textContent = numberText(spool.retired);
+    field(card, "spool-redelivered").textContent = numberText(spool.redelivered);
+    const setAside = field(card, "spool-set-aside");
+    setAside.textContent = numberText(spool.set_aside);
+    setAside.classList.toggle("bad", spool.set_aside > 0);
   }
 
   // Congested connections (over write_high_water: they take no work; with
@@ -312,6 +358,9 @@
     for (const card of cards.values()) {
       countdown(field(card, "retry"), "in ");
       for (const cell of card.querySelectorAll("td.countdown")) countdown(cell, "");
+      const oldest = field(card, "spool-oldest");
+      oldest.textContent = oldest.dataset.age === undefined
+        ? "–" : duration(Number(oldest.dataset.age) + elapsed);
       const since = field(card, "since");
       if (since.dataset.since) {
         const start = new Date(since.dataset.since);
