@@ -47,8 +47,11 @@ typecheck: $(STAMP_TEST)
 	$(BIN)/mypy bridge
 
 # -rs: a skipped test says why (no Docker daemon, no redis-server...).
+# -n auto: one worker per CPU (pytest-xdist); most tests wait on real processes,
+# so two workers halve the wall time on a 2-core machine.  PYTEST_ARGS='-n 0'
+# runs them in one process.
 unit: $(STAMP_TEST)
-	$(BIN)/python -m pytest -q -rs $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -rs -n auto $(PYTEST_ARGS)
 
 test: lint typecheck unit
 

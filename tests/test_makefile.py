@@ -43,7 +43,7 @@ class FreshCloneTests(unittest.TestCase):
         commands = self.dry_run("test")
         self.assertIn("pip install --quiet --no-compile -e .\n", commands)
         self.assertIn("pip install --quiet --no-compile -r .venv/test-requirements.txt\n", commands)
-        self.assertIn("python -m pytest -q -rs", commands)
+        self.assertIn("python -m pytest -q -rs -n auto", commands)
 
 
 class BannerTests(unittest.TestCase):
