@@ -8,6 +8,8 @@ import errno
 import os
 from typing import Any
 
+from twisted.logger import LogLevel, formatEvent
+
 from bridge.app.handover import CHECK_INTERVAL
 from bridge.app.service import BridgeService
 from bridge.config import Config
@@ -361,3 +363,21 @@ class ClaimTests(SpoolCase):
         # The directory this bridge did claim is free again.
         self.assertEqual(SegmentStore.open(free, fsync=True)[0].close(), None)
         self.assertEqual(held.call("POST", "/send", b"x\n").status, 202)
+
+    def test_a_spool_a_reload_adds_that_cannot_open_logs_and_the_bridge_goes_on(self) -> None:
+        held = self.spooled()
+        service, reactor, fatal = self.unstarted(scratch(self))
+        service.startService()
+        logs = self.capture_logs()
+        metrics = Config().with_values(name="metrics", upstream="tcp:127.0.0.1:2",
+                                       spool="disk", spool_dir=self.directory)
+        service.reconfigure(service.config.with_values(named_upstreams={"metrics": metrics}))
+        self.assertEqual(fatal, [])
+        self.assertTrue(service.running)
+        errors = [formatEvent(e) for e in logs if e.get("log_level") is LogLevel.error]
+        self.assertEqual(len(errors), 1, errors)
+        self.assertIn("is in use by another process", errors[0])
+        self.assertEqual(service.upstreams["metrics"].spool.state(), "opening")
+        self.successResultOf(service.stopService())
+        self.assertJSONResponse(held.call("POST", "/send", b"x\n"), 202,
+                                {"sent": 1, "spooled": True})

@@ -120,7 +120,7 @@ def run(
     def fatal(message: str, status: int) -> None:
         if exit_status[0]:
             return  # already stopping; reactor.stop() twice would raise
-        log.error("{message}", message=message)
+        log.error("{why}", why=message)
         print(f"bridge: error: {message}", file=sys.stderr)
         exit_status[0] = status
         if reactor.running:
@@ -225,7 +225,7 @@ def service_from_environment(environ: Mapping[str, str] | None = None) -> Any:
         if stopping:
             return
         stopping.append(True)
-        log.error("{message}", message=message)
+        log.error("{why}", why=message)
         if reactor.running:
             reactor.stop()
         else:  # twistd starts the services before it runs the reactor

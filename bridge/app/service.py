@@ -6,6 +6,7 @@ import os
 import random
 import secrets
 from dataclasses import replace
+from functools import partial
 from typing import Any, Callable
 
 from twisted.application.service import MultiService, Service
@@ -217,8 +218,11 @@ class BridgeService(MultiService):
             endpoint_for=endpoint_for, resolver=getattr(reactor, "nameResolver", None),
         )
         if spool is None and config.spool == "disk":
+            # At start a spool that cannot open is fatal (exit 2); one a
+            # reload adds only logs its error (its /send answers 503).
             spool = SpooledSend(config, pool, reactor, runner=self._spool_runner,
-                                on_fatal=self._on_fatal, disk=self._spool_disk)
+                                on_fatal=None if self.running else self._on_fatal,
+                                disk=self._spool_disk)
         return Upstream(config.name, config, pool, events, spool)
 
     def _configuration(self) -> dict[str, Any]:
@@ -291,7 +295,7 @@ class BridgeService(MultiService):
                 self._clock, self.upstreams, previous, successor,
                 within=successor.config.connect_timeout,
                 retire=lambda upstream: self._retire(upstream, closing=False),
-                discard=self._discard)
+                discard=partial(self._discard, previous=previous))
             self._handovers.add(handover)
             handover.done.addBoth(self._handed_over, handover)
             drains.append(handover.done)
@@ -302,10 +306,17 @@ class BridgeService(MultiService):
         self._handovers.discard(handover)
         return result
 
-    def _discard(self, upstream: Upstream) -> Deferred[None] | None:
-        """Stop a pool that never took work (a later reload replaced it); its
-        spool, if any, is the old pool's and stays."""
+    def _discard(self, upstream: Upstream, previous: Upstream) -> Deferred[None] | None:
+        """Stop a pool that never took work (a later reload replaced it).  A
+        spool kept from ``previous`` stays with it; a spool made for this
+        upstream (the reload turned the spool on) is closed with the pool."""
         stopped: Deferred[None] | None = upstream.pool.disownServiceParent()
+        spool = upstream.spool
+        if spool is not None and spool is not previous.spool and spool.parent is not None:
+            closed = spool.disownServiceParent()
+            if closed is not None:
+                return DeferredList([stopped or succeed(None), closed]).addCallback(
+                    lambda _: None)
         return stopped
 
     def _keep_spool(self, config: Config, spool: SpooledSend) -> Config:
@@ -372,7 +383,7 @@ class BridgeService(MultiService):
                 if self._on_fatal is not None:
                     self._on_fatal(problem, EXIT_SPOOL)
                 else:
-                    self.log.error("{message}", message=problem)
+                    self.log.error("{why}", why=problem)
                 return
             claimed.append(upstream.spool)
         super().startService()

@@ -128,7 +128,7 @@ class SpooledSend(Service):
         if self._on_fatal is not None:
             self._on_fatal(message, EXIT_SPOOL)
         else:
-            self.log.error("{message}", message=message)
+            self.log.error("{why}", why=message)
 
     def rebind(self, pool: Pool) -> None:
         """A reload replaced the upstream's pool: deliver to the new one."""
