@@ -366,7 +366,7 @@ class ClaimTests(SpoolCase):
 
     def test_a_spool_a_reload_adds_that_cannot_open_logs_and_the_bridge_goes_on(self) -> None:
         held = self.spooled()
-        service, reactor, fatal = self.unstarted(scratch(self))
+        service, _reactor, fatal = self.unstarted(scratch(self))
         service.startService()
         logs = self.capture_logs()
         metrics = Config().with_values(name="metrics", upstream="tcp:127.0.0.1:2",
