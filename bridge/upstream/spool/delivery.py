@@ -25,6 +25,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from bridge.errors import BodyError, BridgeError
+from bridge.logs import LogBudget
 from bridge.upstream.lines import Lines
 from bridge.upstream.protocol import UpstreamProtocol
 from bridge.upstream.replies.frames import Plan
@@ -86,6 +87,7 @@ class Delivery:
         self._read_failing = False
         self._redelivered = 0  # the spool's count when last logged
         self._resume_awaited = False  # waiting for the congested connection to drain
+        self._unsendable_log = LogBudget(clock)  # a whole backlog may not fit a new framing
 
     def start(self) -> None:
         self._running = True
@@ -236,9 +238,12 @@ class Delivery:
             plan = pool.plan(Lines(record.lines, record.payload))
         except BodyError as error:
             # Checked when accepted; only a changed reply_framing gets here.
-            self.log.error("spool {name}: record {record} cannot be sent with this "
-                           "upstream's framing ({error}); retired without sending",
-                           name=self._name, record=record.record_id, error=error.message)
+            if self._unsendable_log.allow():
+                self.log.error("spool {name}: record {record} cannot be sent with this "
+                               "upstream's framing ({error}); retired without sending "
+                               "({suppressed} more not logged so far)", name=self._name,
+                               record=record.record_id, error=error.message,
+                               suppressed=self._unsendable_log.suppressed)
             spool.retire(record.record_id)
             return
         expected = 0 if pool.send_mode == "none" else pool.expected(plan)
