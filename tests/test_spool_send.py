@@ -381,3 +381,21 @@ class ClaimTests(SpoolCase):
         self.successResultOf(service.stopService())
         self.assertJSONResponse(held.call("POST", "/send", b"x\n"), 202,
                                 {"sent": 1, "spooled": True})
+
+
+class CloseWhileOpeningTests(SpoolCase):
+    def test_a_spool_stopped_while_it_opens_is_closed_once_open_and_only_then_done(
+            self) -> None:
+        runner = StepRunner()
+        directory = scratch(self)
+        harness = Harness.create(service_options={"spool_runner": runner}, spool="disk",
+                                 spool_dir=directory)
+        spool = harness.service.upstreams["default"].spool
+        assert spool is not None
+        closing = spool.close()  # the opening job has not run yet
+        self.assertNoResult(closing)
+        runner.drain()  # the opening, then the close it queues
+        self.assertIsNone(self.successResultOf(closing))
+        self.assertIsNone(spool.claim())  # the directory lock was released
+        spool.unclaim()
+        harness.close_everything()

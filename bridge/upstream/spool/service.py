@@ -65,6 +65,8 @@ class SpooledSend(Service):
         self.delivery: Delivery | None = None
         self.opened: Deferred[None] = Deferred()
         self._closing: Deferred[None] | None = None
+        self._opening = False  # the writer thread is opening the spool
+        self._after_open: Deferred[None] | None = None  # close() asked meanwhile
         self.setName(f"spool-{config.name}")
 
     # -- start and stop -----------------------------------------------------------
@@ -101,11 +103,15 @@ class SpooledSend(Service):
             self.directory, config.spool_max_bytes, config.spool_fsync, runner=self._runner,
             clock=self._clock, segment_bytes=self._segment_bytes, disk=self._disk, lock=lock,
         )
+        self._opening = True
         opening.addCallbacks(self._opened, self._unusable)
 
     def _opened(self, spool: Spool) -> None:
-        if self._closing is not None:
-            spool.close()  # stopped while it was being opened
+        self._opening = False
+        if self._closing is not None:  # stopped while it was being opened
+            closed = spool.close()
+            if self._after_open is not None:
+                closed.chainDeferred(self._after_open)
             return
         self.spool = spool
         delivery = Delivery(spool, self._pool, self._clock, self.config.name)
@@ -119,6 +125,9 @@ class SpooledSend(Service):
         self.opened.callback(None)
 
     def _unusable(self, failure: Failure) -> None:
+        self._opening = False
+        if self._after_open is not None:
+            self._after_open.callback(None)
         if failure.check(SpoolLockedError):
             message = str(failure.value)
         else:
@@ -152,7 +161,15 @@ class SpooledSend(Service):
             self.log.info("spool {name}: closing; {records} records ({bytes} bytes) stay in "
                           "{directory} for the next start", name=self.config.name,
                           records=stats.records, bytes=stats.bytes, directory=self.directory)
-        closed = spool.close() if spool is not None else succeed(None)
+        if spool is not None:
+            closed = spool.close()
+        elif self._opening:
+            # The writer thread is still opening it: close it once open, and
+            # only then stop the thread (stopping it now would wait for the
+            # scan on the reactor thread, and drop the close).
+            closed = self._after_open = Deferred()
+        else:
+            closed = succeed(None)
 
         def stop_thread(_: object) -> None:
             if self._thread is not None:
