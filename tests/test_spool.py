@@ -249,6 +249,17 @@ class ParkedReadTests(SpoolTestCase):
         spool.release_reads()
         self.assertEqual(self.successResultOf(read), [])
 
+    def test_release_ends_a_wait_that_is_being_read_or_queued(self) -> None:
+        runner = StepRunner()
+        spool = self.open(runner=runner)
+        running = spool.peek_batch(10, wait=True)  # its job is submitted
+        queued = spool.peek_batch(10, wait=True)  # for the next job
+        spool.release_reads()  # while the first job runs
+        runner.step()
+        self.assertEqual(self.successResultOf(running), [])
+        runner.step()
+        self.assertEqual(self.successResultOf(queued), [])
+
     def test_without_wait_an_empty_read_answers_at_once(self) -> None:
         spool = self.open()
         self.assertEqual(self.successResultOf(spool.peek_batch(10)), [])

@@ -146,6 +146,7 @@ class Spool:
         self._failing = False  # the last append failed: log the recovery once
         self._retire_failing = False  # the same for recording retires
         self._parked: list[_Read] = []  # reads waiting for the next append
+        self._released_while_busy = False  # release_reads() came while a job ran
         #: Called after each job that stored records (delivery wakes up).
         self.on_stored: Callable[[], None] | None = None
 
@@ -206,10 +207,15 @@ class Spool:
         return done
 
     def release_reads(self) -> None:
-        """Parked reads fire now, with nothing."""
+        """Parked reads fire now, with nothing; so do waiting reads that are
+        queued or being read now, once they find nothing (none of them parks)."""
         parked, self._parked = self._parked, []
         for _, _, _, done in parked:
             done.callback([])
+        self._next.reads = [(most, size, False, done)
+                            for most, size, _, done in self._next.reads]
+        if self._busy:
+            self._released_while_busy = True
 
     def retire(self, record_id: RecordId) -> None:
         """The record is delivered: never hand it out again; its space is
@@ -298,6 +304,7 @@ class Spool:
 
     def _finished(self, result: _Outcome | Failure, job: _Job) -> None:
         self._busy = False
+        released, self._released_while_busy = self._released_while_busy, False
         self._reserved -= job.reserved
         if isinstance(result, Failure):
             # A bug, not the disk: fail what waited, keep the reactor alive.
@@ -313,7 +320,7 @@ class Spool:
             done = request[3]
             if isinstance(read, OSError):
                 done.errback(SpoolUnavailableError(f"cannot read the spool: {read}"))
-            elif not read and request[2] and self._closed is None:
+            elif not read and request[2] and self._closed is None and not released:
                 if self._next.appends:
                     # Appends came in while this job ran: read with them.
                     self._next.reads.append(request)
