@@ -184,8 +184,16 @@ def build_parser() -> argparse.ArgumentParser:
                         "(--profile-scenario, --profile-concurrency, --duration) and print the "
                         "top costs")
     parser.add_argument("--profile-scenario", default="send_small",
-                        choices=("send_small", "send_bulk", "request", "resp"))
+                        choices=("send_small", "send_bulk", "request", "resp",
+                                 "spool_small", "spool_bulk"))
     parser.add_argument("--profile-concurrency", type=int, default=16)
+    parser.add_argument("--profile-target", choices=("bridge", "spool_always", "spool_never"),
+                        help="what to profile (default: spool_always for spool_* scenarios, "
+                        "else bridge)")
+    parser.add_argument("--profile-perf", action="store_true",
+                        help="record with Linux perf instead of py-spy (C and kernel time)")
+    parser.add_argument("--profile-gil", action="store_true",
+                        help="sample only the thread holding the GIL (Python CPU, not waits)")
     parser.add_argument("--profile-top", type=int, default=25)
     parser.add_argument("--profile-rate", type=int, default=200, help="py-spy samples/s")
     return parser

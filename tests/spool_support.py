@@ -10,6 +10,7 @@ import tempfile
 from typing import Any, Callable
 
 from twisted.internet.defer import Deferred
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from bridge.upstream.spool.store import SUFFIX
@@ -27,13 +28,18 @@ class StepRunner:
         return done
 
     def step(self) -> None:
+        self.run()()
+
+    def run(self) -> Callable[[], None]:
+        """Do the next job's work now; return what fires its Deferred, for
+        the test to call later (as a busy reactor would notice it later)."""
         work, done = self.jobs.pop(0)
         try:
             result = work()
-        except BaseException as error:  # handed to the Deferred, as a thread would
-            done.errback(error)
-        else:
-            done.callback(result)
+        except BaseException:  # handed to the Deferred, as a thread would
+            failure = Failure()
+            return lambda: done.errback(failure)
+        return lambda: done.callback(result)
 
     def drain(self) -> None:
         while self.jobs:
@@ -48,6 +54,7 @@ class FlakyDisk:
         self.partial = False  # write half the bytes before failing
         self.writes = 0
         self.syncs = 0
+        self.during_sync: Callable[[], None] | None = None  # called once, mid-fsync
 
     def write(self, fd: int, data: memoryview) -> int:
         self.writes += 1
@@ -61,6 +68,9 @@ class FlakyDisk:
 
     def sync(self, fd: int) -> None:
         self.syncs += 1
+        during, self.during_sync = self.during_sync, None
+        if during is not None:
+            during()
         if self.failure == errno.EIO:
             raise OSError(errno.EIO, os.strerror(errno.EIO))
         os.fdatasync(fd)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import os
 
+from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -13,7 +14,7 @@ from bridge.upstream.spool.lock import SpoolLockedError
 from bridge.upstream.spool.record import HEADER_SIZE
 from bridge.upstream.spool.runner import inline
 from bridge.upstream.spool.spool import Spool, filesystem_bytes, open_spool, segment_size
-from bridge.upstream.spool.store import DiskCalls
+from bridge.upstream.spool.store import DiskCalls, Record
 from tests.spool_support import FlakyDisk, StepRunner, scratch
 
 
@@ -53,21 +54,47 @@ class AppendTests(SpoolTestCase):
         self.assertEqual((stats.records, stats.bytes, stats.queued),
                          (2, 2 * HEADER_SIZE + 9, 0))
 
+    def test_appends_queued_before_the_writer_starts_share_one_write(self) -> None:
+        runner = StepRunner()
+        spool = self.open(runner=runner)
+        appends = [spool.append(b"%d\r\n" % i, 1) for i in range(1, 5)]
+        self.assertEqual(len(runner.jobs), 1)  # one run takes them all
+        self.assertEqual(spool.stats().queued, 4)
+        runner.step()
+        self.assertEqual([self.successResultOf(d) for d in appends], [1, 2, 3, 4])
+        self.assertEqual((self.disk.writes, self.disk.syncs), (1, 1))
+
     def test_appends_that_arrive_during_one_fsync_share_the_next(self) -> None:
         runner = StepRunner()
         spool = self.open(runner=runner)
         first = spool.append(b"1\r\n", 1)
-        waiting = [spool.append(b"%d\r\n" % i, 1) for i in range(2, 6)]
-        self.assertNoResult(first)
-        self.assertEqual(len(runner.jobs), 1)  # the rest wait for the next commit
-        self.assertEqual(spool.stats().queued, 4)
-        runner.step()
+        waiting: list[Deferred[int]] = []
+        self.disk.during_sync = lambda: waiting.extend(
+            spool.append(b"%d\r\n" % i, 1) for i in range(2, 6))
+        runner.step()  # writes "1"; the others arrive during its fsync
         self.assertEqual(self.successResultOf(first), 1)
         for pending in waiting:
             self.assertNoResult(pending)
+        self.assertEqual(spool.stats().queued, 4)
+        self.assertEqual(len(runner.jobs), 1)  # handed over while the fsync ran
         runner.step()
         self.assertEqual([self.successResultOf(d) for d in waiting], [2, 3, 4, 5])
         self.assertEqual((self.disk.writes, self.disk.syncs), (2, 2))
+
+    def test_the_next_run_starts_without_waiting_for_the_reactor(self) -> None:
+        runner = StepRunner()
+        spool = self.open(runner=runner)
+        first = spool.append(b"1\r\n", 1)
+        waiting: list[Deferred[int]] = []
+        self.disk.during_sync = lambda: waiting.append(spool.append(b"2\r\n", 1))
+        fire_first = runner.run()  # done on the writer thread, not yet seen by the reactor
+        fire_second = runner.run()  # so the next run goes on at once
+        self.assertNoResult(first)
+        fire_second()
+        self.assertEqual(self.successResultOf(waiting[0]), 2)
+        fire_first()
+        self.assertEqual(self.successResultOf(first), 1)
+        self.assertEqual(runner.jobs, [])
 
     def test_fsync_never_acknowledges_after_the_write(self) -> None:
         spool = self.open(fsync="never")
@@ -231,15 +258,40 @@ class ParkedReadTests(SpoolTestCase):
         self.assertEqual(self.payloads(self.successResultOf(read)), [b"a\r\n"])
         self.assertEqual(runner.jobs, [])
 
-    def test_appends_that_arrive_while_the_read_runs_are_not_missed(self) -> None:
+    def test_appends_queued_behind_a_read_that_found_nothing_are_not_missed(self) -> None:
         runner = StepRunner()
         spool = self.open(runner=runner)
         read = spool.peek_batch(10, wait=True)
-        spool.append(b"b\r\n", 1)  # queued while the read's job has not run yet
-        runner.step()  # the read alone: nothing yet
+        self.append_during_the_next_read(spool, b"b\r\n")
+        runner.step()  # the read finds nothing; "b" is queued meanwhile
         self.assertNoResult(read)
-        runner.step()  # the append, and the read again
+        runner.drain()  # "b", and the read again with it
         self.assertEqual(self.payloads(self.successResultOf(read)), [b"b\r\n"])
+
+    def test_appends_stored_by_the_next_run_before_the_read_parks_are_not_missed(self) -> None:
+        runner = StepRunner()
+        spool = self.open(runner=runner)
+        read = spool.peek_batch(10, wait=True)
+        self.append_during_the_next_read(spool, b"b\r\n")
+        fire_read = runner.run()  # nothing found; "b" queued for the next run
+        fire_append = runner.run()  # which stores it before the reactor sees the read
+        fire_read()  # the read parks...
+        self.assertNoResult(read)
+        fire_append()  # ...and is done again once "b" is stored
+        runner.drain()
+        self.assertEqual(self.payloads(self.successResultOf(read)), [b"b\r\n"])
+
+    def append_during_the_next_read(self, spool: Spool, payload: bytes) -> None:
+        store = spool._store
+        read = store.read
+
+        def reading(most: int, size: int) -> list[Record]:
+            found = read(most, size)
+            store.read = read  # type: ignore[method-assign]
+            spool.append(payload, 1)
+            return found
+
+        store.read = reading  # type: ignore[method-assign]
 
     def test_release_ends_the_wait_with_nothing(self) -> None:
         runner = StepRunner()
@@ -252,13 +304,22 @@ class ParkedReadTests(SpoolTestCase):
     def test_release_ends_a_wait_that_is_being_read_or_queued(self) -> None:
         runner = StepRunner()
         spool = self.open(runner=runner)
-        running = spool.peek_batch(10, wait=True)  # its job is submitted
-        queued = spool.peek_batch(10, wait=True)  # for the next job
-        spool.release_reads()  # while the first job runs
+        running = spool.peek_batch(10, wait=True)
+        queued: list[Deferred[list[Record]]] = []
+        store = spool._store
+        read = store.read
+
+        def reading(most: int, size: int) -> list[Record]:
+            store.read = read  # type: ignore[method-assign]
+            queued.append(spool.peek_batch(10, wait=True))  # for the next run
+            spool.release_reads()  # while the first is being read
+            return read(most, size)
+
+        store.read = reading  # type: ignore[method-assign]
         runner.step()
         self.assertEqual(self.successResultOf(running), [])
-        runner.step()
-        self.assertEqual(self.successResultOf(queued), [])
+        runner.drain()
+        self.assertEqual(self.successResultOf(queued[0]), [])
 
     def test_without_wait_an_empty_read_answers_at_once(self) -> None:
         spool = self.open()

@@ -10,9 +10,13 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from bridge.upstream.spool import state as retire_state
 from bridge.upstream.spool.lock import SpoolLockedError
-from bridge.upstream.spool.record import HEADER_SIZE, encode
-from bridge.upstream.spool.store import DAMAGED, DiskCalls, SegmentStore
+from bridge.upstream.spool.record import HEADER_SIZE, checksum, encode
+from bridge.upstream.spool.store import DAMAGED, DiskCalls, Entry, SegmentStore
 from tests.spool_support import FlakyDisk, append_bytes, flip, scratch, segments
+
+
+def entry(data: bytes, lines: int, accepted_at: float) -> Entry:
+    return data, lines, accepted_at, checksum(data)
 
 
 def payload(index: int, size: int = 40) -> bytes:
@@ -21,6 +25,10 @@ def payload(index: int, size: int = 40) -> bytes:
 
 
 class StoreTestCase(SynchronousTestCase):
+    #: Keep just-appended records in memory for the next reads (the default);
+    #: the *FromDisk variants read everything back from the segment files.
+    fresh = True
+
     def setUp(self) -> None:
         self.directory = scratch(self)
         self.stores: list[SegmentStore] = []
@@ -34,6 +42,8 @@ class StoreTestCase(SynchronousTestCase):
     def open(self, **options: object) -> SegmentStore:
         options.setdefault("fsync", True)
         store, self.report = SegmentStore.open(self.directory, **options)  # type: ignore[arg-type]
+        if not self.fresh:
+            store.fresh_bytes = 0
         self.stores.append(store)
         return store
 
@@ -42,7 +52,7 @@ class StoreTestCase(SynchronousTestCase):
         return self.open(**options)
 
     def fill(self, store: SegmentStore, count: int, size: int = 40, at: float = 100.0) -> list[int]:
-        return store.append([(payload(i, size), 1, at + i) for i in range(count)])
+        return store.append([entry(payload(i, size), 1, at + i) for i in range(count)])
 
     def read_all(self, store: SegmentStore) -> list[int]:
         ids: list[int] = []
@@ -54,8 +64,9 @@ class StoreTestCase(SynchronousTestCase):
 class OrderTests(StoreTestCase):
     def test_records_come_back_in_order_with_what_was_stored(self) -> None:
         store = self.open()
-        self.assertEqual(store.append([(b"a\r\n", 1, 10.0), (b"b\r\nc\r\n", 2, 11.0)]), [1, 2])
-        self.assertEqual(store.append([(b"d\r\n", 1, 12.0)]), [3])
+        self.assertEqual(store.append([entry(b"a\r\n", 1, 10.0), entry(b"b\r\nc\r\n", 2, 11.0)]),
+                         [1, 2])
+        self.assertEqual(store.append([entry(b"d\r\n", 1, 12.0)]), [3])
         records = store.read(10, 1 << 20)
         self.assertEqual([(r.record_id, r.payload, r.lines, r.accepted_at) for r in records],
                          [(1, b"a\r\n", 1, 10.0), (2, b"b\r\nc\r\n", 2, 11.0),
@@ -76,7 +87,7 @@ class OrderTests(StoreTestCase):
         self.fill(store, 5)
         store = self.reopen(store)
         self.assertEqual(self.read_all(store), [1, 2, 3, 4, 5])
-        self.assertEqual(store.append([(b"x\r\n", 1, 0.0)]), [6])
+        self.assertEqual(store.append([entry(b"x\r\n", 1, 0.0)]), [6])
 
     def test_stats_count_records_bytes_and_the_oldest(self) -> None:
         store = self.open()
@@ -131,7 +142,7 @@ class RetireTests(StoreTestCase):
         # Everything delivered: a fresh segment is started so the full one can go.
         self.assertEqual(store.stats().records, 0)
         self.assertEqual(store.stats().bytes, 0)
-        self.assertEqual(store.append([(b"z\r\n", 1, 0.0)]), [61])
+        self.assertEqual(store.append([entry(b"z\r\n", 1, 0.0)]), [61])
 
     def test_records_handed_out_before_a_restart_count_as_redelivered(self) -> None:
         store = self.open()
@@ -180,7 +191,7 @@ class DamageTests(StoreTestCase):
         store = self.open()
         self.assertEqual(self.report.torn_bytes, len(whole) - 5)
         self.assertEqual(self.report.set_aside, 0)
-        self.assertEqual(store.append([(b"next\r\n", 1, 0.0)]), [4])
+        self.assertEqual(store.append([entry(b"next\r\n", 1, 0.0)]), [4])
         self.assertEqual(self.read_all(store), [1, 2, 3, 4])
         self.assertEqual(store.read(1, 1 << 20), [])
 
@@ -219,7 +230,7 @@ class DamageTests(StoreTestCase):
         store = self.open()
         self.assertEqual((self.report.set_aside, self.report.torn_bytes), (1, 0))
         self.assertEqual(self.read_all(store), [1, 2])
-        self.assertEqual(store.append([(b"n\r\n", 1, 0.0)]), [4])
+        self.assertEqual(store.append([entry(b"n\r\n", 1, 0.0)]), [4])
         self.assertEqual(self.read_all(store), [4])
 
     def test_a_truncated_sealed_segment_loses_its_tail_counted(self) -> None:
@@ -234,12 +245,82 @@ class DamageTests(StoreTestCase):
         self.assertEqual(self.read_all(store), [1, 2, 3, 4, 11, 12])
 
     def test_damage_that_appears_while_running_is_set_aside_when_read(self) -> None:
+        self.fresh = False  # delivery behind: the records are read from disk
         store = self.open()
         self.fill(store, 4)
         flip(segments(self.directory)[0], HEADER_SIZE + 40 + HEADER_SIZE + 1)
         self.assertEqual(self.read_all(store), [1, 3, 4])
         self.assertEqual(store.stats().set_aside, 1)
         self.assertEqual(store.stats().records, 3)
+
+
+class OrderFromDiskTests(OrderTests):
+    fresh = False
+
+
+class RetireFromDiskTests(RetireTests):
+    fresh = False
+
+
+class FreshTests(StoreTestCase):
+    """Records appended while delivery has caught up are handed out from
+    memory: what was acknowledged, without reading it back."""
+
+    def test_fresh_records_come_from_memory_and_again_from_disk_after_a_rewind(self) -> None:
+        store = self.open()
+        self.fill(store, 3)
+        flip(segments(self.directory)[0], HEADER_SIZE + 40 + HEADER_SIZE + 1)
+        records = store.read(10, 1 << 20)
+        self.assertEqual([(r.record_id, r.payload) for r in records],
+                         [(i + 1, payload(i)) for i in range(3)])
+        self.assertEqual(store.stats().set_aside, 0)
+        store.rewind()  # handed out again: now from the file, damage and all
+        self.assertEqual(self.read_all(store), [1, 3])
+        self.assertEqual(store.stats().set_aside, 1)
+
+    def test_a_read_from_disk_continues_into_fresh_records(self) -> None:
+        store = self.open()
+        store.fresh_bytes = 0
+        self.fill(store, 2)
+        self.assertEqual(self.read_all(store), [1, 2])
+        store.fresh_bytes = SegmentStore.fresh_bytes
+        store.append([entry(payload(2), 1, 102.0), entry(payload(3), 1, 103.0)])
+        flip(segments(self.directory)[0], 3 * (HEADER_SIZE + 40) + 5)  # record 4, on disk
+        store.rewind()
+        records = store.read(10, 1 << 20)
+        self.assertEqual([(r.record_id, r.payload) for r in records],
+                         [(i + 1, payload(i)) for i in range(4)])
+        self.assertEqual(store.stats().redelivered, 2)
+        self.assertEqual(store.stats().set_aside, 0)
+
+    def test_delivery_falling_behind_drops_fresh_records_and_reads_the_disk(self) -> None:
+        store = self.open()
+        store.fresh_bytes = 3 * (HEADER_SIZE + 40)
+        self.fill(store, 3)  # at the limit: kept
+        self.assertEqual(self.read_all(store), [1, 2, 3])
+        self.fill(store, 4)  # past it: forgotten
+        flip(segments(self.directory)[0], 4 * (HEADER_SIZE + 40) + 5)  # record 5
+        self.assertEqual(self.read_all(store), [4, 6, 7])
+        self.assertEqual(store.stats().set_aside, 1)
+        self.fill(store, 1)  # still behind when it came: read from disk, then caught up
+        self.assertEqual(self.read_all(store), [8])
+
+    def test_fresh_records_of_a_new_segment_follow_the_old_one(self) -> None:
+        store = self.open(segment_bytes=2 * (HEADER_SIZE + 40))
+        self.fill(store, 2)
+        self.assertEqual(self.read_all(store), [1, 2])
+        self.fill(store, 3)  # starts a new segment, cursor at the old one's end
+        self.assertEqual(len(segments(self.directory)), 2)
+        flip(segments(self.directory)[1], 5)
+        self.assertEqual(self.read_all(store), [3, 4, 5])
+        store.retire([1, 2, 3, 4, 5])
+        self.assertEqual(store.stats().records, 0)
+
+    def test_the_oldest_record_is_known_without_reading_fresh_records_back(self) -> None:
+        store = self.open()
+        self.fill(store, 2, at=70.0)
+        os.truncate(segments(self.directory)[0], 0)  # the file cannot tell any more
+        self.assertEqual(store.stats().oldest_at, 70.0)
 
 
 class LockTests(StoreTestCase):
@@ -270,7 +351,7 @@ class DiskErrorTests(StoreTestCase):
             self.fill(store, 3)
         self.assertEqual(raised.exception.errno, errno.ENOSPC)
         disk.failure = None
-        self.assertEqual(store.append([(b"after\r\n", 1, 0.0)]), [3])
+        self.assertEqual(store.append([entry(b"after\r\n", 1, 0.0)]), [3])
         self.assertEqual(self.read_all(store), [1, 2, 3])
         store = self.reopen(store)
         self.assertEqual((self.report.set_aside, self.report.torn_bytes), (0, 0))
@@ -288,7 +369,7 @@ class DiskErrorTests(StoreTestCase):
         with self.assertRaises(OSError):
             self.fill(store, 1)
         disk.failure = None
-        self.assertEqual(store.append([(b"after\r\n", 1, 0.0)]), [11])
+        self.assertEqual(store.append([entry(b"after\r\n", 1, 0.0)]), [11])
         self.assertEqual(segments(self.directory),
                          [os.path.join(self.directory, f"{11:020d}.seg")])
         self.assertEqual(store.stats().bytes, HEADER_SIZE + 7)

@@ -30,10 +30,12 @@ def profile(bench: Bench) -> int:
         return 2
     scenario = args.profile_scenario
     path = "/request" if scenario in ("request", "resp") else "/send"
-    lines = BULK_LINES if scenario == "send_bulk" else 1
+    lines = BULK_LINES if scenario in ("send_bulk", "spool_bulk") else 1
+    target = args.profile_target or ("spool_always" if scenario.startswith("spool_")
+                                     else "bridge")
     RESULTS.mkdir(parents=True, exist_ok=True)
     collapsed = RESULTS / f"profile-{scenario}-c{args.profile_concurrency}.txt"
-    run = Run(scenario, "bridge", 1, args.profile_concurrency)
+    run = Run(scenario, target, 1, args.profile_concurrency)
     with contextlib.ExitStack() as stack:
         control: Any = None
         sink = None
@@ -47,14 +49,26 @@ def profile(bench: Bench) -> int:
         else:
             upstream, control, sink = stack.enter_context(bench.sink())
         port, server = stack.enter_context(bench.server(
-            "bridge", upstream, control if scenario != "resp" else None, framing))
+            target, upstream, control if scenario != "resp" else None, framing))
         script, extra = bench.script(run)
         run_wrk(args, port, path, run.concurrency, lines, 1.0, script=script,
                 extra=extra)  # warm-up
+        if args.profile_perf:
+            spy = subprocess.Popen(
+                ["perf", "record", "-F", "499", "-g", "-p", str(server.pid), "-o",
+                 str(collapsed) + ".perf", "--", "sleep", str(math.ceil(args.duration))],
+                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            time.sleep(0.3)
+            bench.measure_http(run, port, server, path, lines, control, sink, warmup=0)
+            spy.communicate(timeout=60)
+            print(f"perf data: {collapsed}.perf; {run.metrics.get('req_per_s', 0):.0f} req/s "
+                  f"over {args.duration:g} s")
+            return 0
         spy = subprocess.Popen(
             [py_spy, "record", "--pid", str(server.pid), "--rate", str(args.profile_rate),
              "--duration", str(math.ceil(args.duration)), "--format", "raw",
-             "--output", str(collapsed), "--nonblocking", "--nolineno"],
+             "--output", str(collapsed), "--nonblocking", "--nolineno",
+             *(["--gil"] if args.profile_gil else [])],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         time.sleep(0.3)
         bench.measure_http(run, port, server, path, lines, control, sink, warmup=0)

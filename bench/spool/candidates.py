@@ -233,7 +233,10 @@ class LogCandidate:
     name = "log"
 
     def __init__(self, directory: str, fsync: bool, map_size: int = 0) -> None:
+        from bridge.upstream.spool.record import checksum
         from bridge.upstream.spool.store import SegmentStore
+
+        self.checksum = checksum
 
         self.store, self.report = SegmentStore.open(directory, fsync=fsync)
 
@@ -241,7 +244,8 @@ class LogCandidate:
         return self.store.stats().next_id - 1
 
     def append(self, records: list[tuple[bytes, int]]) -> list[int]:
-        return self.store.append([(payload, lines, 0.0) for payload, lines in records])
+        return self.store.append([(payload, lines, 0.0, self.checksum(payload))
+                                  for payload, lines in records])
 
     def read(self, after: int, limit: int) -> list[Row]:
         # The store reads on from where it stopped; ``after`` only filters.

@@ -3,6 +3,7 @@ emptied by :mod:`.delivery`, closed on stop with what is left kept on disk."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, Callable
 
 from twisted.application.service import Service
@@ -17,7 +18,7 @@ from bridge.upstream.lines import Lines
 from bridge.upstream.spool.delivery import Delivery, Pool
 from bridge.upstream.spool.lock import DirectoryLock, SpoolLockedError, claim
 from bridge.upstream.spool.record import HEADER_SIZE
-from bridge.upstream.spool.runner import Runner, WriterThread
+from bridge.upstream.spool.runner import Reclaimer, Runner, WriterThread
 from bridge.upstream.spool.spool import Spool, SpoolStats, open_spool
 from bridge.upstream.spool.store import DiskCalls
 
@@ -54,6 +55,11 @@ class SpooledSend(Service):
         self._thread = WriterThread(clock) if runner is None else None
         self._runner: Runner = runner if runner is not None else self._thread  # type: ignore[assignment]
         self._on_fatal = on_fatal
+        # With threads (not in step-by-step tests), spent segments are deleted
+        # on a thread of their own.
+        self._reclaimer = Reclaimer() if runner is None else None
+        if self._reclaimer is not None:
+            disk = replace(disk or DiskCalls(), remove=self._reclaimer.remove)
         self._disk = disk
         self._segment_bytes = segment_bytes
         self._pool = pool
@@ -96,6 +102,8 @@ class SpooledSend(Service):
         super().startService()
         if self._thread is not None:
             self._thread.start()
+        if self._reclaimer is not None:
+            self._reclaimer.start()
         config = self.config
         # Without a claim (an upstream added by a reload) the writer thread locks.
         lock, self._lock = self._lock, None
@@ -174,6 +182,8 @@ class SpooledSend(Service):
         def stop_thread(_: object) -> None:
             if self._thread is not None:
                 self._thread.stop()
+            if self._reclaimer is not None:
+                self._reclaimer.stop()
 
         self._closing = closed.addBoth(stop_thread)
         return _chain(self._closing)

@@ -1,19 +1,25 @@
 """The spool as the reactor sees it: Deferreds, group commit, never a disk wait.
 
-Everything that touches the disk runs as one *job* at a time on the runner
-(one writer thread).  While a job runs, new appends, retires and reads
-queue up; the next job takes all of them at once, so every append that
-arrived during one fsync shares the next fsync (group commit).  An append's
-Deferred fires only after the job that wrote it returned: after the fsync
-with ``always``, after the write reached the operating system with ``never``.
+Everything that touches the disk runs as *jobs* on the runner (one writer
+thread), one at a time.  Appends, retires and reads queue up in the next
+job; a job takes everything queued when it starts, so every append that
+arrived during one fsync shares the next fsync (group commit).  Work that
+arrives while a job runs hands the runner the next run at once, so that it
+starts on the writer thread as soon as the job ends, with everything queued
+by then, instead of waiting for a busy reactor to notice and ask.  An
+append's Deferred fires only after the job that wrote it returned: after the
+fsync with ``always``, after the write reached the operating system with
+``never``.
 
-Nothing the reactor reads is touched by the writer thread: each job returns
-its results and a fresh :class:`StoreStats`, and the reactor keeps those.
+The queue is the one thing both threads touch, under a lock; everything
+else the reactor reads comes back as a job's results and a fresh
+:class:`StoreStats`.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -24,9 +30,16 @@ from twisted.python.failure import Failure
 
 from bridge.errors import SpoolFullError, SpoolUnavailableError
 from bridge.upstream.spool.lock import DirectoryLock, claim
-from bridge.upstream.spool.record import HEADER_SIZE
+from bridge.upstream.spool.record import FAST_CHECKSUM, HEADER_SIZE, checksum
 from bridge.upstream.spool.runner import Runner
-from bridge.upstream.spool.store import DiskCalls, OpenReport, Record, SegmentStore, StoreStats
+from bridge.upstream.spool.store import (
+    DiskCalls,
+    Entry,
+    OpenReport,
+    Record,
+    SegmentStore,
+    StoreStats,
+)
 
 ALWAYS = "always"
 NEVER = "never"
@@ -51,17 +64,21 @@ class SpoolStats:
     queued: int  # appends waiting for the next group commit
 
 
-_Read = tuple[int, int, bool, "Deferred[list[Record]]"]  # max records, max bytes, wait
+@dataclass(eq=False)
+class _Read:
+    max_records: int
+    max_bytes: int
+    wait: bool  # park when nothing is found (the reactor's to change)
+    done: Deferred[list[Record]]
 
 
 @dataclass
 class _Job:
-    appends: list[tuple[bytes, int, float, Deferred[RecordId]]] = field(default_factory=list)
+    appends: list[tuple[Entry, Deferred[RecordId]]] = field(default_factory=list)
     retires: list[RecordId] = field(default_factory=list)
     reads: list[_Read] = field(default_factory=list)
     rewind: bool = False
     close: bool = False
-    reserved: int = 0
 
     def __bool__(self) -> bool:
         return bool(self.appends or self.retires or self.reads or self.rewind or self.close)
@@ -74,6 +91,7 @@ class _Outcome:
     retire_error: OSError | None = None
     reads: list[list[Record] | OSError] = field(default_factory=list)
     stats: StoreStats | None = None
+    bug: Failure | None = None  # the job raised: logged on the reactor
 
 
 def segment_size(max_bytes: int, filesystem_bytes: int | None = None) -> int:
@@ -139,19 +157,28 @@ class Spool:
         self._clock = clock
         self.max_bytes = max_bytes
         self._stats = stats
+        self._lock = threading.Lock()  # guards _next: the writer thread takes it
         self._next = _Job()
-        self._busy = False
+        # Runs of the job loop handed to the runner, and started by it: at
+        # most one waits to start, behind at most one at work.
+        self._submitted = self._started = 0
+        self._store_closed = False  # the writer thread's: a job closed the store
         self._reserved = 0  # bytes of appends not yet reflected in _stats.bytes
         self._closed: list[Deferred[None]] | None = None  # waiters, once closing
         self._failing = False  # the last append failed: log the recovery once
         self._retire_failing = False  # the same for recording retires
         self._parked: list[_Read] = []  # reads waiting for the next append
-        self._released_while_busy = False  # release_reads() came while a job ran
+        self._reading: set[_Read] = set()  # reads queued or being read
         #: Called after each job that stored records (delivery wakes up).
         self.on_stored: Callable[[], None] | None = None
 
     @staticmethod
     def log_open(directory: str, report: OpenReport) -> None:
+        if not FAST_CHECKSUM:
+            Spool.log.warn(
+                "spool {directory}: google-crc32c has no compiled extension on this "
+                "platform; its pure-Python CRC makes every spooled /send much slower",
+                directory=directory)
         if report.set_aside or report.damaged_bytes:
             Spool.log.warn(
                 "spool {directory}: {set_aside} damaged records set aside ({bytes} bytes "
@@ -180,12 +207,14 @@ class Spool:
                 f"the spool holds {self._stats.bytes + self._reserved} bytes and "
                 f"spool_max_bytes is {self.max_bytes}; nothing was stored"))
         done: Deferred[RecordId] = Deferred()
-        self._next.appends.append((payload, lines, self._clock.seconds(), done))
-        self._next.reserved += size
+        # Here, not on the writer thread: a couple of microseconds, and the
+        # writer thread takes the GIL back from a busy reactor fewer times.
+        crc = checksum(payload)
         self._reserved += size
-        if self._parked:
-            self._next.reads.extend(self._parked)
-            self._parked = []
+        parked, self._parked = self._parked, []
+        with self._lock:
+            self._next.appends.append(((payload, lines, self._clock.seconds(), crc), done))
+            self._next.reads.extend(parked)
         self._kick()
         return done
 
@@ -201,33 +230,41 @@ class Spool:
         the job that stores the next appends (one job, not two, per batch of
         requests once delivery has caught up); :meth:`release_reads` ends
         the wait with an empty list."""
+        if self._closed is not None:
+            return fail(SpoolUnavailableError("the spool is closed"))
         done: Deferred[list[Record]] = Deferred()
-        self._next.reads.append((max_records, max_bytes, wait, done))
-        self._kick()
+        self._queue_read(_Read(max_records, max_bytes, wait, done))
         return done
+
+    def _queue_read(self, read: _Read) -> None:
+        self._reading.add(read)
+        with self._lock:
+            self._next.reads.append(read)
+        self._kick()
 
     def release_reads(self) -> None:
         """Parked reads fire now, with nothing; so do waiting reads that are
         queued or being read now, once they find nothing (none of them parks)."""
         parked, self._parked = self._parked, []
-        for _, _, _, done in parked:
-            done.callback([])
-        self._next.reads = [(most, size, False, done)
-                            for most, size, _, done in self._next.reads]
-        if self._busy:
-            self._released_while_busy = True
+        for read in self._reading:
+            read.wait = False
+        for read in parked:
+            self._reading.discard(read)
+            read.done.callback([])
 
     def retire(self, record_id: RecordId) -> None:
         """The record is delivered: never hand it out again; its space is
         reclaimed with its segment.  Written with the next job, unsynced:
         a retire lost in a crash means one more delivery, not a loss."""
-        self._next.retires.append(record_id)
+        with self._lock:
+            self._next.retires.append(record_id)
         self._kick()
 
     def rewind(self) -> None:
         """Hand out again from the oldest record not retired (the connection
         the handed-out records went to was lost before they were confirmed)."""
-        self._next.rewind = True
+        with self._lock:
+            self._next.rewind = True
         self._kick()
 
     @property
@@ -250,15 +287,20 @@ class Spool:
             retired=stats.retired,
             redelivered=stats.redelivered,
             set_aside=stats.set_aside,
-            queued=len(self._next.appends),
+            queued=self._queued(),
         )
+
+    def _queued(self) -> int:
+        with self._lock:
+            return len(self._next.appends)
 
     def close(self) -> Deferred[None]:
         """Finish what is queued, then release the files and the lock."""
         done: Deferred[None] = Deferred()
         if self._closed is None:
             self._closed = []
-            self._next.close = True
+            with self._lock:
+                self._next.close = True
             self.release_reads()
             self._kick()
         if self._closed is _CLOSED:
@@ -270,19 +312,41 @@ class Spool:
     # -- the job loop ------------------------------------------------------------------
 
     def _kick(self) -> None:
-        if self._busy or not self._next:
+        """Hand the runner a run of the job loop, unless one waits to start
+        already (it will take this work too)."""
+        if self._store_closed:
             return
-        job, self._next = self._next, _Job()
-        self._busy = True
-        self._runner(lambda: self._work(job)).addBoth(self._finished, job)
+        with self._lock:
+            if not self._next or self._submitted > self._started:
+                return
+            self._submitted += 1
+        self._runner(self._take_and_work).addBoth(self._finished)
+
+    def _take_and_work(self) -> tuple[_Job, _Outcome] | None:
+        """On the writer thread: take what is queued now, and do it."""
+        with self._lock:
+            self._started += 1
+            job, self._next = self._next, _Job()
+        if not job:
+            return None  # the run before took it
+        try:
+            return job, self._work(job)
+        except Exception as error:  # a bug, not the disk: fail what waited
+            failed = OSError(f"the spool failed: {error!r}")
+            return job, _Outcome(append_error=failed, reads=[failed] * len(job.reads),
+                                 bug=Failure())
 
     def _work(self, job: _Job) -> _Outcome:
         """On the writer thread: the job's writes, then its retires and reads."""
         store = self._store
         outcome = _Outcome()
+        if self._store_closed:  # work queued after the close: nothing to do it with
+            outcome.append_error = OSError("the spool is closed")
+            outcome.reads = [OSError("the spool is closed")] * len(job.reads)
+            return outcome
         if job.appends:
             try:
-                outcome.ids = store.append([(p, n, at) for p, n, at, _ in job.appends])
+                outcome.ids = store.append([entry for entry, _ in job.appends])
             except OSError as error:
                 outcome.append_error = error
         if job.retires:
@@ -292,48 +356,56 @@ class Spool:
                 outcome.retire_error = error
         if job.rewind:
             store.rewind()
-        for max_records, max_bytes, _, _ in job.reads:
+        for read in job.reads:
             try:
-                outcome.reads.append(store.read(max_records, max_bytes))
+                outcome.reads.append(store.read(read.max_records, read.max_bytes))
             except OSError as error:
                 outcome.reads.append(error)
         outcome.stats = store.stats()
         if job.close:
+            self._store_closed = True
             store.close()
         return outcome
 
-    def _finished(self, result: _Outcome | Failure, job: _Job) -> None:
-        self._busy = False
-        released, self._released_while_busy = self._released_while_busy, False
-        self._reserved -= job.reserved
-        if isinstance(result, Failure):
-            # A bug, not the disk: fail what waited, keep the reactor alive.
-            self.log.failure("spool job failed", result)
-            result = _Outcome(append_error=OSError(str(result.value)),
-                              reads=[OSError(str(result.value))] * len(job.reads))
-        if result.stats is not None:
-            self._stats = result.stats
-        self._settle_appends(job, result)
-        if job.retires:
-            self._note_retire_error(result.retire_error)
-        for request, read in zip(job.reads, result.reads, strict=True):
-            done = request[3]
-            if isinstance(read, OSError):
-                done.errback(SpoolUnavailableError(f"cannot read the spool: {read}"))
-            elif not read and request[2] and self._closed is None and not released:
-                if self._next.appends:
-                    # Appends came in while this job ran: read with them.
-                    self._next.reads.append(request)
-                else:
-                    self._parked.append(request)
-            else:
-                done.callback(read)
-        if job.close and self._closed is not None:
-            waiters, self._closed = self._closed, _CLOSED
-            for waiter in waiters:
-                waiter.callback(None)
-            return
+    def _finished(self, result: tuple[_Job, _Outcome] | Failure | None) -> None:
+        if isinstance(result, Failure):  # the runner itself failed
+            self.log.failure("spool runner failed", result)
+        elif result is not None:
+            self._done(*result)
+            if result[0].close and self._closed is not None:
+                waiters, self._closed = self._closed, _CLOSED
+                for waiter in waiters:
+                    waiter.callback(None)
+                return
         self._kick()
+
+    def _done(self, job: _Job, outcome: _Outcome) -> None:
+        if outcome.bug is not None:
+            self.log.failure("spool job failed", outcome.bug)
+        for (payload, _, _, _), _ in job.appends:
+            self._reserved -= HEADER_SIZE + len(payload)
+        if outcome.stats is not None:
+            self._stats = outcome.stats
+        self._settle_appends(job, outcome)
+        if job.retires:
+            self._note_retire_error(outcome.retire_error)
+        for read, found in zip(job.reads, outcome.reads, strict=True):
+            self._reading.discard(read)
+            if isinstance(found, OSError):
+                read.done.errback(SpoolUnavailableError(f"cannot read the spool: {found}"))
+            elif not found and read.wait and self._closed is None:
+                # Nothing yet: read again with the next append.
+                self._parked.append(read)
+                self._reading.add(read)
+            else:
+                read.done.callback(found)
+        if self._parked:
+            with self._lock:
+                # Records the parked reads did not see: stored by this job (a
+                # read that found nothing ran in an earlier run), or queued.
+                if outcome.ids or self._next.appends:
+                    self._next.reads.extend(self._parked)
+                    self._parked = []
 
     def _note_retire_error(self, error: OSError | None) -> None:
         """One line when recording retires starts failing, one when it works again."""
@@ -353,7 +425,7 @@ class Spool:
                 self.log.error("spool: cannot store lines: {error}; answering 503 "
                                "spool_unavailable until the disk takes them", error=error)
             self._failing = True
-            for _, _, _, done in job.appends:
+            for _, done in job.appends:
                 if not done.called:
                     done.errback(SpoolUnavailableError(
                         f"the spool could not store the lines ({error}); nothing was stored"))
@@ -361,7 +433,7 @@ class Spool:
         if self._failing:
             self._failing = False
             self.log.info("spool: storing lines again")
-        for record_id, (_, _, _, done) in zip(outcome.ids, job.appends, strict=True):
+        for record_id, (_, done) in zip(outcome.ids, job.appends, strict=True):
             if not done.called:  # cancelled: the record stays and is delivered
                 done.callback(record_id)
         if self.on_stored is not None:

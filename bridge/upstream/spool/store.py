@@ -20,25 +20,36 @@ Record ids are dense (each one more than the last), so ids that vanished
 from __future__ import annotations
 
 import os
+from collections import deque
 from dataclasses import dataclass
 from typing import Callable
 
 from bridge.upstream.spool import state as retire_state
 from bridge.upstream.spool.lock import DirectoryLock, claim
-from bridge.upstream.spool.record import encode
+from bridge.upstream.spool.record import HEADER_SIZE, encode
 from bridge.upstream.spool.walk import Damaged, Intact, walk
 
 SUFFIX = ".seg"
 DAMAGED = "damaged"
 READ_WINDOW = 256 * 1024
+#: Bytes of just-appended records kept in memory for delivery while it has
+#: caught up (see SegmentStore._fresh); past this it reads them from disk.
+FRESH_BYTES = 1 << 20
 
 
 @dataclass(frozen=True)
 class DiskCalls:
-    """The calls that put a batch on disk; tests swap them to fail or stall."""
+    """The calls that put a batch on disk and delete spent segments; tests
+    swap them to fail or stall, the spool deletes on a thread of its own."""
 
     write: Callable[[int, memoryview], int] = os.write
     sync: Callable[[int], None] = os.fdatasync
+    remove: Callable[[str], None] = os.unlink
+
+
+#: What :meth:`SegmentStore.append` takes per record: the payload, its line
+#: count, when it was accepted, and its :func:`.record.checksum`.
+Entry = tuple[bytes, int, float, int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +103,8 @@ class _Segment:
 class SegmentStore:
     """Append, read in order, retire; blocking, for one thread."""
 
+    fresh_bytes = FRESH_BYTES
+
     def __init__(self, directory: str, lock: DirectoryLock, fsync: bool,
                  segment_bytes: int, disk: DiskCalls) -> None:
         self.directory = directory
@@ -107,6 +120,11 @@ class SegmentStore:
         self._cursor: _Segment | None = None
         self._offset = 0
         self._walk_next = 0  # the id the cursor expects next (gaps are damage)
+        # Records appended while the cursor was at the end of the log, in
+        # order, each with where it starts: what the next reads hand out,
+        # from memory instead of reading back what was just written.
+        self._fresh: deque[tuple[_Segment, int, Record]] = deque()
+        self._fresh_bytes = 0
         # A failed write may have left bytes in this segment past its size.
         self._uncut: _Segment | None = None
         # The disk refused a write since the last segment was started: once
@@ -212,8 +230,8 @@ class SegmentStore:
 
     # -- appending ----------------------------------------------------------------
 
-    def append(self, batch: list[tuple[bytes, int, float]]) -> list[int]:
-        """Write ``(payload, lines, accepted_at)`` records in one write, then
+    def append(self, batch: list[Entry]) -> list[int]:
+        """Write ``(payload, lines, accepted_at, payload_crc)`` records in one write, then
         (with fsync) one fdatasync: durable when this returns.  OSError when
         the disk refuses; then nothing of the batch counts."""
         if self._uncut is not None:
@@ -221,13 +239,15 @@ class SegmentStore:
                 os.ftruncate(self._uncut.fd, self._uncut.size)
             self._uncut = None
         segment = self._segments[-1]
+        caught_up = bool(self._fresh) or (self._cursor is segment
+                                          and self._offset >= segment.size)
         if segment.size >= self._segment_bytes or self._spent(segment):
             segment = self._new_segment()
             self._reclaim()
         first = self._next_id
         parts: list[bytes] = []
-        for index, (payload, lines, accepted_at) in enumerate(batch):
-            parts.append(encode(first + index, lines, accepted_at, payload))
+        for index, (payload, lines, accepted_at, crc) in enumerate(batch):
+            parts.append(encode(first + index, lines, accepted_at, payload, crc))
             parts.append(payload)
         data = memoryview(b"".join(parts))
         try:
@@ -245,9 +265,24 @@ class SegmentStore:
             except OSError:
                 pass  # tried again before the next write
             raise
+        if caught_up:
+            self._keep_fresh(segment, first, batch)
         segment.size += len(data)
         self._next_id = first + len(batch)
         return list(range(first, self._next_id))
+
+    def _keep_fresh(self, segment: _Segment, first: int, batch: list[Entry]) -> None:
+        """Remember the batch just written for the next reads; forget every
+        fresh record once delivery falls this far behind (it reads from disk)."""
+        fresh = self._fresh
+        offset = segment.size
+        for index, (payload, lines, accepted_at, _) in enumerate(batch):
+            fresh.append((segment, offset, Record(first + index, payload, lines, accepted_at)))
+            offset += HEADER_SIZE + len(payload)
+        self._fresh_bytes += offset - segment.size
+        if self._fresh_bytes > self.fresh_bytes:
+            fresh.clear()
+            self._fresh_bytes = 0
 
     def _spent(self, segment: _Segment) -> bool:
         """The disk refused a write and everything in the active segment
@@ -282,7 +317,13 @@ class SegmentStore:
                     break
                 self._cursor, self._offset = self._segments[index + 1], 0
                 continue
-            for item in walk(segment.fd, self._offset, segment.size, payloads=True,
+            fresh = self._fresh
+            if fresh and fresh[0][0] is segment and fresh[0][1] == self._offset:
+                size += self._take_fresh(records, max_records, max_bytes - size)
+                continue
+            # Read from disk up to the fresh records, if they are in this segment.
+            end = fresh[0][1] if fresh and fresh[0][0] is segment else segment.size
+            for item in walk(segment.fd, self._offset, end, payloads=True,
                              window=READ_WINDOW):
                 if isinstance(item, Damaged):
                     self._offset = item.end
@@ -314,6 +355,25 @@ class SegmentStore:
                     # never a reason not to deliver.  Saved with the next retire.
                     pass
         return records
+
+    def _take_fresh(self, records: list[Record], max_records: int, max_bytes: int) -> int:
+        """Hand out fresh records from memory (the cursor is at the first);
+        returns their payload bytes."""
+        fresh = self._fresh
+        size = 0
+        while fresh and len(records) < max_records and size < max_bytes:
+            segment, offset, record = fresh[0]
+            if segment is not self._cursor or offset != self._offset:
+                break
+            fresh.popleft()
+            stored = HEADER_SIZE + len(record.payload)
+            self._fresh_bytes -= stored
+            self._offset = offset + stored
+            self._walk_next = record.record_id + 1
+            if not self._state.is_retired(record.record_id):
+                records.append(record)
+                size += len(record.payload)
+        return size
 
     def rewind(self) -> None:
         """Hand out again from the oldest record not retired (e.g. after the
@@ -348,7 +408,7 @@ class SegmentStore:
         while len(segments) > 1 and self._state.retired_below >= segments[1].first_id:
             segment = segments.pop(0)
             segment.close()
-            os.unlink(segment.path)
+            self._disk.remove(segment.path)
             if self._cursor is segment:
                 self._cursor, self._offset = segments[0], 0
 
@@ -376,6 +436,9 @@ class SegmentStore:
             return accepted_at
         if self.records() == 0:
             return None
+        if self._fresh and self._fresh[0][0] is self._cursor \
+                and self._fresh[0][1] == self._offset:
+            return self._fresh[0][2].accepted_at
         segment = self._cursor
         offset = self._offset
         while segment is not None:
@@ -394,4 +457,5 @@ class SegmentStore:
             for segment in self._segments:
                 segment.close()
             self._segments = []
+            self._fresh.clear()
             self._lock.release()

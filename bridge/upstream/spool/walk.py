@@ -71,9 +71,9 @@ def walk(fd: int, start: int, end: int, *, payloads: bool,
         header = decode_header(view.data, index) if end - position >= HEADER_SIZE else None
         if header is not None and position + header.size <= end:
             index = view.at(position, header.size)
-            body = memoryview(view.data)[index + HEADER_SIZE:index + header.size]
+            body = view.data[index + HEADER_SIZE:index + header.size]
             if payload_intact(header, body):
-                yield Intact(position, header, bytes(body) if payloads else None)
+                yield Intact(position, header, body if payloads else None)
             else:
                 yield Damaged(position, position + header.size, header.record_id, False)
             position += header.size
