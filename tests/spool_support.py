@@ -13,7 +13,7 @@ from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from bridge.upstream.spool.store import SUFFIX
+from bridge.upstream.spool.store import SPARE, SUFFIX
 
 
 class StepRunner:
@@ -56,15 +56,15 @@ class FlakyDisk:
         self.syncs = 0
         self.during_sync: Callable[[], None] | None = None  # called once, mid-fsync
 
-    def write(self, fd: int, data: memoryview) -> int:
+    def write(self, fd: int, data: memoryview, offset: int) -> int:
         self.writes += 1
         if self.failure is not None:
             if self.partial and len(data) > 1 and not getattr(self, "_half", False):
                 self._half = True
-                return os.write(fd, data[: len(data) // 2])
+                return os.pwrite(fd, data[: len(data) // 2], offset)
             self._half = False
             raise OSError(self.failure, os.strerror(self.failure))
-        return os.write(fd, data)
+        return os.pwrite(fd, data, offset)
 
     def sync(self, fd: int) -> None:
         self.syncs += 1
@@ -74,6 +74,11 @@ class FlakyDisk:
         if self.failure == errno.EIO:
             raise OSError(errno.EIO, os.strerror(errno.EIO))
         os.fdatasync(fd)
+
+
+def spares(directory: str) -> list[str]:
+    return sorted(os.path.join(directory, name) for name in os.listdir(directory)
+                  if name.endswith(SPARE))
 
 
 def segments(directory: str) -> list[str]:

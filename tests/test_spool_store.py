@@ -12,7 +12,7 @@ from bridge.upstream.spool import state as retire_state
 from bridge.upstream.spool.lock import SpoolLockedError
 from bridge.upstream.spool.record import HEADER_SIZE, checksum, encode
 from bridge.upstream.spool.store import DAMAGED, DiskCalls, Entry, SegmentStore
-from tests.spool_support import FlakyDisk, append_bytes, flip, scratch, segments
+from tests.spool_support import FlakyDisk, append_bytes, flip, scratch, segments, spares
 
 
 def entry(data: bytes, lines: int, accepted_at: float) -> Entry:
@@ -143,6 +143,9 @@ class RetireTests(StoreTestCase):
         self.assertEqual(store.stats().records, 0)
         self.assertEqual(store.stats().bytes, 0)
         self.assertEqual(store.append([entry(b"z\r\n", 1, 0.0)]), [61])
+        self.assertEqual(len(spares(self.directory)), 1)  # one kept for reuse, the rest deleted
+
+
 
     def test_records_handed_out_before_a_restart_count_as_redelivered(self) -> None:
         store = self.open()
@@ -252,6 +255,90 @@ class DamageTests(StoreTestCase):
         self.assertEqual(self.read_all(store), [1, 3, 4])
         self.assertEqual(store.stats().set_aside, 1)
         self.assertEqual(store.stats().records, 3)
+
+
+RECORD = HEADER_SIZE + 40  # a record of payload(i)
+
+
+class ReuseTests(StoreTestCase):
+    """A spent segment's file is written over as a later segment; its older
+    records past the new ones are known by their ids on open."""
+
+    def reused(self, **options: object) -> SegmentStore:
+        """A store whose active segment (first id 7) is the file of the first
+        (records 1-3), holding nothing yet."""
+        store = self.open(segment_bytes=3 * RECORD, **options)
+        self.fill(store, 3)  # segment 1, full
+        store.retire([r.record_id for r in store.read(10, 1 << 20)])  # spent: kept as a spare
+        self.assertEqual(len(spares(self.directory)), 1)
+        self.first_file = os.stat(spares(self.directory)[0]).st_ino
+        self.fill(store, 3)  # segment 4
+        store.retire([r.record_id for r in store.read(10, 1 << 20)])  # segment 7 from the spare
+        self.assertEqual([os.path.basename(p) for p in segments(self.directory)],
+                         [f"{7:020d}.seg"])
+        self.assertEqual(os.stat(segments(self.directory)[0]).st_ino, self.first_file)
+        return store
+
+    def test_a_spent_segment_is_written_over_as_the_next(self) -> None:
+        store = self.reused()
+        self.assertEqual(os.path.getsize(segments(self.directory)[0]), 3 * RECORD)
+        self.fill(store, 2, at=200.0)
+        self.assertEqual(self.read_all(store), [7, 8])
+        self.assertEqual(os.stat(segments(self.directory)[0]).st_ino, self.first_file)
+
+    def test_older_records_past_the_new_ones_are_cut_off_on_open(self) -> None:
+        store = self.reused()
+        store.append([entry(payload(7), 1, 7.0)])
+        store = self.reopen(store)
+        self.assertEqual((self.report.set_aside, self.report.damaged_bytes,
+                          self.report.torn_bytes), (0, 0, 0))
+        self.assertEqual([(r.record_id, r.payload) for r in store.read(10, 1 << 20)],
+                         [(7, payload(7))])
+        self.assertEqual(os.path.getsize(segments(self.directory)[0]), RECORD)
+        self.assertEqual(store.append([entry(b"next\r\n", 1, 0.0)]), [8])
+
+    def test_older_bytes_cut_mid_record_are_no_damage(self) -> None:
+        store = self.reused()
+        store.append([entry(payload(7, size=50), 1, 7.0)])  # ends inside old record 2
+        store = self.reopen(store)
+        self.assertEqual((self.report.set_aside, self.report.damaged_bytes,
+                          self.report.torn_bytes), (0, 0, 0))
+        self.assertEqual(self.read_all(store), [7])
+        self.assertFalse(os.path.exists(os.path.join(self.directory, DAMAGED)))
+
+    def test_a_torn_write_over_older_records_is_cut_off_and_reported(self) -> None:
+        store = self.reused()
+        store.append([entry(payload(7), 1, 7.0)])
+        torn = encode(8, 1, 8.0, payload(8)) + payload(8)[:10]  # the rest never made it
+        with open(segments(self.directory)[0], "r+b") as segment:
+            segment.seek(RECORD)
+            segment.write(torn)
+        store = self.reopen(store)
+        self.assertEqual(self.report.torn_bytes, RECORD)  # up to the next older record
+        self.assertEqual((self.report.set_aside, self.report.damaged_bytes), (0, 0))
+        self.assertEqual(self.read_all(store), [7])
+        self.assertEqual(store.append([entry(b"again\r\n", 1, 0.0)]), [8])
+
+    def test_damage_among_the_new_records_is_still_set_aside(self) -> None:
+        store = self.reused()
+        self.fill(store, 2, at=200.0)  # 7 and 8, then older record 3
+        flip(segments(self.directory)[0], HEADER_SIZE + 5)  # record 7's payload
+        store = self.reopen(store)
+        self.assertEqual((self.report.set_aside, self.report.torn_bytes), (1, 0))
+        self.assertEqual(self.read_all(store), [8])
+        self.assertEqual(os.path.getsize(segments(self.directory)[0]), 2 * RECORD)
+
+    def test_only_one_spare_is_kept(self) -> None:
+        store = self.open(segment_bytes=RECORD)
+        for _ in range(4):
+            self.fill(store, 1)  # a segment each
+        store.retire([r.record_id for r in store.read(10, 1 << 20)])
+        self.assertEqual(len(spares(self.directory)), 1)
+        self.assertEqual(len(segments(self.directory)), 1)
+        with open(os.path.join(self.directory, f"{99:020d}.spare"), "wb"):
+            pass  # e.g. left by a crash
+        self.reopen(store)
+        self.assertEqual(len(spares(self.directory)), 1)
 
 
 class OrderFromDiskTests(OrderTests):

@@ -8,7 +8,14 @@ Files in the spool directory:
 
 * ``<first id, 20 digits>.seg``: records in id order; the last one is
   appended to, a new one is started once it holds ``segment_bytes``; a
-  segment is deleted when every record in it is retired.
+  segment is spent when every record in it is retired.
+* ``<first id>.spare``: one spent segment kept to be written over as the
+  next segment.  Writing over blocks the file already has needs no journal
+  commit, so an fdatasync costs about half as much (measured: 0.59 ms instead
+  of 1.16 ms for 495 kB here), and no large file is deleted in steady state
+  (14-50 ms of ext4's time for 16 MiB).  A reused file holds older records
+  past the new ones: the scan on open knows them by their ids, lower than
+  the segment's first, and cuts them off.  Further spent segments are deleted.
 * ``retired.0``, ``retired.1``: see :mod:`.state`.  ``lock``: see :mod:`.lock`.
 * ``damaged/``: copies of damaged stretches found in segments, kept for a
   person to look at; the segments themselves are only ever cut at a torn end.
@@ -30,6 +37,9 @@ from bridge.upstream.spool.record import HEADER_SIZE, encode
 from bridge.upstream.spool.walk import Damaged, Intact, walk
 
 SUFFIX = ".seg"
+SPARE = ".spare"
+#: Spent segments kept for reuse (disk space held beyond the records).
+SPARES = 1
 DAMAGED = "damaged"
 READ_WINDOW = 256 * 1024
 #: Bytes of just-appended records kept in memory for delivery while it has
@@ -42,7 +52,7 @@ class DiskCalls:
     """The calls that put a batch on disk and delete spent segments; tests
     swap them to fail or stall, the spool deletes on a thread of its own."""
 
-    write: Callable[[int, memoryview], int] = os.write
+    write: Callable[[int, memoryview, int], int] = os.pwrite  # fd, data, offset
     sync: Callable[[int], None] = os.fdatasync
     remove: Callable[[str], None] = os.unlink
 
@@ -88,12 +98,18 @@ class OpenReport:
 class _Segment:
     __slots__ = ("damaged", "fd", "first_id", "path", "size")
 
-    def __init__(self, directory: str, first_id: int, create: bool) -> None:
+    def __init__(self, directory: str, first_id: int, create: bool,
+                 spare: str | None = None) -> None:
+        """Open segment ``first_id``; ``create`` it, from the ``spare`` file
+        when given (whose older bytes it then writes over)."""
         self.first_id = first_id
         self.path = os.path.join(directory, f"{first_id:020d}{SUFFIX}")
-        flags = os.O_RDWR | os.O_APPEND | (os.O_CREAT | os.O_EXCL if create else 0)
+        if spare is not None:
+            os.rename(spare, self.path)
+        flags = os.O_RDWR | (os.O_CREAT | os.O_EXCL if create and spare is None else 0)
         self.fd = os.open(self.path, flags, 0o600)
-        self.size = os.fstat(self.fd).st_size
+        #: Where its records end (a reused file goes on past it).
+        self.size = 0 if create else os.fstat(self.fd).st_size
         self.damaged: set[int] = set()  # offsets of damaged stretches already counted
 
     def close(self) -> None:
@@ -115,6 +131,7 @@ class SegmentStore:
         self._state_file = retire_state.StateFile(directory)
         self._state = self._state_file.load()
         self._segments: list[_Segment] = []
+        self._spares: list[str] = []  # spent segment files to write over
         self._next_id = 1
         self._in_flight: dict[int, float] = {}  # handed out, not retired: id -> accepted_at
         self._cursor: _Segment | None = None
@@ -155,8 +172,12 @@ class SegmentStore:
         return store, report
 
     def _scan(self) -> OpenReport:
-        names = sorted((n for n in os.listdir(self.directory)
-                        if n.endswith(SUFFIX) and n[:-len(SUFFIX)].isdigit()),
+        names = os.listdir(self.directory)
+        spares = sorted(os.path.join(self.directory, n) for n in names if n.endswith(SPARE))
+        self._spares, extra = spares[:SPARES], spares[SPARES:]
+        for path in extra:
+            self._disk.remove(path)
+        names = sorted((n for n in names if n.endswith(SUFFIX) and n[:-len(SUFFIX)].isdigit()),
                        key=lambda n: int(n[:-len(SUFFIX)]))
         state = self._state
         expected: int | None = None
@@ -169,22 +190,48 @@ class SegmentStore:
                 expected = segment.first_id
             expected = self._lost(expected, segment.first_id)
             last = index == len(names) - 1
+            end: int | None = None  # where its records end, short of the file's end
+            pending: Damaged | None = None  # damage, or where older records begin
             for item in walk(segment.fd, 0, segment.size, payloads=False):
+                if isinstance(item, Intact) and item.header.record_id < segment.first_id:
+                    # A record older than the segment: the file is a reused
+                    # spare, and this segment's records ended before it.
+                    if pending is None:
+                        end = item.offset
+                    else:
+                        end = pending.offset
+                        if _ours(segment, pending):
+                            torn = pending.end - pending.offset  # our write, cut short
+                    pending = None
+                    break
+                if pending is not None:  # records of this segment follow: damage
+                    damaged_bytes += self._set_aside_bytes(segment, pending)
+                    expected = self._passed(expected, pending)
+                    pending = None
                 if isinstance(item, Intact):
                     expected = self._lost(expected, item.header.record_id) + 1
                     continue
-                if item.torn and last:
-                    # A write cut short by a crash: never acknowledged with fsync
-                    # always (the fsync comes after the write).
-                    torn = item.end - item.offset
-                    os.ftruncate(segment.fd, item.offset)
-                    if self._fsync:
-                        os.fdatasync(segment.fd)
-                    segment.size = item.offset
+                if item.torn and (last or not _ours(segment, item)):
+                    # A write cut short by a crash (never acknowledged with
+                    # fsync always: the fsync comes after the write), or the
+                    # remains of a reused spare's older bytes.
+                    if last:
+                        torn = item.end - item.offset
+                    end = item.offset
                     break
-                damaged_bytes += self._set_aside_bytes(segment, item)
-                if item.record_id is not None and item.record_id >= expected:
-                    expected = self._lost(expected, item.record_id + 1)
+                if item.torn:
+                    damaged_bytes += self._set_aside_bytes(segment, item)
+                    expected = self._passed(expected, item)
+                    continue
+                pending = item
+            if pending is not None:  # (damage followed by nothing is torn: not here)
+                damaged_bytes += self._set_aside_bytes(segment, pending)
+                expected = self._passed(expected, pending)
+            if end is not None:
+                os.ftruncate(segment.fd, end)
+                if self._fsync:
+                    os.fdatasync(segment.fd)
+                segment.size = end
         if expected is None:
             expected = max(state.retired_below, state.handed_out + 1)
         self._next_id = max(expected, state.retired_below,
@@ -198,6 +245,11 @@ class SegmentStore:
         self._state_file.save(state)
         return OpenReport(self.records(), len(self._segments), self.set_aside, damaged_bytes,
                           torn, os.path.join(self.directory, DAMAGED))
+
+    def _passed(self, expected: int, item: Damaged) -> int:
+        if item.record_id is not None and item.record_id >= expected:
+            return self._lost(expected, item.record_id + 1)
+        return expected
 
     def _lost(self, expected: int, found: int) -> int:
         """Ids ``[expected, found)`` are not in the spool: damaged, set aside."""
@@ -253,7 +305,7 @@ class SegmentStore:
         try:
             written = 0
             while written < len(data):
-                written += self._disk.write(segment.fd, data[written:])
+                written += self._disk.write(segment.fd, data[written:], segment.size + written)
             if self._fsync:
                 self._disk.sync(segment.fd)
         except OSError:
@@ -290,7 +342,15 @@ class SegmentStore:
         return self._refused and segment.size > 0 and self.records() == 0
 
     def _new_segment(self) -> _Segment:
-        segment = _Segment(self.directory, self._next_id, create=True)
+        segment = None
+        while segment is None and self._spares:
+            try:
+                segment = _Segment(self.directory, self._next_id, create=True,
+                                   spare=self._spares.pop())
+            except OSError:
+                pass  # gone or unusable: the next, or a new file
+        if segment is None:
+            segment = _Segment(self.directory, self._next_id, create=True)
         self._segments.append(segment)
         self._refused = False
         if self._fsync:
@@ -408,9 +468,22 @@ class SegmentStore:
         while len(segments) > 1 and self._state.retired_below >= segments[1].first_id:
             segment = segments.pop(0)
             segment.close()
-            self._disk.remove(segment.path)
+            self._spend(segment)
             if self._cursor is segment:
                 self._cursor, self._offset = segments[0], 0
+
+    def _spend(self, segment: _Segment) -> None:
+        """Keep a spent segment's file for reuse, or delete it."""
+        if len(self._spares) < SPARES:
+            spare = os.path.join(self.directory, f"{segment.first_id:020d}{SPARE}")
+            try:
+                os.rename(segment.path, spare)
+            except OSError:
+                pass
+            else:
+                self._spares.append(spare)
+                return
+        self._disk.remove(segment.path)
 
     # -- what stats() shows ------------------------------------------------------------------
 
@@ -459,3 +532,8 @@ class SegmentStore:
             self._segments = []
             self._fresh.clear()
             self._lock.release()
+
+
+def _ours(segment: _Segment, item: Damaged) -> bool:
+    """The damaged stretch names a record of ``segment`` (not an older one)."""
+    return item.record_id is not None and item.record_id >= segment.first_id
