@@ -61,11 +61,12 @@ def respond(
     return body
 
 
-def accepted(request: Any, count: int) -> bytes:
+def accepted(request: Any, count: int, spooled: bool = False) -> bytes:
     """The 202 of ``POST /send``: the bytes of ``respond(request, 202,
-    {"sent": count})``, from a template (json.dumps costs more than the rest
-    of a one-line /send's answer)."""
-    body = b'{"sent": %d}' % count
+    {"sent": count})`` (with ``"spooled": true`` when stored in the spool),
+    from a template (json.dumps costs more than the rest of a one-line
+    /send's answer)."""
+    body = (b'{"sent": %d, "spooled": true}' if spooled else b'{"sent": %d}') % count
     request.setResponseCode(202)
     request.setHeader(b"Content-Type", JSON)
     request.setHeader(b"Content-Length", b"%d" % len(body))

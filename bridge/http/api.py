@@ -207,7 +207,7 @@ class BridgeAPI:
         target.pool.plan(lines)  # refuse now what the upstream would misread later
         stored = target.spool.append(lines)
         return stored.addCallbacks(
-            lambda _: respond(request, 202, {"sent": lines.count, "spooled": True}),
+            lambda _: accepted(request, lines.count, spooled=True),
             self._not_stored, errbackArgs=(request,),
         )
 

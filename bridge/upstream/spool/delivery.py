@@ -203,14 +203,21 @@ class Delivery:
             self._kick()
             return
         epoch = self._epoch
-        for record in records:
-            self._write(protocol, record, epoch)
+        if not self._confirms:
+            # Retired once written: one write call per record (contiguous
+            # lines), one retire for the batch.
+            for record in records:
+                protocol.write_lines(record.payload, record.lines)
+            self._spool.retire(*[record.record_id for record in records])
+        else:
+            for record in records:
+                self._write(protocol, record, epoch)
         self._kick()
 
     def _note_redelivery(self) -> None:
         """One line per batch handed out again (after a restart or a lost
         connection): those records may reach the upstream twice."""
-        redelivered = self._spool.stats().redelivered
+        redelivered = self._spool.redelivered
         if redelivered > self._redelivered:
             self.log.info("spool {name}: {count} records handed out again ({total} since "
                           "start); the upstream may receive them twice", name=self._name,
@@ -229,10 +236,6 @@ class Delivery:
 
     def _write(self, protocol: UpstreamProtocol, record: Record, epoch: int) -> None:
         spool = self._spool
-        if not self._confirms:
-            protocol.write_lines(record.payload, record.lines)
-            spool.retire(record.record_id)
-            return
         pool = self.pool
         try:
             plan = pool.plan(Lines(record.lines, record.payload))

@@ -215,7 +215,9 @@ class Spool:
         with self._lock:
             self._next.appends.append(((payload, lines, self._clock.seconds(), crc), done))
             self._next.reads.extend(parked)
-        self._kick()
+            run = self._claim_run()
+        if run:
+            self._run()
         return done
 
     def peek_batch(self, max_records: int, max_bytes: int = 4 << 20,
@@ -252,13 +254,15 @@ class Spool:
             self._reading.discard(read)
             read.done.callback([])
 
-    def retire(self, record_id: RecordId) -> None:
-        """The record is delivered: never hand it out again; its space is
-        reclaimed with its segment.  Written with the next job, unsynced:
+    def retire(self, *record_ids: RecordId) -> None:
+        """The records are delivered: never hand them out again; their space
+        is reclaimed with their segment.  Written with the next job, unsynced:
         a retire lost in a crash means one more delivery, not a loss."""
         with self._lock:
-            self._next.retires.append(record_id)
-        self._kick()
+            self._next.retires.extend(record_ids)
+            run = self._claim_run()
+        if run:
+            self._run()
 
     def rewind(self) -> None:
         """Hand out again from the oldest record not retired (the connection
@@ -266,6 +270,11 @@ class Spool:
         with self._lock:
             self._next.rewind = True
         self._kick()
+
+    @property
+    def redelivered(self) -> int:
+        """Records handed out again, after a restart or a rewind."""
+        return self._stats.redelivered
 
     @property
     def failing(self) -> bool:
@@ -314,12 +323,19 @@ class Spool:
     def _kick(self) -> None:
         """Hand the runner a run of the job loop, unless one waits to start
         already (it will take this work too)."""
-        if self._store_closed:
-            return
         with self._lock:
-            if not self._next or self._submitted > self._started:
-                return
-            self._submitted += 1
+            run = self._claim_run()
+        if run:
+            self._run()
+
+    def _claim_run(self) -> bool:
+        """With the lock held: whether to hand the runner a run now."""
+        if not self._next or self._submitted > self._started or self._store_closed:
+            return False
+        self._submitted += 1
+        return True
+
+    def _run(self) -> None:
         self._runner(self._take_and_work).addBoth(self._finished)
 
     def _take_and_work(self) -> tuple[_Job, _Outcome] | None:

@@ -527,6 +527,7 @@ class SegmentStore:
         try:
             self._state_file.save(self._state)
         finally:
+            self._state_file.close()
             for segment in self._segments:
                 segment.close()
             self._segments = []
