@@ -7,7 +7,7 @@ import errno
 import os
 import shutil
 import tempfile
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
@@ -56,8 +56,9 @@ class FlakyDisk:
         self.syncs = 0
         self.during_sync: Callable[[], None] | None = None  # called once, mid-fsync
 
-    def write(self, fd: int, data: memoryview, offset: int) -> int:
+    def write(self, fd: int, buffers: Sequence[bytes | memoryview], offset: int) -> int:
         self.writes += 1
+        data = b"".join(buffers)
         if self.failure is not None:
             if self.partial and len(data) > 1 and not getattr(self, "_half", False):
                 self._half = True

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+from typing import Sequence
 
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -425,6 +426,28 @@ class LockTests(StoreTestCase):
             blocker.write("a file, not a directory")
         with self.assertRaises(OSError):
             SegmentStore.open(self.directory, fsync=True)
+
+
+class WriteTests(StoreTestCase):
+    def test_short_writes_go_on_where_they_stopped(self) -> None:
+        calls: list[int] = []
+
+        def dribble(fd: int, buffers: Sequence[bytes | memoryview], offset: int) -> int:
+            calls.append(len(buffers))
+            return os.pwrite(fd, b"".join(buffers)[:7], offset)  # 7 bytes at most
+
+        store = self.open(disk=DiskCalls(write=dribble))
+        self.fill(store, 3)
+        self.assertEqual(len(calls), (3 * RECORD + 6) // 7)
+        store = self.reopen(store)
+        self.assertEqual([(r.record_id, r.payload) for r in store.read(10, 1 << 20)],
+                         [(i + 1, payload(i)) for i in range(3)])
+
+    def test_a_batch_of_more_buffers_than_one_call_takes_is_written_whole(self) -> None:
+        store = self.open()
+        self.fill(store, 700, size=4)  # 1400 buffers
+        store = self.reopen(store)
+        self.assertEqual(self.read_all(store), list(range(1, 701)))
 
 
 class DiskErrorTests(StoreTestCase):

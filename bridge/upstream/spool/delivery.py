@@ -39,8 +39,9 @@ RETRY = 0.1
 READ_RETRY = 1.0
 BATCH = 256
 #: Bytes of records read at once: with the connection's write_high_water
-#: (1 MiB by default) what delivery holds in memory.
-BATCH_BYTES = 1 << 20
+#: (1 MiB by default) what delivery holds in memory (1 MiB made the peak RSS
+#: of delivering a 1 GB spool 1.4 MB higher, and delivery no faster).
+BATCH_BYTES = 256 << 10
 
 
 class Pool(TypingProtocol):

@@ -3,6 +3,7 @@ emptied by :mod:`.delivery`, closed on stop with what is left kept on disk."""
 
 from __future__ import annotations
 
+import sys
 from dataclasses import replace
 from typing import Any, Callable
 
@@ -24,6 +25,14 @@ from bridge.upstream.spool.store import DiskCalls
 
 #: Exit status for a spool that cannot be used at start (as for bad settings).
 EXIT_SPOOL = 2
+#: The interpreter's thread switch interval once a spool's writer thread runs
+#: (the default is 5 ms).  The writer takes the GIL back from a busy reactor
+#: several times a job (after the write, the fsync, to hand the results
+#: over); each time it may wait out the whole interval.  Measured with a
+#: reactor kept busy in Python (150 us a request, 16 in flight, 33 kB each):
+#: fsync always 2,556 appends/s at 5 ms, 3,301 at 1 ms, 3,705 at 0.5 ms,
+#: 4,005 at 0.2 ms; fsync never 4,102 / 4,656 / 4,602 / 4,488.
+SWITCH_INTERVAL = 0.0005
 
 OPENING = "opening"
 ACCEPTING = "accepting"
@@ -101,6 +110,8 @@ class SpooledSend(Service):
     def startService(self) -> None:
         super().startService()
         if self._thread is not None:
+            if sys.getswitchinterval() > SWITCH_INTERVAL:
+                sys.setswitchinterval(SWITCH_INTERVAL)  # for the process: see above
             self._thread.start()
         if self._reclaimer is not None:
             self._reclaimer.start()

@@ -29,13 +29,14 @@ from __future__ import annotations
 import os
 from collections import deque
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Sequence
 
 from bridge.upstream.spool import state as retire_state
 from bridge.upstream.spool.lock import DirectoryLock, claim
 from bridge.upstream.spool.record import HEADER_SIZE, encode
 from bridge.upstream.spool.walk import Damaged, Intact, walk
 
+IOV_MAX = 1024  # buffers one pwritev takes (Linux)
 SUFFIX = ".seg"
 SPARE = ".spare"
 #: Spent segments kept for reuse (disk space held beyond the records).
@@ -44,7 +45,9 @@ DAMAGED = "damaged"
 READ_WINDOW = 256 * 1024
 #: Bytes of just-appended records kept in memory for delivery while it has
 #: caught up (see SegmentStore._fresh); past this it reads them from disk.
-FRESH_BYTES = 1 << 20
+#: Two of delivery's reads: more only held memory while delivery was behind
+#: (1 MiB made the 1 GB spool_memory peak 64.0 MB instead of 62.7).
+FRESH_BYTES = 512 << 10
 
 
 @dataclass(frozen=True)
@@ -52,7 +55,7 @@ class DiskCalls:
     """The calls that put a batch on disk and delete spent segments; tests
     swap them to fail or stall, the spool deletes on a thread of its own."""
 
-    write: Callable[[int, memoryview, int], int] = os.pwrite  # fd, data, offset
+    write: Callable[[int, Sequence[bytes | memoryview], int], int] = os.pwritev  # at offset
     sync: Callable[[int], None] = os.fdatasync
     remove: Callable[[str], None] = os.unlink
 
@@ -301,11 +304,8 @@ class SegmentStore:
         for index, (payload, lines, accepted_at, crc) in enumerate(batch):
             parts.append(encode(first + index, lines, accepted_at, payload, crc))
             parts.append(payload)
-        data = memoryview(b"".join(parts))
         try:
-            written = 0
-            while written < len(data):
-                written += self._disk.write(segment.fd, data[written:], segment.size + written)
+            size = self._write_all(segment.fd, parts, segment.size)
             if self._fsync:
                 self._disk.sync(segment.fd)
         except OSError:
@@ -319,9 +319,26 @@ class SegmentStore:
             raise
         if caught_up:
             self._keep_fresh(segment, first, batch)
-        segment.size += len(data)
+        segment.size += size
         self._next_id = first + len(batch)
         return list(range(first, self._next_id))
+
+    def _write_all(self, fd: int, parts: list[bytes], offset: int) -> int:
+        """Write ``parts`` at ``offset`` with as few pwritev calls as it takes
+        (no joined copy of the batch); returns the bytes written."""
+        buffers: list[bytes | memoryview] = list(parts)
+        index = written = 0
+        while index < len(buffers):
+            count = self._disk.write(fd, buffers[index:index + IOV_MAX], offset + written)
+            written += count
+            while count and index < len(buffers):  # past what was written
+                length = len(buffers[index])
+                if count < length:
+                    buffers[index] = memoryview(buffers[index])[count:]
+                    break
+                count -= length
+                index += 1
+        return written
 
     def _keep_fresh(self, segment: _Segment, first: int, batch: list[Entry]) -> None:
         """Remember the batch just written for the next reads; forget every
