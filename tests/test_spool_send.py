@@ -113,6 +113,30 @@ class AcceptTests(SpoolCase):
         self.assertEqual(self.counts(harness), (0, 0, 0, 0))
 
 
+class FramingChangeTests(SpoolCase):
+    def test_records_a_new_framing_cannot_send_are_retired_and_logged_within_a_budget(
+        self,
+    ) -> None:
+        directory = scratch(self)
+        first = self.spooled(directory)  # line framing: nothing to refuse
+        for _ in range(10):
+            self.assertEqual(first.call("POST", "/send", b"set k 0 0 5\n").status, 202)
+        first.close_everything()
+        logs = self.capture_logs()
+        harness = self.spooled(directory, connect=1, reply_framing="memcached",
+                               send_replies="check")
+        harness.reactor.advance(RETRY)
+        self.assertEqual(harness.upstream.value(), b"")  # a lone "set" would be misread
+        self.assertEqual(self.counts(harness), (0, 10, 0, 0))
+        lines = [e for e in logs if "cannot be sent with this upstream's framing"
+                 in str(e.get("log_format"))]
+        self.assertEqual(len(lines), 3)  # LogBudget: 3 a second
+        self.assertEqual(lines[-1]["suppressed"], 0)
+        self.assertEqual(harness.call("POST", "/send", b"get k\n").status, 202)
+        harness.reactor.advance(RETRY)
+        self.assertEqual(harness.upstream.value(), b"get k\r\n")
+
+
 class RefusalTests(SpoolCase):
     def test_a_full_spool_is_429_with_retry_after_and_nothing_stored(self) -> None:
         harness = self.spooled(spool_max_bytes=1 << 20)

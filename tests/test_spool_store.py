@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import zlib
 from typing import Sequence
 
 from twisted.trial.unittest import SynchronousTestCase
@@ -172,6 +173,21 @@ class RetireTests(StoreTestCase):
         os.truncate(max(slots, key=sequence), 10)  # torn by a crash
         store = self.open()
         self.assertEqual(self.read_all(store), [3])  # the other slot, one save older
+
+    def test_the_retire_state_is_json_with_a_checksum(self) -> None:
+        store = self.open()
+        self.fill(store, 5)
+        store.read(5, 1 << 20)
+        store.retire([1, 3, 4])
+        slots = []
+        for name in retire_state.NAMES:
+            with open(os.path.join(self.directory, name), "rb") as slot:
+                body, _, check = slot.read().rpartition(b"\n")
+            self.assertEqual(int(check), zlib.crc32(body))
+            slots.append(json.loads(body))
+        newest = max(slots, key=lambda document: int(document["sequence"]))
+        self.assertEqual(newest, {"sequence": newest["sequence"], "retired_below": 2,
+                                  "retired": [3, 4], "handed_out": 5})
 
     def test_an_unreadable_retire_state_means_delivering_everything_again(self) -> None:
         store = self.open()

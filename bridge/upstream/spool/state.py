@@ -93,9 +93,10 @@ class StateFile:
 
     def save(self, state: RetireState) -> None:
         self._sequence += 1
-        body = json.dumps({"sequence": self._sequence, "retired_below": state.retired_below,
-                           "retired": sorted(state.retired),
-                           "handed_out": state.handed_out}).encode("ascii")
+        # The JSON json.dumps would write, formatted directly (a save per job).
+        body = b'{"sequence": %d, "retired_below": %d, "retired": [%s], "handed_out": %d}' % (
+            self._sequence, state.retired_below,
+            b", ".join(b"%d" % i for i in sorted(state.retired)), state.handed_out)
         data = memoryview(body + b"\n%d" % zlib.crc32(body))
         slot = self._sequence % 2
         fd = self._fds[slot]
