@@ -54,6 +54,7 @@ def profile(bench: Bench) -> int:
         run_wrk(args, port, path, run.concurrency, lines, 1.0, script=script,
                 extra=extra)  # warm-up
         if args.profile_perf:
+            switches = _context_switches(server.pid)
             spy = subprocess.Popen(
                 ["perf", "record", "-F", "499", "-g", "-p", str(server.pid), "-o",
                  str(collapsed) + ".perf", "--", "sleep", str(math.ceil(args.duration))],
@@ -61,8 +62,13 @@ def profile(bench: Bench) -> int:
             time.sleep(0.3)
             bench.measure_http(run, port, server, path, lines, control, sink, warmup=0)
             spy.communicate(timeout=60)
+            switches = [b - a for a, b in zip(switches, _context_switches(server.pid),
+                                               strict=True)]
+            answered = run.metrics.get("acked") or 1
             print(f"perf data: {collapsed}.perf; {run.metrics.get('req_per_s', 0):.0f} req/s "
-                  f"over {args.duration:g} s")
+                  f"over {args.duration:g} s; context switches per answered request: "
+                  f"{switches[0] / answered:.2f} voluntary, {switches[1] / answered:.2f} "
+                  f"involuntary")
             return 0
         spy = subprocess.Popen(
             [py_spy, "record", "--pid", str(server.pid), "--rate", str(args.profile_rate),
@@ -89,6 +95,22 @@ def profile(bench: Bench) -> int:
     print_profile(collapsed, args.profile_top)
     print(f"\ncollapsed stacks (flamegraph.pl / speedscope input): {collapsed}")
     return 0
+
+
+def _context_switches(pid: int) -> list[int]:
+    """Voluntary and involuntary context switches of every thread of ``pid``."""
+    totals = [0, 0]
+    for status in Path(f"/proc/{pid}/task").glob("*/status"):
+        try:
+            text = status.read_text()
+        except OSError:
+            continue
+        for line in text.splitlines():
+            if line.startswith("voluntary_ctxt_switches:"):
+                totals[0] += int(line.split()[1])
+            elif line.startswith("nonvoluntary_ctxt_switches:"):
+                totals[1] += int(line.split()[1])
+    return totals
 
 
 def print_profile(collapsed: Path, top: int) -> None:
