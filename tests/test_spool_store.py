@@ -7,10 +7,12 @@ import json
 import os
 import zlib
 from typing import Sequence
+from unittest import mock
 
 from twisted.trial.unittest import SynchronousTestCase
 
 from bridge.upstream.spool import state as retire_state
+from bridge.upstream.spool import store as store_module
 from bridge.upstream.spool.lock import SpoolLockedError
 from bridge.upstream.spool.record import HEADER_SIZE, checksum, encode
 from bridge.upstream.spool.store import DAMAGED, DiskCalls, Entry, SegmentStore
@@ -202,6 +204,16 @@ class RetireTests(StoreTestCase):
 
 
 class DamageTests(StoreTestCase):
+    def test_a_damaged_header_at_the_end_of_a_sealed_segment_is_set_aside(self) -> None:
+        store = self.open(segment_bytes=3 * RECORD)
+        self.fill(store, 3)
+        self.fill(store, 2)  # a second segment
+        flip(segments(self.directory)[0], 2 * RECORD + 5)  # record 3's header
+        store = self.reopen(store)
+        self.assertEqual((self.report.set_aside, self.report.damaged_bytes), (1, RECORD))
+        self.assertTrue(os.listdir(os.path.join(self.directory, DAMAGED)))
+        self.assertEqual(self.read_all(store), [1, 2, 4, 5])
+
     def test_a_torn_last_write_is_cut_and_nothing_is_set_aside(self) -> None:
         store = self.open()
         self.fill(store, 3)
@@ -344,6 +356,66 @@ class ReuseTests(StoreTestCase):
         self.assertEqual((self.report.set_aside, self.report.torn_bytes), (1, 0))
         self.assertEqual(self.read_all(store), [8])
         self.assertEqual(os.path.getsize(segments(self.directory)[0]), 2 * RECORD)
+
+    def test_a_torn_write_ending_inside_an_older_record_is_cut_off_once(self) -> None:
+        store = self.reused()
+        store.append([entry(payload(7), 1, 7.0)])
+        longer = payload(8, 50)  # its claimed extent ends inside older record 3
+        with open(segments(self.directory)[0], "r+b") as segment:
+            segment.seek(RECORD)
+            segment.write(encode(8, 1, 8.0, longer) + longer[:10])
+        store = self.reopen(store)
+        self.assertEqual((self.report.set_aside, self.report.damaged_bytes), (0, 0))
+        self.assertEqual(self.report.torn_bytes, 2 * RECORD)  # up to the older record 3
+        self.assertFalse(os.path.exists(os.path.join(self.directory, DAMAGED)))
+        self.assertEqual(store.append([entry(b"after\r\n", 1, 0.0)]), [8])
+        store = self.reopen(store)
+        self.assertEqual((self.report.set_aside, self.report.damaged_bytes,
+                          self.report.torn_bytes), (0, 0, 0))
+        self.assertEqual(self.read_all(store), [7, 8])
+
+    def test_a_spare_that_cannot_be_opened_is_left_as_it_was(self) -> None:
+        store = self.open(segment_bytes=3 * RECORD)
+        self.fill(store, 3)
+        store.retire([r.record_id for r in store.read(10, 1 << 20)])  # a spare, active 4
+        self.fill(store, 3)  # 4-6: full
+        spare = spares(self.directory)[0]
+        real_open = os.open
+        failed: list[str] = []
+
+        def open_once_failing(path: str, flags: int, mode: int = 0o777) -> int:
+            if path == spare and not failed:
+                failed.append(path)
+                raise OSError(errno.EMFILE, os.strerror(errno.EMFILE))
+            return real_open(path, flags, mode)
+
+        with mock.patch.object(store_module.os, "open", open_once_failing):
+            self.assertEqual(store.append([entry(b"x\r\n", 1, 0.0)]), [7])  # a new file
+        self.assertEqual(failed, [spare])
+        self.assertEqual(spares(self.directory), [spare])
+        self.assertEqual(store.append([entry(b"y\r\n", 1, 0.0)]), [8])
+        store.retire([r.record_id for r in store.read(10, 1 << 20)])
+        self.assertEqual(store.stats().records, 0)
+
+    def test_a_refused_write_never_comes_back_through_a_spare(self) -> None:
+        store = self.open(segment_bytes=10 * RECORD)
+        self.fill(store, 1)
+
+        def failing(*args: object) -> None:
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+        store._disk = DiskCalls(sync=failing)  # the bytes land, the fsync fails
+        with mock.patch.object(store_module.os, "ftruncate", failing):  # and are not cut
+            with self.assertRaises(OSError):
+                store.append([entry(b"REFUSED %d\r\n" % i, 1, 0.0) for i in range(10)])
+        store._disk = DiskCalls()
+        store.retire([r.record_id for r in store.read(10, 1 << 20)])  # segment 1 spent
+        self.fill(store, 2, size=400)  # 2-3, segment 2
+        store.retire([r.record_id for r in store.read(10, 1 << 20)])
+        store.append([entry(b"C" * 148 + b"\r\n", 1, 0.0)])  # 4, in segment 1's old file
+        store = self.reopen(store)
+        self.assertEqual([(r.record_id, r.payload[:1]) for r in store.read(100, 1 << 20)],
+                         [(4, b"C")])
 
     def test_only_one_spare_is_kept(self) -> None:
         store = self.open(segment_bytes=RECORD)

@@ -185,7 +185,6 @@ def log_configuration(log: Any, config: Config, environ: Mapping[str, str]) -> N
 
 
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
-    if os.environ.get("XSWITCH"): sys.setswitchinterval(float(os.environ["XSWITCH"]))
     args = list(sys.argv[1:] if argv is None else argv)
     env = os.environ if environ is None else environ
     if args[:1] == ["healthcheck"]:

@@ -345,21 +345,25 @@ class Spool:
             job, self._next = self._next, _Job()
         if not job:
             return None  # the run before took it
-        try:
-            return job, self._work(job)
-        except Exception as error:  # a bug, not the disk: fail what waited
-            failed = OSError(f"the spool failed: {error!r}")
-            return job, _Outcome(append_error=failed, reads=[failed] * len(job.reads),
-                                 bug=Failure())
-
-    def _work(self, job: _Job) -> _Outcome:
-        """On the writer thread: the job's writes, then its retires and reads."""
-        store = self._store
         outcome = _Outcome()
+        try:
+            self._work(job, outcome)
+        except Exception as error:  # a bug, not the disk: fail what has no result
+            failed = OSError(f"the spool failed: {error!r}")
+            outcome.bug = Failure()
+            if outcome.ids is None:
+                outcome.append_error = outcome.append_error or failed
+            outcome.reads += [failed] * (len(job.reads) - len(outcome.reads))
+        return job, outcome
+
+    def _work(self, job: _Job, outcome: _Outcome) -> None:
+        """On the writer thread: the job's writes, then its retires and reads,
+        each result into ``outcome`` as soon as it is known."""
+        store = self._store
         if self._store_closed:  # work queued after the close: nothing to do it with
             outcome.append_error = OSError("the spool is closed")
             outcome.reads = [OSError("the spool is closed")] * len(job.reads)
-            return outcome
+            return
         if job.appends:
             try:
                 outcome.ids = store.append([entry for entry, _ in job.appends])
@@ -381,7 +385,6 @@ class Spool:
         if job.close:
             self._store_closed = True
             store.close()
-        return outcome
 
     def _finished(self, result: tuple[_Job, _Outcome] | Failure | None) -> None:
         if isinstance(result, Failure):  # the runner itself failed

@@ -108,9 +108,16 @@ class _Segment:
         self.first_id = first_id
         self.path = os.path.join(directory, f"{first_id:020d}{SUFFIX}")
         if spare is not None:
-            os.rename(spare, self.path)
-        flags = os.O_RDWR | (os.O_CREAT | os.O_EXCL if create and spare is None else 0)
-        self.fd = os.open(self.path, flags, 0o600)
+            # Opened before it is renamed: a failed open leaves the spare as it was.
+            self.fd = os.open(spare, os.O_RDWR)
+            try:
+                os.rename(spare, self.path)
+            except OSError:
+                os.close(self.fd)
+                raise
+        else:
+            flags = os.O_RDWR | (os.O_CREAT | os.O_EXCL if create else 0)
+            self.fd = os.open(self.path, flags, 0o600)
         #: Where its records end (a reused file goes on past it).
         self.size = 0 if create else os.fstat(self.fd).st_size
         self.damaged: set[int] = set()  # offsets of damaged stretches already counted
@@ -176,7 +183,8 @@ class SegmentStore:
 
     def _scan(self) -> OpenReport:
         names = os.listdir(self.directory)
-        spares = sorted(os.path.join(self.directory, n) for n in names if n.endswith(SPARE))
+        spares = sorted(os.path.join(self.directory, n) for n in names
+                        if n.endswith(SPARE) and n[:-len(SPARE)].isdigit())
         self._spares, extra = spares[:SPARES], spares[SPARES:]
         for path in extra:
             self._disk.remove(path)
@@ -194,42 +202,49 @@ class SegmentStore:
             expected = self._lost(expected, segment.first_id)
             last = index == len(names) - 1
             end: int | None = None  # where its records end, short of the file's end
-            pending: Damaged | None = None  # damage, or where older records begin
+            pending: list[Damaged] = []  # damage, unless no record of ours follows
             for item in walk(segment.fd, 0, segment.size, payloads=False):
-                if isinstance(item, Intact) and item.header.record_id < segment.first_id:
-                    # A record older than the segment: the file is a reused
-                    # spare, and this segment's records ended before it.
-                    if pending is None:
-                        end = item.offset
-                    else:
-                        end = pending.offset
-                        if _ours(segment, pending):
-                            torn = pending.end - pending.offset  # our write, cut short
-                    pending = None
-                    break
-                if pending is not None:  # records of this segment follow: damage
-                    damaged_bytes += self._set_aside_bytes(segment, pending)
-                    expected = self._passed(expected, pending)
-                    pending = None
                 if isinstance(item, Intact):
-                    expected = self._lost(expected, item.header.record_id) + 1
+                    if item.header.record_id >= segment.first_id:
+                        # A record of this segment: the stretches before it are damage.
+                        for stretch in pending:
+                            damaged_bytes += self._set_aside_bytes(segment, stretch)
+                            expected = self._passed(expected, stretch)
+                        pending = []
+                        expected = self._lost(expected, item.header.record_id) + 1
+                        continue
+                    # A record older than the segment: the file is a reused
+                    # spare, and no record of this segment follows.
+                    stretches, limit = pending, item.offset
+                elif not item.torn:
+                    pending.append(item)
                     continue
-                if item.torn and (last or not _ours(segment, item)):
+                else:  # damage to the end of the file
+                    stretches, limit = [*pending, item], segment.size
+                cut = stretches[0].offset if stretches else limit
+                # Ours: a stretch names a record of this segment, or ids are
+                # missing before the next segment (a damaged header).
+                ours = any(_ours(segment, stretch) for stretch in stretches) or (
+                    bool(stretches) and not last
+                    and int(names[index + 1][:-len(SUFFIX)]) > expected)
+                if last and (ours or limit == segment.size):
                     # A write cut short by a crash (never acknowledged with
-                    # fsync always: the fsync comes after the write), or the
-                    # remains of a reused spare's older bytes.
-                    if last:
-                        torn = item.end - item.offset
-                    end = item.offset
-                    break
-                if item.torn:
-                    damaged_bytes += self._set_aside_bytes(segment, item)
-                    expected = self._passed(expected, item)
-                    continue
-                pending = item
-            if pending is not None:  # (damage followed by nothing is torn: not here)
-                damaged_bytes += self._set_aside_bytes(segment, pending)
-                expected = self._passed(expected, pending)
+                    # fsync always: the fsync comes after the write).
+                    torn = limit - cut
+                elif ours:
+                    # In a sealed segment our records were all written whole:
+                    # damage, set aside (and any older bytes after it cut off).
+                    for stretch in stretches:
+                        damaged_bytes += self._set_aside_bytes(segment, stretch)
+                        expected = self._passed(expected, stretch)
+                    cut = limit
+                # else: the remains of a reused spare's older records, cut off.
+                end = cut if cut < segment.size else None
+                pending = []
+                break
+            for stretch in pending:  # (not reached: damage at the end is torn)
+                damaged_bytes += self._set_aside_bytes(segment, stretch)
+                expected = self._passed(expected, stretch)
             if end is not None:
                 os.ftruncate(segment.fd, end)
                 if self._fsync:
@@ -326,7 +341,7 @@ class SegmentStore:
     def _write_all(self, fd: int, parts: list[bytes], offset: int) -> int:
         """Write ``parts`` at ``offset`` with as few pwritev calls as it takes
         (no joined copy of the batch); returns the bytes written."""
-        buffers: list[bytes | memoryview] = list(parts)
+        buffers: list[bytes | memoryview] = [part for part in parts if part]
         index = written = 0
         while index < len(buffers):
             count = self._disk.write(fd, buffers[index:index + IOV_MAX], offset + written)
@@ -484,14 +499,23 @@ class SegmentStore:
         segments = self._segments
         while len(segments) > 1 and self._state.retired_below >= segments[1].first_id:
             segment = segments.pop(0)
-            segment.close()
             self._spend(segment)
             if self._cursor is segment:
                 self._cursor, self._offset = segments[0], 0
 
     def _spend(self, segment: _Segment) -> None:
-        """Keep a spent segment's file for reuse, or delete it."""
-        if len(self._spares) < SPARES:
+        """Close a spent segment; keep its file for reuse, or delete it."""
+        keep = len(self._spares) < SPARES
+        if segment is self._uncut:
+            # A failed write's bytes past its end, not cut yet: a spare must
+            # hold only records older than any later segment's.
+            self._uncut = None
+            try:
+                os.ftruncate(segment.fd, segment.size)
+            except OSError:
+                keep = False
+        segment.close()
+        if keep:
             spare = os.path.join(self.directory, f"{segment.first_id:020d}{SPARE}")
             try:
                 os.rename(segment.path, spare)
