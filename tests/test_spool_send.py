@@ -319,17 +319,17 @@ class ReloadTests(SpoolCase):
 
 
 class CongestionTests(SpoolCase):
-    def test_a_congested_connection_gets_more_once_it_drained(self) -> None:
-        harness = self.spooled(connect=1, write_high_water=1000, write_low_water=100)
+    def test_delivery_waits_on_disk_once_the_transport_holds_its_buffer_size(self) -> None:
+        harness = self.spooled(connect=1)  # write_high_water (1 MiB) is for /send unspooled
         upstream = harness.upstream
         upstream.kernel_full = True
         upstream.bufferSize = 500
         line = b"x" * 598 + b"\n"
         for _ in range(3):
             self.assertEqual(harness.call("POST", "/send", line).status, 202)
-        # Two records fill the socket past write_high_water; the third waits.
-        self.assertEqual(len(upstream.value()), 2 * 600)
-        self.assertEqual(self.counts(harness), (1, 2, 0, 0))
+        # The first record fills the transport past its buffer: the others wait on disk.
+        self.assertEqual(len(upstream.value()), 600)
+        self.assertEqual(self.counts(harness), (2, 1, 0, 0))
         upstream.kernel_takes(len(upstream.value()))
         self.assertEqual(len(upstream.value()), 3 * 600)
         self.assertEqual(self.counts(harness), (0, 3, 0, 0))

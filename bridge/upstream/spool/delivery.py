@@ -127,8 +127,10 @@ class Delivery:
         if protocol is None:
             self._wait(RETRY)
             return
-        if protocol.paused and protocol.is_congested():
-            # Write more once the socket took what it holds (no polling).
+        if protocol.paused:
+            # Write more once the socket took what it holds (no polling):
+            # records wait on disk, not in the transport's buffer (up to
+            # write_high_water, which is for /send without a spool).
             if not self._resume_awaited:
                 self._resume_awaited = True
                 protocol.when_resumed(self._resumed)
