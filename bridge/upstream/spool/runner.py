@@ -10,12 +10,13 @@ from __future__ import annotations
 import os
 import queue
 import threading
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Generic, TypeVar
 
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.python.failure import Failure
 
 T = TypeVar("T")
+Item = TypeVar("Item")
 Runner = Callable[[Callable[[], Any]], "Deferred[Any]"]
 
 
@@ -27,20 +28,12 @@ def inline(work: Callable[[], T]) -> Deferred[T]:
         return fail()
 
 
-class WriterThread:
-    """One thread running work in order; each result fires its Deferred on
-    the reactor thread.
+class _Worker(Generic[Item]):
+    """One daemon thread handling queued items in order until stopped."""
 
-    Deliberately lean (a SimpleQueue and one callFromThread per job, no
-    thread pool): every time this thread takes the GIL back from a busy
-    reactor can cost up to the interpreter's switch interval, so a job
-    takes it as few times as it can."""
-
-    def __init__(self, reactor: Any, name: str = "spool-writer") -> None:
-        self._reactor = reactor
+    def __init__(self, name: str) -> None:
         self._name = name
-        self._jobs: queue.SimpleQueue[tuple[Callable[[], Any], Deferred[Any]] | None] = \
-            queue.SimpleQueue()
+        self._items: queue.SimpleQueue[Item | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
@@ -49,31 +42,56 @@ class WriterThread:
             self._thread.start()
 
     def stop(self) -> None:
-        """Finish the queued work and join the thread; call once the
-        spool's last job has finished."""
+        """Handle what is queued, then end the thread."""
         thread, self._thread = self._thread, None
         if thread is not None:
-            self._jobs.put(None)
+            self._items.put(None)
             thread.join()
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None
+
+    def _put(self, item: Item) -> None:
+        self._items.put(item)
+
+    def _run(self) -> None:
+        while (item := self._items.get()) is not None:
+            self._handle(item)
+
+    def _handle(self, item: Item) -> None:
+        raise NotImplementedError
+
+
+class WriterThread(_Worker[tuple[Callable[[], Any], "Deferred[Any]"]]):
+    """One thread running work in order; each result fires its Deferred on
+    the reactor thread.  Stop it once the spool's last job has finished.
+
+    Deliberately lean (a SimpleQueue and one callFromThread per job, no
+    thread pool): every time this thread takes the GIL back from a busy
+    reactor can cost up to the interpreter's switch interval, so a job
+    takes it as few times as it can."""
+
+    def __init__(self, reactor: Any, name: str = "spool-writer") -> None:
+        super().__init__(name)
+        self._reactor = reactor
 
     def __call__(self, work: Callable[[], T]) -> Deferred[T]:
         done: Deferred[T] = Deferred()
-        self._jobs.put((work, done))
+        self._put((work, done))
         return done
 
-    def _run(self) -> None:
-        call = self._reactor.callFromThread
-        while (job := self._jobs.get()) is not None:
-            work, done = job
-            try:
-                result = work()
-            except BaseException:
-                call(done.errback, Failure())
-            else:
-                call(done.callback, result)
+    def _handle(self, item: tuple[Callable[[], Any], Deferred[Any]]) -> None:
+        work, done = item
+        try:
+            result = work()
+        except BaseException:
+            self._reactor.callFromThread(done.errback, Failure())
+        else:
+            self._reactor.callFromThread(done.callback, result)
 
 
-class Reclaimer:
+class Reclaimer(_Worker[str]):
     """A thread of its own that deletes spent segment files.
 
     Unlinking a segment of tens of megabytes takes ext4 tens of milliseconds
@@ -84,32 +102,17 @@ class Reclaimer:
     """
 
     def __init__(self, name: str = "spool-reclaim") -> None:
-        self._name = name
-        self._paths: queue.SimpleQueue[str | None] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
-            self._thread.start()
-
-    def stop(self) -> None:
-        """Delete what is queued, then end the thread."""
-        thread, self._thread = self._thread, None
-        if thread is not None:
-            self._paths.put(None)
-            thread.join()
+        super().__init__(name)
 
     def remove(self, path: str) -> None:
         """Delete ``path`` soon; from any thread.  At once when not running."""
-        if self._thread is None:
-            _unlink(path)
+        if self.running:
+            self._put(path)
         else:
-            self._paths.put(path)
-
-    def _run(self) -> None:
-        while (path := self._paths.get()) is not None:
             _unlink(path)
+
+    def _handle(self, item: str) -> None:
+        _unlink(item)
 
 
 def _unlink(path: str) -> None:
