@@ -11,12 +11,13 @@ made no request outside its origin.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import tempfile
 import unittest
 from dataclasses import dataclass, field
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Iterator, TypeVar
 
 from tests.polling import wait_for
 
@@ -176,32 +177,31 @@ class Browser:
         layout while the picture is taken), then given its size back."""
         import base64
 
-        driver = self.driver
-        size = driver.get_window_size()
-        page, inner = self.run("window.scrollTo(0, 0); return [document.documentElement."
-                               "scrollHeight, window.innerHeight];")
-        driver.set_window_size(size["width"], size["height"] - inner + page)
-        try:
+        with self._as_tall_as_the_page():
             x, y, width, height = self.run(
                 "const r = document.querySelector(arguments[0]).getBoundingClientRect();"
                 "return [r.left + scrollX, r.top + scrollY, r.width, r.height];", selector)
-            shot = driver.execute_cdp_cmd("Page.captureScreenshot", {"format": "png", "clip": {
-                "x": max(0, x - 4), "y": max(0, y - 4), "width": width + 8,
-                "height": height + 8, "scale": 1}})
-        finally:
-            driver.set_window_size(size["width"], size["height"])
+            shot = self.driver.execute_cdp_cmd("Page.captureScreenshot", {
+                "format": "png", "clip": {"x": max(0, x - 4), "y": max(0, y - 4),
+                                          "width": width + 8, "height": height + 8,
+                                          "scale": 1}})
         with open(path, "wb") as target:
             target.write(base64.b64decode(shot["data"]))
 
     def screenshot(self, path: str) -> None:
         """A PNG of the whole page (the window is made as tall as the page
         for it, then given its size back)."""
+        with self._as_tall_as_the_page():
+            self.driver.save_screenshot(path)
+
+    @contextlib.contextmanager
+    def _as_tall_as_the_page(self) -> Iterator[None]:
         driver = self.driver
         size = driver.get_window_size()
         page, inner = self.run("window.scrollTo(0, 0); return [document.documentElement."
                                "scrollHeight, window.innerHeight];")
         driver.set_window_size(size["width"], size["height"] - inner + page)
         try:
-            driver.save_screenshot(path)
+            yield
         finally:
             driver.set_window_size(size["width"], size["height"])

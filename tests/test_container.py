@@ -464,19 +464,8 @@ def readme_outputs() -> dict[str, str]:
     return {name: text for name, text in README_OUTPUT.findall(README.read_text())}
 
 
-class ComposeReadmeTests(unittest.TestCase):
-    def test_the_readme_shows_the_output_of_both_examples(self) -> None:
-        outputs = readme_outputs()
-        self.assertEqual(sorted(outputs), ["config/docker-compose.yml"])
-        for name in outputs:
-            self.assertTrue((REPO / name).is_file(), name)
-
-
-class ComposeRunTests(unittest.TestCase):
-    """Runs the compose example as the README says (`up --build
-    --exit-code-from client`) and compares the client's output with the
-    README's, byte for byte. A private project name and a free host port,
-    so that runs side by side do not meet."""
+class ComposeCase(unittest.TestCase):
+    """Skipped without a Docker daemon or Compose; ``self.compose`` runs it."""
 
     def setUp(self) -> None:
         reason = docker_unavailable()
@@ -486,6 +475,21 @@ class ComposeRunTests(unittest.TestCase):
         if compose is None:
             self.skipTest("no Docker Compose: neither `docker compose` nor `docker-compose`")
         self.compose = compose
+
+
+class ComposeReadmeTests(unittest.TestCase):
+    def test_the_readme_shows_the_output_of_both_examples(self) -> None:
+        outputs = readme_outputs()
+        self.assertEqual(sorted(outputs), ["config/docker-compose.yml"])
+        for name in outputs:
+            self.assertTrue((REPO / name).is_file(), name)
+
+
+class ComposeRunTests(ComposeCase):
+    """Runs the compose example as the README says (`up --build
+    --exit-code-from client`) and compares the client's output with the
+    README's, byte for byte. A private project name and a free host port,
+    so that runs side by side do not meet."""
 
     def run_example(self, path: Path) -> str:
         # Compose v1 keeps only [a-z0-9] of a project name: use nothing else.
@@ -540,20 +544,11 @@ def poll(predicate: Any, what: str, timeout: float = 90) -> None:
     raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
 
 
-class ComposeReloadTests(unittest.TestCase):
+class ComposeReloadTests(ComposeCase):
     """config/docker-compose.yml with its directory of upstreams replaced by a
     copy (an override file): an upstream added to the file, saved the way
     editors do (a new file renamed over the old), then SIGHUP through
     Compose, reaches the running bridge; the others keep their connection."""
-
-    def setUp(self) -> None:
-        reason = docker_unavailable()
-        if reason:
-            self.skipTest(reason)
-        compose = compose_command()
-        if compose is None:
-            self.skipTest("no Docker Compose: neither `docker compose` nor `docker-compose`")
-        self.compose = compose
 
     def test_sighup_reads_the_mounted_file_again(self) -> None:
         directory = Path(tempfile.mkdtemp())

@@ -83,20 +83,9 @@ def summarize(runs: list[Run]) -> dict[str, Any]:
         for other, other_runs in targets.items():
             if other == "bridge":
                 continue
-            per_round = []
-            efficiency = []
-            for r in other_runs:
-                b = bridge_runs.get(r.round)
-                if b is None:
-                    continue
-                mine, theirs = metric(b, rate), metric(r, rate)
-                if mine and theirs:
-                    per_round.append(round(mine / theirs, 3))
-                # CPU per request is less sensitive to what else runs on the machine.
-                cost, their_cost = metric(b, "cpu_us_per_request"), metric(
-                    r, "cpu_us_per_request")
-                if cost and their_cost:
-                    efficiency.append(round(their_cost / cost, 3))
+            per_round = paired_ratios(bridge_runs, other_runs, rate)
+            # CPU per request is less sensitive to what else runs on the machine.
+            efficiency = paired_ratios(other_runs, bridge_runs, "cpu_us_per_request")
             if per_round:
                 entry["ratios"][f"bridge/{other}"] = {
                     "metric": rate, "per_round": per_round, "median": median(per_round)}
@@ -119,6 +108,22 @@ def summarize(runs: list[Run]) -> dict[str, Any]:
     return summary
 
 
+def paired_ratios(top: dict[int, Run] | list[Run], bottom: dict[int, Run] | list[Run],
+                  name: str) -> list[float]:
+    """``name`` of ``top`` / of ``bottom``, round by round (rounds both have)."""
+    tops = top if isinstance(top, dict) else {r.round: r for r in top}
+    bottoms = bottom if isinstance(bottom, dict) else {r.round: r for r in bottom}
+    ratios = []
+    for number in sorted(bottoms):
+        upper, lower = tops.get(number), bottoms[number]
+        if upper is None:
+            continue
+        a, b = metric(upper, name), metric(lower, name)
+        if a and b:
+            ratios.append(round(a / b, 3))
+    return ratios
+
+
 def spool_ratios(targets: dict[str, list[Run]], bridge_runs: dict[int, Run],
                  rate: str) -> dict[str, Any]:
     """Spooled / unspooled throughput, round by round (issue 12)."""
@@ -126,14 +131,7 @@ def spool_ratios(targets: dict[str, list[Run]], bridge_runs: dict[int, Run],
     for other, other_runs in targets.items():
         if other == "bridge":
             continue
-        per_round = []
-        for r in other_runs:
-            b = bridge_runs.get(r.round)
-            if b is None:
-                continue
-            mine, theirs = metric(b, rate), metric(r, rate)
-            if mine and theirs:
-                per_round.append(round(theirs / mine, 3))
+        per_round = paired_ratios(other_runs, bridge_runs, rate)
         if per_round:
             ratios[f"{other}/bridge"] = {"metric": rate, "per_round": per_round,
                                          "median": median(per_round)}
